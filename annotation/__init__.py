@@ -1,0 +1,1 @@
+"""The data: projects, prompts, responses, tasks, the queue, annotations, guidelines, constitutions, export."""

@@ -1,0 +1,1 @@
+"""REST API for the annotation data, under /api/v1/."""

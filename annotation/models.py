@@ -1,0 +1,297 @@
+"""Annotation data model: fields and database constraints; workflows live in services."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin"
+    ENGINEER = "engineer"
+    REVIEWER = "reviewer"
+    ANNOTATOR = "annotator"
+
+
+class TaskKind(models.TextChoices):
+    PAIRWISE = "pairwise"
+    RANKING = "ranking"
+    RATING = "rating"
+    STEPS = "steps"
+    DEMONSTRATION = "demonstration"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    required_annotations = models.PositiveSmallIntegerField(default=1, help_text="Overlap: annotations wanted per task.")
+    lease_seconds = models.PositiveIntegerField(default=1800)
+    settings = models.JSONField(default=dict, blank=True)
+    current_guideline = models.ForeignKey(
+        "GuidelineVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    current_constitution = models.ForeignKey(
+        "ConstitutionVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(required_annotations__gte=1), name="project_overlap_positive"),
+            models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="project_lease_at_least_10s"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="membership_unique_user_project"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+
+class GuidelineVersion(models.Model):
+    """One immutable version of a project's labeling guidelines (markdown)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="guideline_versions")
+    number = models.PositiveIntegerField()
+    body = models.TextField()
+    note = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [models.UniqueConstraint(fields=["project", "number"], name="guideline_version_unique")]
+
+
+class ConstitutionVersion(models.Model):
+    """One immutable version of a project's constitution: an ordered list of principles."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="constitution_versions")
+    number = models.PositiveIntegerField()
+    note = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [models.UniqueConstraint(fields=["project", "number"], name="constitution_version_unique")]
+
+
+class Principle(models.Model):
+    """A principle as worded in one constitution version; `key` follows it across versions."""
+
+    constitution = models.ForeignKey(ConstitutionVersion, on_delete=models.CASCADE, related_name="principles")
+    position = models.PositiveSmallIntegerField()
+    key = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    critique_request = models.TextField()
+    revision_request = models.TextField()
+    comparison_question = models.TextField()
+
+    class Meta:
+        ordering = ["constitution", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["constitution", "position"], name="principle_unique_position"),
+            models.UniqueConstraint(fields=["constitution", "key"], name="principle_unique_key"),
+        ]
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    messages = models.JSONField(help_text="Conversation as a list of {role, content}.")
+    external_id = models.CharField(max_length=200, blank=True)
+    content_hash = models.CharField(max_length=64)
+    metadata = models.JSONField(default=dict, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "content_hash"], name="prompt_unique_content")]
+
+
+class ResponseOrigin(models.TextChoices):
+    IMPORTED = "imported"
+    GENERATED = "generated"
+    DEMONSTRATION = "demonstration"
+    REVISION = "revision"
+
+
+class Response(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    content = models.TextField()
+    steps = models.JSONField(default=list, blank=True, help_text="The content split into reasoning steps.")
+    origin = models.CharField(max_length=16, choices=ResponseOrigin.choices)
+    model_name = models.CharField(max_length=200, blank=True, help_text="Registry name of the model that wrote it.")
+    generation = models.JSONField(default=dict, blank=True, help_text="Sampling parameters and token counts.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    dedupe_key = models.CharField(max_length=128, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "dedupe_key"], name="response_unique_dedupe_key"),
+            models.CheckConstraint(condition=Q(origin__in=ResponseOrigin.values), name="response_origin_valid"),
+        ]
+
+
+class TaskStatus(models.TextChoices):
+    OPEN = "open"
+    COMPLETE = "complete"
+    ARCHIVED = "archived"
+
+
+class Task(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    kind = models.CharField(max_length=16, choices=TaskKind.choices)
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="tasks")
+    responses = models.ManyToManyField(Response, through="TaskResponse", related_name="tasks")
+    n_responses = models.PositiveSmallIntegerField(default=0)
+    n_steps = models.PositiveSmallIntegerField(default=0, help_text="Steps of the response (steps tasks).")
+    required = models.PositiveSmallIntegerField(default=1)
+    # Denormalized: required minus active and submitted assignments, kept by the same
+    # transaction that creates or ends an assignment; the queue scans only open_slots > 0.
+    open_slots = models.PositiveSmallIntegerField(default=1)
+    submitted_count = models.PositiveSmallIntegerField(default=0)
+    priority = models.IntegerField(default=0)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.OPEN)
+    gold = models.JSONField(null=True, blank=True, help_text="Known answer, for quality control.")
+    flags = models.JSONField(default=dict, blank=True, help_text="e.g. {'content_warning': 'violence'}")
+    dedupe_key = models.CharField(max_length=128, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=TaskKind.values), name="task_kind_valid"),
+            models.CheckConstraint(condition=Q(status__in=TaskStatus.values), name="task_status_valid"),
+            models.CheckConstraint(condition=Q(open_slots__lte=F("required")), name="task_open_slots_within_required"),
+            models.CheckConstraint(condition=Q(required__gte=1), name="task_required_positive"),
+            models.UniqueConstraint(fields=["project", "dedupe_key"], name="task_unique_dedupe_key"),
+        ]
+        indexes = [
+            models.Index(
+                "project", F("priority").desc(), "id", name="task_queue_open", condition=Q(open_slots__gt=0)
+            ),
+        ]
+
+
+class TaskResponse(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="task_responses")
+    response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["task", "position"]
+        constraints = [models.UniqueConstraint(fields=["task", "position"], name="task_response_unique_position")]
+
+
+class AssignmentState(models.TextChoices):
+    ACTIVE = "active"
+    SUBMITTED = "submitted"
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+
+
+class Assignment(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    state = models.CharField(max_length=16, choices=AssignmentState.choices, default=AssignmentState.ACTIVE)
+    leased_until = models.DateTimeField()
+    shown_order = models.JSONField(default=list, help_text="Canonical response positions in the order shown.")
+    skip_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Never the same task twice to one person.
+            models.UniqueConstraint(fields=["task", "annotator"], name="assignment_unique_task_annotator"),
+            models.CheckConstraint(condition=Q(state__in=AssignmentState.values), name="assignment_state_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "leased_until"], name="assignment_active_lease", condition=Q(state="active")),
+            models.Index(fields=["annotator", "project", "state"], name="assignment_by_annotator"),
+        ]
+
+
+class AnnotationSource(models.TextChoices):
+    HUMAN = "human"
+    AI = "ai"
+
+
+class Annotation(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="annotations")
+    kind = models.CharField(max_length=16, choices=TaskKind.choices)
+    assignment = models.ForeignKey(Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
+    )
+    source = models.CharField(max_length=8, choices=AnnotationSource.choices, default=AnnotationSource.HUMAN)
+    payload = models.JSONField(help_text="Validated per task kind; choices and orders in canonical positions.")
+    shown_order = models.JSONField(default=list, blank=True)
+    rationale = models.TextField(blank=True)
+    seconds_spent = models.FloatField(null=True, blank=True)
+    guideline_version = models.ForeignKey(GuidelineVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    constitution_version = models.ForeignKey(
+        ConstitutionVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    details = models.JSONField(default=dict, blank=True, help_text="AI rater details or import provenance.")
+    client_id = models.UUIDField(default=uuid.uuid4, unique=True, help_text="Makes submission idempotent.")
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    is_current = models.BooleanField(default=True)
+    is_review = models.BooleanField(default=False, help_text="Written by a reviewer adjudicating.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=AnnotationSource.values), name="annotation_source_valid"),
+            models.CheckConstraint(
+                condition=Q(seconds_spent__isnull=True) | Q(seconds_spent__gte=0), name="annotation_seconds_nonnegative"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["task"], name="annotation_current_by_task", condition=Q(is_current=True)),
+            models.Index(fields=["author", "created_at"], name="annotation_by_author"),
+        ]
+
+
+class SnapshotFormat(models.TextChoices):
+    PREFERENCE = "preference"
+    UNPAIRED = "unpaired"
+    STEPWISE = "stepwise"
+    SFT = "sft"
+    RAW = "raw"
+
+
+class DatasetSnapshot(models.Model):
+    """An exported dataset file; immutable once written, identified by its sha256."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="snapshots")
+    format = models.CharField(max_length=16, choices=SnapshotFormat.choices)
+    file_format = models.CharField(max_length=8, default="jsonl")
+    spec = models.JSONField(default=dict, blank=True, help_text="Filters, aggregation rule and style used.")
+    row_count = models.PositiveIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    path = models.CharField(max_length=500)
+    size_bytes = models.BigIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(format__in=SnapshotFormat.values), name="snapshot_format_valid")]

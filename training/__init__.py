@@ -1,0 +1,1 @@
+"""Everything that runs a model: registry, generation backends, AI feedback, trainers, runs."""
