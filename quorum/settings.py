@@ -83,9 +83,12 @@ TEMPLATES = [
 ]
 
 SQLITE_PATH = DATA_DIR / "quorum.sqlite3"
+# Lets several test runs share a checkout without sharing a test database.
+TEST_DB_SUFFIX = env_str("QUORUM_TEST_SUFFIX", "")
 DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("QUORUM_DB_CONN_MAX_AGE", 60))}
+    DATABASES["default"]["TEST"] = {"NAME": "test_quorum" + TEST_DB_SUFFIX}
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(SQLITE_PATH)}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -96,7 +99,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test{TEST_DB_SUFFIX}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
