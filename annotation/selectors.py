@@ -1,0 +1,80 @@
+"""Reads. Every queryset a caller can reach is scoped to the caller's projects here."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from .errors import NotFound
+from .models import Annotation, Assignment, Membership, Project, Role, Task, TaskResponse
+
+# Roles that see every annotation of a project; annotators see only their own.
+OVERSEEING_ROLES = frozenset({Role.ADMIN, Role.ENGINEER, Role.REVIEWER})
+
+
+def projects_for(*, user: AbstractBaseUser) -> QuerySet[Project]:
+    return Project.objects.filter(memberships__user=user).order_by("name")
+
+
+def project_with_role(*, user: AbstractBaseUser, slug: str) -> tuple[Project, str]:
+    """The project and the caller's role in it; NotFound for non-members (existence is not leaked)."""
+    membership = (
+        Membership.objects.select_related("project", "project__current_guideline")
+        .filter(user=user, project__slug=slug)
+        .only("role", "project")
+        .first()
+    )
+    if membership is None:
+        raise NotFound("no such project")
+    return membership.project, membership.role
+
+
+def role_in(*, user: AbstractBaseUser, project_id: int) -> str | None:
+    return Membership.objects.filter(user=user, project_id=project_id).values_list("role", flat=True).first()
+
+
+def annotations_visible_to(*, user: AbstractBaseUser, project: Project, role: str) -> QuerySet[Annotation]:
+    qs = Annotation.objects.filter(task__project=project)
+    if role not in OVERSEEING_ROLES:
+        qs = qs.filter(author=user)
+    return qs
+
+
+def annotation_for(*, user: AbstractBaseUser, annotation_id: int) -> tuple[Annotation, str]:
+    """An annotation the caller may see, with the caller's role in its project."""
+    annotation = Annotation.objects.select_related("task", "task__project", "author").filter(pk=annotation_id).first()
+    role = annotation and role_in(user=user, project_id=annotation.task.project_id)
+    if annotation is None or role is None or (role not in OVERSEEING_ROLES and annotation.author_id != user.pk):
+        raise NotFound("no such annotation")
+    return annotation, role
+
+
+def assignment_for(*, user: AbstractBaseUser, assignment_id: int) -> Assignment:
+    """The caller's own assignment, while they are still a member of its project."""
+    assignment = Assignment.objects.filter(pk=assignment_id, annotator=user).first()
+    if assignment is None or role_in(user=user, project_id=assignment.project_id) is None:
+        raise NotFound("no such assignment")
+    return assignment
+
+
+def task_view(*, assignment: Assignment) -> dict:
+    """What an annotator is shown for a leased task: the conversation and responses in shown order."""
+    task: Task = Task.objects.select_related("prompt").get(pk=assignment.task_id)
+    by_position = {
+        tr.position: tr.response
+        for tr in TaskResponse.objects.filter(task_id=task.pk).select_related("response").only(
+            "position", "response__id", "response__content", "response__steps"
+        )
+    }
+    order = assignment.shown_order or sorted(by_position)
+    responses = [
+        {"label": "ABCDEFGHIJKLMNOP"[i], "id": by_position[p].pk, "content": by_position[p].content, "steps": by_position[p].steps}
+        for i, p in enumerate(order)
+    ]
+    return {
+        "assignment": assignment.pk,
+        "task": task.pk,
+        "kind": task.kind,
+        "leased_until": assignment.leased_until,
+        "prompt": {"id": task.prompt_id, "messages": task.prompt.messages},
+        "responses": responses,
+        "flags": task.flags,
+    }
