@@ -150,6 +150,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "annotation.models.Role",
+        "SnapshotFormatEnum": "annotation.models.SnapshotFormat",
+        "ImportFormatEnum": ["prompts", "preference", "unpaired", "stepwise", "sft"],
+    },
 }
 
 # Celery: an embedded broker (SQLAlchemy on SQLite) unless CELERY_BROKER_URL names Redis or RabbitMQ.
