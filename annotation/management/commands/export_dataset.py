@@ -1,0 +1,50 @@
+"""manage.py export_dataset --project SLUG --format F --out PATH: write a dataset snapshot."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation.errors import DomainError
+from annotation.models import Project, SnapshotFormat
+from annotation.services.exports import FILE_FORMATS, STYLES, snapshot_create
+
+
+class Command(BaseCommand):
+    help = "Export the project's current annotations as a dataset file that training libraries load as it is."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="project slug")
+        parser.add_argument("--format", required=True, choices=SnapshotFormat.values)
+        parser.add_argument("--file-format", choices=FILE_FORMATS, default="jsonl")
+        parser.add_argument("--style", choices=STYLES, default="conversational")
+        parser.add_argument("--sources", default="human,ai", help="comma-separated: human, ai")
+        parser.add_argument("--out", required=True, help="file to write (read-only once written)")
+        parser.add_argument(
+            "--neutral-step",
+            choices=("correct", "error"),
+            default="correct",
+            help="stepwise: how a 0 (neutral) step label is exported",
+        )
+        parser.add_argument(
+            "--pairwise-as-unpaired",
+            action="store_true",
+            help="unpaired: also export each pairwise majority as one desirable and one undesirable row",
+        )
+
+    def handle(self, *args, **options):
+        project = Project.objects.filter(slug=options["project"]).first()
+        if project is None:
+            raise CommandError(f"no project with slug {options['project']!r}")
+        sources = [s.strip() for s in options["sources"].split(",") if s.strip()]
+        try:
+            snapshot = snapshot_create(
+                project=project,
+                format=options["format"],
+                file_format=options["file_format"],
+                style=options["style"],
+                sources=sources,
+                out_path=options["out"],
+                neutral_step_correct=options["neutral_step"] == "correct",
+                pairwise_as_unpaired=options["pairwise_as_unpaired"],
+            )
+        except DomainError as e:
+            raise CommandError(e.message) from None
+        self.stdout.write(f"rows: {snapshot.row_count}\nsha256: {snapshot.sha256}\npath: {snapshot.path}")

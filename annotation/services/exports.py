@@ -1,0 +1,704 @@
+"""Dataset snapshots: current annotations turned into the files training libraries load as they are.
+
+Rows are streamed (server-side cursors on PostgreSQL), aggregated per task in SQL where a count
+is enough (pairwise and thumb majorities) and merge-joined by task id otherwise, written as they
+are read, hashed while written, then renamed into place read-only. Memory stays flat whatever the
+size of the project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import Avg, Count, Exists, FloatField, OuterRef, Q
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Cast, Coalesce
+
+from ..errors import Conflict, Invalid
+from ..models import (
+    Annotation,
+    AnnotationSource,
+    DatasetSnapshot,
+    Project,
+    SnapshotFormat,
+    Task,
+    TaskKind,
+    TaskResponse,
+)
+from .imports import standard_prompt_text
+
+FILE_FORMATS = ("jsonl", "parquet")
+STYLES = ("conversational", "standard")
+CHUNK = 2000
+JSONL_FLUSH_ROWS = 1000
+PARQUET_ROW_GROUP = 10_000
+
+PREFERENCE_AGGREGATION = (
+    "pairwise tasks: majority over the task's current annotations (counts of A, B, tie and both_bad); "
+    "a row only when the top count is unique and is A or B; ties, both-bad and tasks without a strict "
+    "majority are dropped; margin = mean over the annotations that voted with the majority of their imported "
+    "margin if they carry one, else their strength (1-3); score_chosen/score_rejected = mean of the imported "
+    "scores of those annotations (null when none). Ranking tasks: every pair of responses, decided by majority "
+    "over the annotators who ranked the two differently (equal counts dropped); margin = mean rank difference "
+    "among the majority."
+)
+
+
+# --- Writing ----------------------------------------------------------------------------------
+
+
+class _HashingFile:
+    """A write-only binary file that hashes and counts what goes through it."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.sha.update(data)
+        self.size += len(data)
+        self.raw.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True  # the underlying file is closed by its owner
+
+
+class _JsonlSink:
+    def __init__(self, out: _HashingFile):
+        self.out = out
+        self.rows = 0
+        self._buffer: list[str] = []
+
+    def write(self, row: dict) -> None:
+        self._buffer.append(json.dumps(row, ensure_ascii=False))
+        self.rows += 1
+        if len(self._buffer) >= JSONL_FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self.out.write(("\n".join(self._buffer) + "\n").encode("utf-8"))
+            self._buffer = []
+
+    def close(self) -> None:
+        self._flush()
+
+
+class _ParquetSink:
+    """Rows gathered into row groups of PARQUET_ROW_GROUP and written with one fixed schema."""
+
+    def __init__(self, out: _HashingFile, schema):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pa = pa
+        self.schema = schema
+        self.writer = pq.ParquetWriter(out, schema)
+        self.rows = 0
+        self._buffer: list[dict] = []
+
+    def write(self, row: dict) -> None:
+        self._buffer.append(row)
+        self.rows += 1
+        if len(self._buffer) >= PARQUET_ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self.writer.write_table(self._pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self._buffer = []
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+
+
+def _parquet_schema(fmt: str, style: str, columns: list[str]):
+    import pyarrow as pa
+
+    message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    text_or_messages = message if style == "conversational" else pa.string()
+    types = {
+        SnapshotFormat.PREFERENCE: {
+            "prompt": text_or_messages,
+            "chosen": text_or_messages,
+            "rejected": text_or_messages,
+            "margin": pa.float64(),
+            "score_chosen": pa.float64(),
+            "score_rejected": pa.float64(),
+        },
+        SnapshotFormat.UNPAIRED: {"prompt": text_or_messages, "completion": text_or_messages, "label": pa.bool_()},
+        SnapshotFormat.STEPWISE: {
+            "prompt": text_or_messages,
+            "completions": pa.list_(pa.string()),
+            "labels": pa.list_(pa.bool_()),
+        },
+        SnapshotFormat.SFT: {"messages": message},
+        SnapshotFormat.RAW: {
+            "annotation_id": pa.int64(),
+            "task_id": pa.int64(),
+            "kind": pa.string(),
+            "prompt": message,
+            "responses": pa.list_(pa.string()),
+            "payload": pa.string(),
+            "shown_order": pa.list_(pa.int64()),
+            "author": pa.string(),
+            "source": pa.string(),
+            "seconds_spent": pa.float64(),
+            "guideline_version": pa.int64(),
+            "constitution_version": pa.int64(),
+            "rationale": pa.string(),
+            "details": pa.string(),
+            "client_id": pa.string(),
+            "supersedes_id": pa.int64(),
+            "is_current": pa.bool_(),
+            "is_review": pa.bool_(),
+            "created_at": pa.string(),
+        },
+    }[fmt]
+    return pa.schema([(c, types[c]) for c in columns])
+
+
+# --- Reading ----------------------------------------------------------------------------------
+
+
+class _Follow:
+    """Walks a stream of rows ordered by task id (first column), handing out one task's rows at a time.
+
+    Asking for tasks in increasing id order skips the rows of tasks nobody asked for, so several
+    streams ordered the same way can be merge-joined without holding any of them in memory.
+    """
+
+    def __init__(self, rows: Iterable[tuple]):
+        self._rows = iter(rows)
+        self._next = next(self._rows, None)
+
+    def take(self, task_id: int) -> list[tuple]:
+        rows, nxt = self._rows, self._next
+        while nxt is not None and nxt[0] < task_id:
+            nxt = next(rows, None)
+        out = []
+        while nxt is not None and nxt[0] == task_id:
+            out.append(nxt)
+            nxt = next(rows, None)
+        self._next = nxt
+        return out
+
+
+def _messages(messages) -> list[dict]:
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+class _Reader:
+    """The streams one snapshot reads, all scoped to a project, current revisions and sources."""
+
+    def __init__(self, *, project: Project, sources: list[str], style: str):
+        self.project = project
+        self.sources = sources
+        self.style = style
+
+    def annotations(self, kind: str, *, current: bool = True):
+        qs = Annotation.objects.filter(task__project=self.project, source__in=self.sources)
+        if kind:
+            qs = qs.filter(kind=kind)
+        if current:
+            qs = qs.filter(is_current=True)
+        return qs
+
+    def _with_annotations(self, qs, task_field: str, kind: str, current: bool = True):
+        voted = self.annotations(kind, current=current).filter(task_id=OuterRef(task_field))
+        return qs.filter(Exists(voted))
+
+    def prompts(self, kind: str, *, current: bool = True) -> _Follow:
+        """task id -> prompt as the style wants it (message list, or the exact prompt string)."""
+        qs = Task.objects.filter(project=self.project)
+        if kind:
+            qs = qs.filter(kind=kind)
+        qs = self._with_annotations(qs, "pk", kind, current).order_by("id")
+        if self.style == "conversational":
+            rows = qs.values_list("id", "prompt__messages").iterator(chunk_size=CHUNK)
+            return _Follow((task_id, _messages(messages)) for task_id, messages in rows)
+        rows = qs.values_list(
+            "id",
+            "prompt__messages",
+            KeyTextTransform("text", "prompt__metadata"),
+            KeyTextTransform("prompt_text", "metadata"),
+        ).iterator(chunk_size=CHUNK)
+        return _Follow(
+            (task_id, task_text or prompt_text or standard_prompt_text(messages))
+            for task_id, messages, prompt_text, task_text in rows
+        )
+
+    def responses(self, kind: str, *, steps: bool = False, current: bool = True) -> _Follow:
+        """(task id, content or steps), in canonical position order."""
+        qs = TaskResponse.objects.filter(task__project=self.project)
+        if kind:
+            qs = qs.filter(task__kind=kind)
+        qs = self._with_annotations(qs, "task_id", kind, current).order_by("task_id", "position")
+        column = "response__steps" if steps else "response__content"
+        return _Follow(qs.values_list("task_id", column).iterator(chunk_size=CHUNK))
+
+
+def _completion(text: str, style: str):
+    return [{"role": "assistant", "content": text}] if style == "conversational" else text
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _pairwise_majorities(reader: _Reader) -> Iterator[tuple[int, int, int, float, float | None, float | None]]:
+    """(task id, winner position, loser position, margin, score_chosen, score_rejected) per task with a
+    strict A/B majority, counted in SQL."""
+    choice_a, choice_b = Q(payload__choice="A"), Q(payload__choice="B")
+    strength = Cast(KeyTextTransform("strength", "payload"), FloatField())
+    imported = KeyTransform("import", "details")
+    margin = Coalesce(Cast(KeyTextTransform("margin", imported), FloatField()), strength)
+    score_chosen = Cast(KeyTextTransform("score_chosen", imported), FloatField())
+    score_rejected = Cast(KeyTextTransform("score_rejected", imported), FloatField())
+    rows = (
+        reader.annotations(TaskKind.PAIRWISE)
+        .values("task_id")
+        .annotate(
+            a=Count("id", filter=choice_a),
+            b=Count("id", filter=choice_b),
+            tie=Count("id", filter=Q(payload__choice="tie")),
+            bad=Count("id", filter=Q(payload__choice="both_bad")),
+            margin_a=Avg(margin, filter=choice_a),
+            margin_b=Avg(margin, filter=choice_b),
+            sc_a=Avg(score_chosen, filter=choice_a),
+            sr_a=Avg(score_rejected, filter=choice_a),
+            sc_b=Avg(score_chosen, filter=choice_b),
+            sr_b=Avg(score_rejected, filter=choice_b),
+        )
+        .order_by("task_id")
+        .values_list("task_id", "a", "b", "tie", "bad", "margin_a", "margin_b", "sc_a", "sr_a", "sc_b", "sr_b")
+        .iterator(chunk_size=CHUNK)
+    )
+    for task_id, a, b, tie, bad, margin_a, margin_b, sc_a, sr_a, sc_b, sr_b in rows:
+        top = max(a, b, tie, bad)
+        if [a, b, tie, bad].count(top) != 1 or top not in (a, b) or top == 0:
+            continue
+        if a == top:
+            yield task_id, 0, 1, float(margin_a), _float(sc_a), _float(sr_a)
+        else:
+            yield task_id, 1, 0, float(margin_b), _float(sc_b), _float(sr_b)
+
+
+def _ranking_pairs(ranks: list[list[int]], n: int) -> Iterator[tuple[int, int, float]]:
+    """(winner, loser, margin) for every pair a strict majority of those who separated them agrees on."""
+    for i in range(n):
+        for j in range(i + 1, n):
+            i_better = [r[j] - r[i] for r in ranks if r[i] < r[j]]
+            j_better = [r[i] - r[j] for r in ranks if r[j] < r[i]]
+            if len(i_better) > len(j_better):
+                yield i, j, sum(i_better) / len(i_better)
+            elif len(j_better) > len(i_better):
+                yield j, i, sum(j_better) / len(j_better)
+
+
+# --- Formats ----------------------------------------------------------------------------------
+
+
+def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
+    style = reader.style
+    prompts = reader.prompts(TaskKind.PAIRWISE)
+    responses = reader.responses(TaskKind.PAIRWISE)
+    for task_id, win, lose, margin, sc, sr in _pairwise_majorities(reader):
+        texts = [r[1] for r in responses.take(task_id)]
+        prompt = prompts.take(task_id)
+        if len(texts) != 2 or not prompt:
+            continue
+        row = {
+            "prompt": prompt[0][1],
+            "chosen": _completion(texts[win], style),
+            "rejected": _completion(texts[lose], style),
+            "margin": margin,
+        }
+        if with_scores:
+            row["score_chosen"], row["score_rejected"] = sc, sr
+        yield row
+
+    prompts = reader.prompts(TaskKind.RANKING)
+    responses = reader.responses(TaskKind.RANKING)
+    ranks = (
+        reader.annotations(TaskKind.RANKING)
+        .order_by("task_id", "id")
+        .values_list("task_id", KeyTransform("ranks", "payload"))
+        .iterator(chunk_size=CHUNK)
+    )
+    for task_id, group in _grouped(ranks):
+        texts = [r[1] for r in responses.take(task_id)]
+        prompt = prompts.take(task_id)
+        if not prompt:
+            continue
+        votes = [r for r in (g[1] for g in group) if isinstance(r, list) and len(r) == len(texts)]
+        for win, lose, margin in _ranking_pairs(votes, len(texts)):
+            row = {
+                "prompt": prompt[0][1],
+                "chosen": _completion(texts[win], style),
+                "rejected": _completion(texts[lose], style),
+                "margin": float(margin),
+            }
+            if with_scores:
+                row["score_chosen"] = row["score_rejected"] = None
+            yield row
+
+
+def _grouped(rows: Iterable[tuple]) -> Iterator[tuple[int, list[tuple]]]:
+    """Consecutive rows with the same task id (first column), as (task id, rows)."""
+    current, group = None, []
+    for row in rows:
+        if row[0] != current:
+            if group:
+                yield current, group
+            current, group = row[0], []
+        group.append(row)
+    if group:
+        yield current, group
+
+
+def _unpaired_rows(reader: _Reader, pairwise: bool) -> Iterator[dict]:
+    style = reader.style
+    prompts = reader.prompts(TaskKind.RATING)
+    responses = reader.responses(TaskKind.RATING)
+    thumbs = (
+        reader.annotations(TaskKind.RATING)
+        .values("task_id")
+        .annotate(up=Count("id", filter=Q(payload__thumb="up")), down=Count("id", filter=Q(payload__thumb="down")))
+        .order_by("task_id")
+        .values_list("task_id", "up", "down")
+        .iterator(chunk_size=CHUNK)
+    )
+    for task_id, up, down in thumbs:
+        if up == down:
+            continue
+        texts = [r[1] for r in responses.take(task_id)]
+        prompt = prompts.take(task_id)
+        if len(texts) != 1 or not prompt:
+            continue
+        yield {"prompt": prompt[0][1], "completion": _completion(texts[0], style), "label": up > down}
+    if not pairwise:
+        return
+    prompts = reader.prompts(TaskKind.PAIRWISE)
+    responses = reader.responses(TaskKind.PAIRWISE)
+    for task_id, win, lose, *_ in _pairwise_majorities(reader):
+        texts = [r[1] for r in responses.take(task_id)]
+        prompt = prompts.take(task_id)
+        if len(texts) != 2 or not prompt:
+            continue
+        yield {"prompt": prompt[0][1], "completion": _completion(texts[win], style), "label": True}
+        yield {"prompt": prompt[0][1], "completion": _completion(texts[lose], style), "label": False}
+
+
+def _stepwise_rows(reader: _Reader, neutral_is_correct: bool) -> Iterator[dict]:
+    prompts = reader.prompts(TaskKind.STEPS)
+    steps = reader.responses(TaskKind.STEPS, steps=True)
+    labels = (
+        reader.annotations(TaskKind.STEPS)
+        .order_by("task_id", "id")
+        .values_list("task_id", KeyTransform("labels", "payload"))
+        .iterator(chunk_size=CHUNK)
+    )
+    for task_id, group in _grouped(labels):
+        found = steps.take(task_id)
+        prompt = prompts.take(task_id)
+        if len(found) != 1 or not prompt:
+            continue
+        completions = found[0][1]
+        votes = [g[1] for g in group if isinstance(g[1], list) and len(g[1]) == len(completions)]
+        if not votes:
+            continue
+        merged = []
+        for step in range(len(completions)):
+            good = sum(1 for v in votes if v[step] == 1 or (v[step] == 0 and neutral_is_correct))
+            bad = len(votes) - good
+            if good == bad:
+                merged = None
+                break
+            merged.append(good > bad)
+        if merged is None:
+            continue
+        yield {"prompt": prompt[0][1], "completions": list(completions), "labels": merged}
+
+
+def _sft_rows(reader: _Reader) -> Iterator[dict]:
+    prompts = reader.prompts(TaskKind.DEMONSTRATION)
+    texts = (
+        reader.annotations(TaskKind.DEMONSTRATION)
+        .order_by("task_id", "id")
+        .values_list("task_id", KeyTextTransform("text", "payload"))
+        .iterator(chunk_size=CHUNK)
+    )
+    for task_id, group in _grouped(texts):
+        prompt = prompts.take(task_id)
+        if not prompt:
+            continue
+        for _, text in group:
+            if text:
+                yield {"messages": [*prompt[0][1], {"role": "assistant", "content": text}]}
+
+
+def _raw_rows(reader: _Reader) -> Iterator[dict]:
+    prompts = reader.prompts("", current=False)
+    responses = reader.responses("", current=False)
+    rows = (
+        reader.annotations("", current=False)
+        .order_by("task_id", "id")
+        .values_list(
+            "task_id",
+            "id",
+            "kind",
+            "payload",
+            "shown_order",
+            "author__username",
+            "source",
+            "seconds_spent",
+            "guideline_version__number",
+            "constitution_version__number",
+            "rationale",
+            "details",
+            "client_id",
+            "supersedes_id",
+            "is_current",
+            "is_review",
+            "created_at",
+        )
+        .iterator(chunk_size=CHUNK)
+    )
+    for task_id, group in _grouped(rows):
+        texts = [r[1] for r in responses.take(task_id)]
+        prompt = prompts.take(task_id)
+        messages = prompt[0][1] if prompt else []
+        for (
+            _,
+            annotation_id,
+            kind,
+            payload,
+            shown_order,
+            author,
+            source,
+            seconds,
+            guideline,
+            constitution,
+            rationale,
+            details,
+            client_id,
+            supersedes,
+            is_current,
+            is_review,
+            created_at,
+        ) in group:
+            yield {
+                "annotation_id": annotation_id,
+                "task_id": task_id,
+                "kind": kind,
+                "prompt": messages,
+                "responses": texts,
+                "payload": json.dumps(payload, ensure_ascii=False, sort_keys=True),
+                "shown_order": list(shown_order or []),
+                "author": author,
+                "source": source,
+                "seconds_spent": _float(seconds),
+                "guideline_version": guideline,
+                "constitution_version": constitution,
+                "rationale": rationale,
+                "details": json.dumps(details or {}, ensure_ascii=False, sort_keys=True),
+                "client_id": str(client_id),
+                "supersedes_id": supersedes,
+                "is_current": is_current,
+                "is_review": is_review,
+                "created_at": created_at.isoformat(),
+            }
+
+
+# --- The service ------------------------------------------------------------------------------
+
+
+def _target_path(project: Project, fmt: str, file_format: str, out_path) -> Path:
+    if out_path is not None:
+        path = Path(out_path).resolve()
+        if DatasetSnapshot.objects.filter(path=str(path)).exists():
+            raise Conflict(
+                f"{path} is an earlier snapshot; snapshots are immutable, choose another path", code="snapshot_exists"
+            )
+        return path
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return Path(settings.SNAPSHOT_DIR).resolve() / project.slug / f"{fmt}-{stamp}.{file_format}"
+
+
+def snapshot_create(
+    *,
+    project: Project,
+    format: str,
+    file_format: str = "jsonl",
+    style: str = "conversational",
+    sources: Iterable[str] = ("human", "ai"),
+    created_by: AbstractBaseUser | None = None,
+    out_path: str | os.PathLike | None = None,
+    neutral_step_correct: bool = True,
+    pairwise_as_unpaired: bool = False,
+) -> DatasetSnapshot:
+    """Write a dataset file from the project's current annotations and record it as a snapshot.
+
+    preference/unpaired/stepwise/sft use current revisions only; raw has every revision. `sources`
+    keeps annotations by source (human, ai). Stepwise: +1 -> true, -1 -> false, 0 -> true unless
+    `neutral_step_correct` is False. Unpaired: thumbs on rating tasks, plus, with
+    `pairwise_as_unpaired`, each pairwise majority as one desirable and one undesirable row.
+    """
+    if format not in SnapshotFormat.values:
+        raise Invalid(f"unknown dataset format {format!r}", fields={"format": [f"must be one of {', '.join(SnapshotFormat.values)}"]})
+    if file_format not in FILE_FORMATS:
+        raise Invalid(f"unknown file format {file_format!r}", fields={"file_format": [f"must be one of {', '.join(FILE_FORMATS)}"]})
+    if style not in STYLES:
+        raise Invalid(f"unknown style {style!r}", fields={"style": [f"must be one of {', '.join(STYLES)}"]})
+    sources = sorted(set(sources))
+    if not sources or not set(sources) <= set(AnnotationSource.values):
+        raise Invalid("sources must name human and/or ai", fields={"sources": [f"choose from {', '.join(AnnotationSource.values)}"]})
+    if format in (SnapshotFormat.SFT, SnapshotFormat.RAW):
+        style = "conversational"  # messages either way
+
+    reader = _Reader(project=project, sources=sources, style=style)
+    spec: dict = {"format": format, "file_format": file_format, "style": style, "sources": sources}
+    if format == SnapshotFormat.PREFERENCE:
+        with_scores = (
+            reader.annotations(TaskKind.PAIRWISE)
+            .filter(Q(details__import__has_key="score_chosen") | Q(details__import__has_key="score_rejected"))
+            .exists()
+        )
+        columns = ["prompt", "chosen", "rejected", "margin"] + (["score_chosen", "score_rejected"] if with_scores else [])
+        rows = _preference_rows(reader, with_scores)
+        spec.update(
+            current_only=True,
+            aggregation=PREFERENCE_AGGREGATION,
+            labels="chosen = the response the majority preferred, rejected = the other",
+        )
+    elif format == SnapshotFormat.UNPAIRED:
+        columns = ["prompt", "completion", "label"]
+        rows = _unpaired_rows(reader, pairwise_as_unpaired)
+        spec.update(
+            current_only=True,
+            aggregation="rating tasks: majority thumb over the task's current annotations (Likert-only "
+            "annotations do not vote); an even split is dropped"
+            + (
+                "; pairwise tasks with a strict A/B majority give the chosen response as label true and the "
+                "rejected one as label false"
+                if pairwise_as_unpaired
+                else "; pairwise tasks are not included"
+            ),
+            labels="thumb up -> true, thumb down -> false",
+            pairwise_as_unpaired=pairwise_as_unpaired,
+        )
+    elif format == SnapshotFormat.STEPWISE:
+        columns = ["prompt", "completions", "labels"]
+        rows = _stepwise_rows(reader, neutral_step_correct)
+        spec.update(
+            current_only=True,
+            aggregation="per-step majority over the task's current annotations after mapping each label to "
+            "true/false; a task with any evenly split step is dropped",
+            labels="+1 -> true, -1 -> false, 0 -> "
+            + ("true (a neutral step is not an error)" if neutral_step_correct else "false (a neutral step counts as an error)"),
+            neutral_step_correct=neutral_step_correct,
+        )
+    elif format == SnapshotFormat.SFT:
+        columns = ["messages"]
+        rows = _sft_rows(reader)
+        spec.update(
+            current_only=True,
+            aggregation="every current demonstration annotation is one row: the prompt messages plus the "
+            "demonstration as the assistant turn",
+            labels="none",
+        )
+    else:
+        columns = [
+            "annotation_id", "task_id", "kind", "prompt", "responses", "payload", "shown_order", "author",
+            "source", "seconds_spent", "guideline_version", "constitution_version", "rationale", "details",
+            "client_id", "supersedes_id", "is_current", "is_review", "created_at",
+        ]  # fmt: skip
+        rows = _raw_rows(reader)
+        spec.update(
+            current_only=False,
+            aggregation="none: every annotation revision, ordered by task and id",
+            labels="as stored (steps keep -1/0/+1; choices and orders in canonical response positions)",
+            json_columns=["payload", "details"],
+        )
+    spec["columns"] = columns
+
+    target = _target_path(project, format, file_format, out_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as raw_file:
+            out = _HashingFile(raw_file)
+            sink = _ParquetSink(out, _parquet_schema(format, style, columns)) if file_format == "parquet" else _JsonlSink(out)
+            with _consistent_read():
+                for row in rows:
+                    sink.write(row)
+            sink.close()
+        os.chmod(tmp_name, 0o444)
+        os.replace(tmp_name, target)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return DatasetSnapshot.objects.create(
+        project=project,
+        format=format,
+        file_format=file_format,
+        spec=spec,
+        row_count=sink.rows,
+        sha256=out.sha.hexdigest(),
+        path=str(target),
+        size_bytes=out.size,
+        created_by=created_by,
+    )
+
+
+class _consistent_read:
+    """On PostgreSQL, read every stream from one snapshot of the database (REPEATABLE READ).
+
+    Inside an outer transaction (or on SQLite, where a transaction would take the write lock) the
+    streams read as they are: the merge by task id tolerates rows that appear in one and not the other.
+    """
+
+    def __enter__(self):
+        self._atomic = None
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            self._atomic = transaction.atomic()
+            self._atomic.__enter__()
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return self
+
+    def __exit__(self, *exc):
+        if self._atomic is not None:
+            return self._atomic.__exit__(*exc)
+        return False

@@ -1,0 +1,858 @@
+"""Importing JSON Lines files of prompts and labelled data, the way public datasets ship them.
+
+One file is one transaction: it is read line by line (never whole), every line is checked, and
+on any problem nothing is written and the problems come back numbered by line. Importing the
+same file again creates nothing new: prompts are keyed by their content hash, responses, tasks
+and annotations by keys derived from their content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+from typing import IO, Iterator
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Max, Value
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Greatest
+
+from ..errors import Invalid
+from ..hashing import canonical_json
+from ..models import (
+    Annotation,
+    AnnotationSource,
+    Project,
+    Prompt,
+    Response,
+    ResponseOrigin,
+    Task,
+    TaskKind,
+    TaskResponse,
+    TaskStatus,
+)
+from ..payloads import validate_payload
+from ..steps import split_steps
+from .content import prompt_hash, task_shape, validate_messages
+
+IMPORT_FORMATS = ("prompts", "preference", "unpaired", "stepwise", "sft")
+BATCH_ROWS = 500
+MAX_ERRORS = 50
+EXTERNAL_ID_MAX = 200
+# Namespace for the client ids of imported annotations (uuid5 over project, task key and payload).
+IMPORT_NAMESPACE = uuid.UUID("6f1d7c3e-6a52-5a8e-9a43-2b7d0f3c9e11")
+
+HH_ASSISTANT = "\n\nAssistant:"
+_HH_MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+# --- Anthropic HH-style transcripts ------------------------------------------------------------
+
+
+def looks_like_transcript(text: str) -> bool:
+    """True for "\\n\\nHuman: ...\\n\\nAssistant: ..." text, the way Anthropic HH-RLHF ships."""
+    return text.startswith(("\n\nHuman:", "Human:")) or ("\n\nHuman:" in text and HH_ASSISTANT in text)
+
+
+def transcript_to_messages(text: str) -> list[dict]:
+    """Human -> user, Assistant -> assistant; a trailing empty "Assistant:" (the cue) is dropped.
+
+    Text before the first marker, if any, becomes a system message. Contents are stripped; the
+    exact string is kept elsewhere by the caller when it must be reproduced.
+    """
+    parts = _HH_MARKER.split(text)
+    messages = []
+    lead = parts[0].strip()
+    if lead:
+        messages.append({"role": "system", "content": lead})
+    for i in range(1, len(parts), 2):
+        messages.append({"role": _HH_ROLES[parts[i]], "content": parts[i + 1].strip()})
+    if len(messages) > 1 and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        messages.pop()
+    return messages
+
+
+def standard_prompt_text(messages: list[dict]) -> str:
+    """The prompt as one string: a lone user turn as it is, anything else as an HH transcript."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    out = []
+    for m in messages:
+        if m["role"] == "system":
+            out.append(m["content"])
+        elif m["role"] == "user":
+            out.append(f"\n\nHuman: {m['content']}")
+        else:
+            out.append(f"\n\nAssistant: {m['content']}")
+    out.append(HH_ASSISTANT)
+    return "".join(out)
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def split_implicit_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """Split two transcripts into (prompt, chosen completion, rejected completion).
+
+    The prompt is their longest common prefix, backed off to the end of the last "\\n\\nAssistant:"
+    inside it, so the prompt ends with the assistant cue and each completion is the rest exactly
+    (" Sure..."). Without such a cue, TRL's rule applies: the common prefix, less a final space.
+    """
+    n = _common_prefix_len(chosen, rejected)
+    cue = chosen.rfind(HH_ASSISTANT, 0, n)
+    if cue >= 0:
+        cut = cue + len(HH_ASSISTANT)
+    else:
+        cut = n
+        if 0 < cut < min(len(chosen), len(rejected)) + 1 and chosen[cut - 1] == " ":
+            cut -= 1
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+# --- The report -------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    format: str
+    filename: str = ""
+    lines: int = 0
+    records: int = 0
+    prompts_created: int = 0
+    prompts_existing: int = 0
+    responses_created: int = 0
+    responses_existing: int = 0
+    tasks_created: int = 0
+    tasks_existing: int = 0
+    annotations_created: int = 0
+    annotations_existing: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        parts = [f"{self.filename or 'file'}: {self.format}, {self.lines} lines, {self.records} records"]
+        for name in ("prompts", "responses", "tasks", "annotations"):
+            created, existing = getattr(self, f"{name}_created"), getattr(self, f"{name}_existing")
+            parts.append(f"{name}: {created} created, {existing} already there")
+        return "\n".join(parts)
+
+
+# --- Parsing one record -----------------------------------------------------------------------
+
+
+class _LineError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Row:
+    line: int
+    messages: list
+    phash: str
+    text: str | None  # the prompt exactly as given, when it came as a string that must be reproduced
+    external_id: str = ""
+    metadata: dict = field(default_factory=dict)
+    tags: list = field(default_factory=list)
+    kind: str | None = None
+    responses: list = field(default_factory=list)  # [(content, steps | None, dedupe_key)]
+    payload: dict | None = None
+    values: dict = field(default_factory=dict)  # source values kept for a lossless round trip
+
+
+def _kind_of(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _prompt_field(value, name: str = "prompt") -> tuple[list, str | None]:
+    """(messages, exact text to keep or None) from a string or a message list."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise _LineError(f"{name} is empty")
+        if looks_like_transcript(value):
+            messages = transcript_to_messages(value)
+            if not messages:
+                raise _LineError(f"{name} has no turns")
+            return messages, value
+        return [{"role": "user", "content": value}], None
+    if isinstance(value, list):
+        return _messages(value, name), None
+    raise _LineError(f"{name} must be text or a list of messages, not {_kind_of(value)}")
+
+
+def _messages(value, name: str) -> list:
+    try:
+        return validate_messages(value, field=name)
+    except Invalid as e:
+        raise _LineError(e.message) from None
+
+
+def _completion(value, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    if (
+        isinstance(value, list)
+        and len(value) == 1
+        and isinstance(value[0], dict)
+        and value[0].get("role") == "assistant"
+        and isinstance(value[0].get("content"), str)
+    ):
+        return value[0]["content"]
+    raise _LineError(f'{name} must be text or one assistant message [{{"role": "assistant", "content": ...}}]')
+
+
+def _number(obj: dict, key: str) -> float | int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _LineError(f"{key} must be a number, not {_kind_of(value)}")
+    return value
+
+
+def _common(obj: dict) -> dict:
+    """external_id, metadata and tags, accepted on every format."""
+    external_id = next((obj[k] for k in ("external_id", "id", "prompt_id", "question_id") if obj.get(k) is not None), "")
+    if isinstance(external_id, bool) or not isinstance(external_id, (str, int)):
+        raise _LineError("id must be text or an integer")
+    external_id = str(external_id)
+    if len(external_id) > EXTERNAL_ID_MAX:
+        raise _LineError(f"id is longer than {EXTERNAL_ID_MAX} characters")
+    metadata = obj.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise _LineError("metadata must be an object")
+    tags = obj.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise _LineError("tags must be a list of text")
+    return {"external_id": external_id, "metadata": dict(metadata), "tags": tags}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _response_key(content: str) -> str:
+    return "import:" + _sha(content)
+
+
+def _steps_key(steps: list[str]) -> str:
+    return "import-steps:" + _sha(canonical_json(steps))
+
+
+def _row(line: int, messages: list, text: str | None, common: dict, **rest) -> _Row:
+    metadata = common["metadata"]
+    if text is not None:
+        metadata.setdefault("text", text)
+    return _Row(line=line, messages=messages, phash=prompt_hash(messages), text=text, **common, **rest)
+
+
+def _payload(kind: str, payload: dict, n_responses: int, n_steps: int = 0) -> dict:
+    try:
+        return validate_payload(kind, payload, n_responses=n_responses, n_steps=n_steps)
+    except Invalid as e:
+        raise _LineError(e.message) from None
+
+
+def _shape(kind: str, steps_per_response: list[list]) -> None:
+    try:
+        task_shape(kind, [SimpleNamespace(steps=s) for s in steps_per_response])
+    except Invalid as e:
+        raise _LineError(e.message) from None
+
+
+def _parse_prompts(obj: dict, line: int) -> _Row:
+    common = _common(obj)
+    if "turns" in obj or ("question_id" in obj and "text" in obj):
+        # MT-Bench / Vicuna-bench: the first turn is the user message, the rest is kept.
+        turns = obj.get("turns") if "turns" in obj else [obj.get("text")]
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+            raise _LineError("turns must be a non-empty list of text")
+        if not turns[0].strip():
+            raise _LineError("the first turn is empty")
+        meta = common["metadata"]
+        for key in ("category", "reference"):
+            if obj.get(key) is not None:
+                meta[key] = obj[key]
+        if len(turns) > 1:
+            meta["turns"] = turns[1:]
+        return _row(line, [{"role": "user", "content": turns[0]}], None, common)
+    if "messages" in obj:
+        messages = _messages(obj["messages"], "messages")
+        text = None
+    elif "prompt" in obj:
+        messages, text = _prompt_field(obj["prompt"])
+    else:
+        raise _LineError('a prompt needs "prompt", "messages" or "turns"')
+    if messages[-1]["role"] == "assistant":
+        raise _LineError("the conversation ends with an assistant turn; import demonstrations with format sft")
+    return _row(line, messages, text, common)
+
+
+def _strength(margin, score_chosen, score_rejected) -> int:
+    """Annotation strength (1..3) from a margin, else from the score difference, else 1."""
+    value = margin if margin is not None else (
+        score_chosen - score_rejected if score_chosen is not None and score_rejected is not None else None
+    )
+    if value is None or value < 1.5:
+        return 1
+    return 2 if value < 2.5 else 3
+
+
+def _parse_preference(obj: dict, line: int) -> _Row:
+    for key in ("chosen", "rejected"):
+        if key not in obj:
+            raise _LineError(f'"{key}" is missing')
+    chosen, rejected = obj["chosen"], obj["rejected"]
+    common = _common(obj)
+    if obj.get("prompt") is None:
+        if isinstance(chosen, str) and isinstance(rejected, str):
+            text, chosen_text, rejected_text = split_implicit_prompt(chosen, rejected)
+            if not text.strip():
+                raise _LineError("chosen and rejected share no prompt; give one in \"prompt\"")
+            # A transcript keeps its exact text; a plain string is its own single user turn.
+            messages, text = _prompt_field(text)
+        elif isinstance(chosen, list) and isinstance(rejected, list):
+            chosen_messages = _messages(chosen, "chosen")
+            rejected_messages = _messages(rejected, "rejected")
+            if (
+                chosen_messages[-1]["role"] != "assistant"
+                or rejected_messages[-1]["role"] != "assistant"
+                or chosen_messages[:-1] != rejected_messages[:-1]
+                or len(chosen_messages) < 2
+            ):
+                raise _LineError("chosen and rejected must be the same conversation up to a final assistant turn")
+            messages, text = chosen_messages[:-1], None
+            chosen_text, rejected_text = chosen_messages[-1]["content"], rejected_messages[-1]["content"]
+        else:
+            raise _LineError("chosen and rejected must both be text or both be message lists")
+    else:
+        messages, text = _prompt_field(obj["prompt"])
+        chosen_text = _completion(chosen, "chosen")
+        rejected_text = _completion(rejected, "rejected")
+    margin = _number(obj, "margin")
+    score_chosen = _number(obj, "score_chosen")
+    score_rejected = _number(obj, "score_rejected")
+    values = {k: v for k, v in (("margin", margin), ("score_chosen", score_chosen), ("score_rejected", score_rejected)) if v is not None}
+    payload = _payload(TaskKind.PAIRWISE, {"choice": "A", "strength": _strength(margin, score_chosen, score_rejected)}, 2)
+    return _row(
+        line,
+        messages,
+        text,
+        common,
+        kind=TaskKind.PAIRWISE,
+        responses=[(chosen_text, None, _response_key(chosen_text)), (rejected_text, None, _response_key(rejected_text))],
+        payload=payload,
+        values=values,
+    )
+
+
+def _parse_unpaired(obj: dict, line: int) -> _Row:
+    for key in ("prompt", "completion", "label"):
+        if key not in obj:
+            raise _LineError(f'"{key}" is missing')
+    messages, text = _prompt_field(obj["prompt"])
+    completion = _completion(obj["completion"], "completion")
+    label = obj["label"]
+    if not isinstance(label, bool):
+        raise _LineError(f"label must be true or false, not {_kind_of(label)}")
+    payload = _payload(TaskKind.RATING, {"thumb": "up" if label else "down"}, 1)
+    return _row(
+        line,
+        messages,
+        text,
+        _common(obj),
+        kind=TaskKind.RATING,
+        responses=[(completion, None, _response_key(completion))],
+        payload=payload,
+    )
+
+
+def _parse_stepwise(obj: dict, line: int) -> _Row:
+    for key in ("prompt", "completions", "labels"):
+        if key not in obj:
+            raise _LineError(f'"{key}" is missing')
+    messages, text = _prompt_field(obj["prompt"])
+    steps, labels = obj["completions"], obj["labels"]
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+        raise _LineError("completions must be a non-empty list of text, one per step")
+    if not isinstance(labels, list) or len(labels) != len(steps):
+        raise _LineError(f"labels must be a list of {len(steps)} labels, one per step")
+    if all(isinstance(x, bool) for x in labels):
+        label_type, ints = "bool", [1 if x else -1 for x in labels]
+    elif all(isinstance(x, int) and not isinstance(x, bool) and x in (-1, 0, 1) for x in labels):
+        label_type, ints = "int", list(labels)
+    else:
+        raise _LineError("labels must be all true/false, or all -1, 0 or 1")
+    _shape(TaskKind.STEPS, [steps])
+    payload = _payload(TaskKind.STEPS, {"labels": ints}, 1, n_steps=len(steps))
+    return _row(
+        line,
+        messages,
+        text,
+        _common(obj),
+        kind=TaskKind.STEPS,
+        responses=[("\n".join(steps), list(steps), _steps_key(steps))],
+        payload=payload,
+        values={"label_type": label_type},
+    )
+
+
+def _parse_sft(obj: dict, line: int) -> _Row:
+    if "messages" not in obj:
+        raise _LineError('"messages" is missing')
+    messages = _messages(obj["messages"], "messages")
+    if messages[-1]["role"] != "assistant":
+        raise _LineError("the conversation must end with an assistant turn (the demonstration)")
+    if len(messages) < 2:
+        raise _LineError("the conversation needs a prompt before the assistant turn")
+    payload = _payload(TaskKind.DEMONSTRATION, {"text": messages[-1]["content"]}, 0)
+    return _row(line, messages[:-1], None, _common(obj), kind=TaskKind.DEMONSTRATION, payload=payload)
+
+
+_PARSERS = {
+    "prompts": _parse_prompts,
+    "preference": _parse_preference,
+    "unpaired": _parse_unpaired,
+    "stepwise": _parse_stepwise,
+    "sft": _parse_sft,
+}
+
+
+def detect_format(obj: dict) -> str | None:
+    keys = set(obj)
+    if {"chosen", "rejected"} <= keys:
+        return "preference"
+    if {"completions", "labels"} <= keys:
+        return "stepwise"
+    if {"completion", "label"} <= keys:
+        return "unpaired"
+    if "turns" in keys or "question_id" in keys:
+        return "prompts"
+    if "messages" in keys:
+        messages = obj["messages"]
+        if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+            return "sft"
+        return "prompts"
+    if "prompt" in keys:
+        return "prompts"
+    return None
+
+
+# --- Reading ----------------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_lines(stream: IO, max_bytes: int) -> Iterator[tuple[int, bytes | str]]:
+    """(line number, raw line) without holding more than one line; stops past max_bytes."""
+    total = 0
+    number = 0
+    readline = getattr(stream, "readline", None)
+    if readline is None:  # a plain iterable of lines
+        for raw in stream:
+            total += len(raw)
+            if total > max_bytes:
+                raise _TooLarge
+            number += 1
+            yield number, raw
+        return
+    while True:
+        # At most what is left under the cap, plus one byte to notice the overflow.
+        raw = readline(max_bytes - total + 1)
+        if not raw:
+            return
+        total += len(raw)
+        if total > max_bytes:
+            raise _TooLarge
+        number += 1
+        yield number, raw
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _bad_text(value) -> str | None:
+    """Why a decoded value cannot be stored (NUL characters, unpaired surrogates), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character (\\u0000), which cannot be stored"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains an unpaired surrogate (\\ud800-\\udfff escape), which is not text"
+        return None
+    if isinstance(value, list):
+        return next((r for r in map(_bad_text, value) if r), None)
+    if isinstance(value, dict):
+        return next((r for r in map(_bad_text, [*value.keys(), *value.values()]) if r), None)
+    return None
+
+
+def _decode(number: int, raw) -> dict | None:
+    """The record on this line, None for a blank line; raises _LineError."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _LineError(
+                f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1}); save the file as UTF-8"
+            ) from None
+    else:
+        text = raw
+    if number == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise _LineError(f"not valid JSON ({detail})") from None
+    if not isinstance(obj, dict):
+        raise _LineError(f"expected a JSON object {{...}}, got {_kind_of(obj)}")
+    if "\\u" in text:
+        problem = _bad_text(obj)
+        if problem:
+            raise _LineError(problem)
+    return obj
+
+
+# --- Writing a batch --------------------------------------------------------------------------
+
+
+class _Writer:
+    """Writes batches of parsed rows with a few set-based queries per batch, not per row."""
+
+    def __init__(self, *, project: Project, report: ImportReport, filename: str, created_by):
+        self.project = project
+        self.report = report
+        self.filename = filename
+        self.by = getattr(created_by, "username", None)
+        # Rows with ids above these were written by this import (or at the same moment), so a
+        # later batch meeting them again does not count them as already there.
+        self.marks = {
+            model: model.objects.aggregate(m=Max("id"))["m"] or 0 for model in (Prompt, Response, Task, Annotation)
+        }
+
+    def write(self, rows: list[_Row]) -> None:
+        prompts = self._prompts(rows)
+        labelled = [r for r in rows if r.kind is not None]
+        if not labelled:
+            return
+        responses = self._responses(labelled, prompts)
+        self._tasks_and_annotations(labelled, prompts, responses)
+
+    def _count(self, model, name: str, found_before: dict, created_ids) -> None:
+        mark = self.marks[model]
+        existing = sum(1 for i in found_before.values() if i <= mark)
+        setattr(self.report, f"{name}_existing", getattr(self.report, f"{name}_existing") + existing)
+        setattr(self.report, f"{name}_created", getattr(self.report, f"{name}_created") + sum(1 for i in created_ids if i > mark))
+
+    def _prompts(self, rows: list[_Row]) -> dict[str, tuple[int, str]]:
+        """content hash -> (prompt id, the prompt's standard text)."""
+        first: dict[str, _Row] = {}
+        for r in rows:
+            first.setdefault(r.phash, r)
+        base = Prompt.objects.filter(project=self.project)
+
+        def lookup(hashes):
+            return {
+                h: (pk, text)
+                for h, pk, text in base.filter(content_hash__in=hashes).values_list(
+                    "content_hash", "id", KeyTextTransform("text", "metadata")
+                )
+            }
+
+        found = lookup(list(first))
+        missing = [h for h in first if h not in found]
+        created = {}
+        if missing:
+            Prompt.objects.bulk_create(
+                [
+                    Prompt(
+                        project=self.project,
+                        messages=first[h].messages,
+                        external_id=first[h].external_id,
+                        content_hash=h,
+                        metadata=first[h].metadata,
+                        tags=first[h].tags,
+                    )
+                    for h in missing
+                ],
+                ignore_conflicts=True,
+            )
+            created = lookup(missing)
+        self._count(Prompt, "prompts", {h: v[0] for h, v in found.items()}, [v[0] for v in created.values()])
+        out = {}
+        for h, (pk, text) in {**found, **created}.items():
+            out[h] = (pk, text if text is not None else standard_prompt_text(first[h].messages))
+        return out
+
+    def _responses(self, rows: list[_Row], prompts: dict) -> dict[tuple[int, str], int]:
+        """(prompt id, dedupe key) -> response id."""
+        wanted: dict[tuple[int, str], tuple[str, list | None]] = {}
+        for r in rows:
+            pid = prompts[r.phash][0]
+            for content, steps, key in r.responses:
+                wanted.setdefault((pid, key), (content, steps))
+        if not wanted:
+            return {}
+        pids = {p for p, _ in wanted}
+        keys = {k for _, k in wanted}
+
+        def lookup():
+            return {
+                (p, k): pk
+                for p, k, pk in Response.objects.filter(prompt_id__in=pids, dedupe_key__in=keys).values_list(
+                    "prompt_id", "dedupe_key", "id"
+                )
+                if (p, k) in wanted
+            }
+
+        found = lookup()
+        missing = [pk for pk in wanted if pk not in found]
+        result = dict(found)
+        created = []
+        if missing:
+            Response.objects.bulk_create(
+                [
+                    Response(
+                        prompt_id=p,
+                        content=wanted[(p, k)][0],
+                        steps=wanted[(p, k)][1] if wanted[(p, k)][1] is not None else split_steps(wanted[(p, k)][0]),
+                        origin=ResponseOrigin.IMPORTED,
+                        dedupe_key=k,
+                    )
+                    for p, k in missing
+                ],
+                ignore_conflicts=True,
+            )
+            after = lookup()
+            created = [after[m] for m in missing]
+            result = after
+        self._count(Response, "responses", found, created)
+        return result
+
+    def _tasks_and_annotations(self, rows: list[_Row], prompts: dict, responses: dict) -> None:
+        project = self.project
+        tasks: dict[str, dict] = {}  # task key -> what to create
+        annotations: dict[uuid.UUID, tuple[str, _Row]] = {}
+        for r in rows:
+            pid, standard_text = prompts[r.phash]
+            # The row's own prompt string differs from the one the stored prompt reproduces
+            # (same conversation, spelled differently): keep it on the task.
+            override = r.text if r.text is not None and r.text != standard_text else None
+            response_ids = [responses[(pid, key)] for _, _, key in r.responses]
+            response_keys = [key for _, _, key in r.responses]
+            key = "import:" + _sha("\n".join([r.kind, r.phash, *response_keys, override or ""]))
+            tasks.setdefault(
+                key,
+                {
+                    "kind": r.kind,
+                    "prompt_id": pid,
+                    "responses": response_ids,
+                    "n_steps": len(r.responses[0][1]) if r.kind == TaskKind.STEPS else 0,
+                    "metadata": {"prompt_text": override} if override is not None else {},
+                },
+            )
+            client_id = uuid.uuid5(
+                IMPORT_NAMESPACE, "\n".join([str(project.pk), key, canonical_json(r.payload), canonical_json(r.values)])
+            )
+            annotations.setdefault(client_id, (key, r))
+
+        new_per_key: dict[str, int] = defaultdict(int)
+        existing_clients = set(
+            Annotation.objects.filter(client_id__in=list(annotations)).values_list("client_id", flat=True)
+        )
+        for client_id, (key, _) in annotations.items():
+            if client_id not in existing_clients:
+                new_per_key[key] += 1
+
+        base = Task.objects.filter(project=project)
+
+        def lookup(keys):
+            return dict(base.filter(dedupe_key__in=keys).values_list("dedupe_key", "id"))
+
+        found = lookup(list(tasks))
+        missing = [k for k in tasks if k not in found]
+        created = {}
+        if missing:
+            objs = []
+            for k in missing:
+                t = tasks[k]
+                n = max(1, new_per_key.get(k, 0))
+                objs.append(
+                    Task(
+                        project=project,
+                        kind=t["kind"],
+                        prompt_id=t["prompt_id"],
+                        n_responses=len(t["responses"]),
+                        n_steps=t["n_steps"],
+                        required=n,
+                        open_slots=0,
+                        submitted_count=new_per_key.get(k, 0),
+                        status=TaskStatus.COMPLETE,
+                        dedupe_key=k,
+                        metadata=t["metadata"],
+                    )
+                )
+            Task.objects.bulk_create(objs, ignore_conflicts=True)
+            created = lookup(missing)
+            TaskResponse.objects.bulk_create(
+                [
+                    TaskResponse(task_id=created[k], response_id=rid, position=i)
+                    for k in missing
+                    if created[k] > self.marks[Task]
+                    for i, rid in enumerate(tasks[k]["responses"])
+                ],
+                ignore_conflicts=True,
+            )
+        self._count(Task, "tasks", found, list(created.values()))
+        task_ids = {**found, **created}
+
+        # Tasks that were already there and receive more annotations: raise their counts.
+        grow: dict[int, list[int]] = defaultdict(list)
+        for k, n in new_per_key.items():
+            if k in found:
+                grow[n].append(found[k])
+        for n, ids in grow.items():
+            Task.objects.filter(id__in=ids).update(
+                submitted_count=F("submitted_count") + n,
+                required=Greatest(F("required"), F("submitted_count") + n),
+                open_slots=Value(0),
+                status=TaskStatus.COMPLETE,
+            )
+
+        new_annotations = []
+        for client_id, (key, r) in annotations.items():
+            if client_id in existing_clients:
+                continue
+            details = {"file": self.filename, "line": r.line, "format": self.report.format, **r.values}
+            if self.by:
+                details["by"] = self.by
+            new_annotations.append(
+                Annotation(
+                    task_id=task_ids[key],
+                    kind=r.kind,
+                    author=None,
+                    source=AnnotationSource.HUMAN,
+                    payload=r.payload,
+                    shown_order=list(range(len(r.responses))),
+                    details={"import": details},
+                    client_id=client_id,
+                )
+            )
+        if new_annotations:
+            Annotation.objects.bulk_create(new_annotations, ignore_conflicts=True)
+        self.report.annotations_created += len(new_annotations)
+        self.report.annotations_existing += len(existing_clients)
+
+
+# --- The service ------------------------------------------------------------------------------
+
+
+def data_import(
+    *,
+    project: Project,
+    stream: IO,
+    filename: str = "",
+    format: str | None = None,
+    created_by: AbstractBaseUser | None = None,
+    max_bytes: int | None = None,
+) -> ImportReport:
+    """Import one JSON Lines file into `project`, all or nothing.
+
+    The format is told from the keys of the first record unless `format` names it. On any
+    problem nothing is written and Invalid is raised with fields={"file": ["line 3: ...", ...]}.
+    """
+    if format is not None and format not in IMPORT_FORMATS:
+        raise Invalid(
+            f"unknown import format {format!r}", fields={"format": [f"must be one of {', '.join(IMPORT_FORMATS)}"]}
+        )
+    max_bytes = settings.IMPORT_MAX_BYTES if max_bytes is None else max_bytes
+    filename = filename or str(getattr(stream, "name", "") or "").rsplit("/", 1)[-1]
+    too_large = f"the file is larger than the import limit of {max_bytes:,} bytes"
+    size = getattr(stream, "size", None)
+    if isinstance(size, int) and size > max_bytes:
+        raise Invalid(too_large, code="too_large", fields={"file": [too_large]})
+
+    report = ImportReport(format=format or "", filename=filename)
+    errors: list[str] = []
+    parse = _PARSERS.get(format) if format else None
+    batch: list[_Row] = []
+    with transaction.atomic():
+        writer = _Writer(project=project, report=report, filename=filename, created_by=created_by)
+        try:
+            for number, raw in _read_lines(stream, max_bytes):
+                report.lines = number
+                try:
+                    obj = _decode(number, raw)
+                    if obj is None:
+                        continue
+                    if parse is None:
+                        detected = detect_format(obj)
+                        if detected is None:
+                            errors.append(
+                                f"line {number}: cannot tell the format from the keys {sorted(obj)}; "
+                                f"name it ({', '.join(IMPORT_FORMATS)})"
+                            )
+                            break
+                        report.format, parse = detected, _PARSERS[detected]
+                    row = parse(obj, number)
+                except _LineError as e:
+                    errors.append(f"line {number}: {e}")
+                    if len(errors) >= MAX_ERRORS:
+                        errors.append(f"stopped reading after {MAX_ERRORS} problems")
+                        break
+                    continue
+                report.records += 1
+                if errors:
+                    continue  # keep checking, stop writing
+                batch.append(row)
+                if len(batch) >= BATCH_ROWS:
+                    writer.write(batch)
+                    batch = []
+        except _TooLarge:
+            errors.append(too_large)
+            raise Invalid(too_large, code="too_large", fields={"file": errors}) from None
+        if not errors and report.records == 0:
+            errors.append("the file has no records")
+        if errors:
+            shown = "; ".join(errors[:3]) + ("; ..." if len(errors) > 3 else "")
+            raise Invalid(f"{filename or 'the file'}: nothing was imported: {shown}", code="invalid_file", fields={"file": errors})
+        if batch:
+            writer.write(batch)
+    return report
