@@ -57,7 +57,10 @@ def assignment_for(*, user: AbstractBaseUser, assignment_id: int) -> Assignment:
 
 def task_view(*, assignment: Assignment) -> dict:
     """What an annotator is shown for a leased task: the conversation and responses in shown order."""
-    task: Task = Task.objects.select_related("prompt").get(pk=assignment.task_id)
+    # The queue hands back the assignment with its task and prompt loaded; fetch only if not.
+    task: Task = assignment.task
+    if not Task.prompt.is_cached(task):
+        task = Task.objects.select_related("prompt").get(pk=assignment.task_id)
     by_position = {
         tr.position: tr.response
         for tr in TaskResponse.objects.filter(task_id=task.pk).select_related("response").only(

@@ -342,7 +342,7 @@ class SubmitView(_AssignmentAction):
     def post(self, request, assignment_id):
         data = _parse(s.SubmitInput, request)
         annotation = services.annotation_submit(
-            assignment=self.assignment(request, assignment_id),
+            assignment=assignment_id,
             annotator=request.user,
             payload=data["payload"],
             client_id=data["client_id"],

@@ -22,16 +22,17 @@ from ..models import Assignment, AssignmentState, Project, Task, TaskKind, TaskS
 SHUFFLED_KINDS = (TaskKind.PAIRWISE, TaskKind.RANKING)
 
 
-def _locking(queryset):
+def _locking(queryset, **options):
     if connection.features.has_select_for_update_skip_locked:
-        return queryset.select_for_update(skip_locked=True)
+        return queryset.select_for_update(skip_locked=True, **options)
     return queryset
 
 
 def leases_expire(*, project: Project | None = None, now: datetime | None = None, limit: int = 1000) -> int:
     """Mark leases past their time as expired and give their slots back. Returns how many."""
     now = now or timezone.now()
-    with transaction.atomic():
+    # No savepoint when called inside the queue's own transaction: it is one more round trip.
+    with transaction.atomic(savepoint=False):
         stale = Assignment.objects.filter(state=AssignmentState.ACTIVE, leased_until__lte=now)
         if project is not None:
             stale = stale.filter(project=project)
@@ -58,7 +59,7 @@ def task_next_for(*, annotator: AbstractBaseUser, project: Project, now: datetim
             Assignment.objects.filter(
                 annotator=annotator, project=project, state=AssignmentState.ACTIVE, leased_until__gt=now
             )
-            .select_related("task")
+            .select_related("task", "task__prompt")
             .order_by("id")
             .first()
         )
@@ -69,9 +70,10 @@ def task_next_for(*, annotator: AbstractBaseUser, project: Project, now: datetim
         candidates = (
             Task.objects.filter(project=project, open_slots__gt=0, status=TaskStatus.OPEN)
             .filter(~Exists(already_had))
+            .select_related("prompt")
             .order_by("-priority", "id")
         )
-        task = _locking(candidates).first()
+        task = _locking(candidates, of=("self",)).first()
         if task is None:
             return None
         Task.objects.filter(pk=task.pk).update(open_slots=F("open_slots") - 1)
@@ -79,13 +81,14 @@ def task_next_for(*, annotator: AbstractBaseUser, project: Project, now: datetim
         order = list(range(task.n_responses))
         if task.kind in SHUFFLED_KINDS:
             random.shuffle(order)
-        return Assignment.objects.create(
+        assignment = Assignment.objects.create(
             task=task,
             project=project,
             annotator=annotator,
             leased_until=now + timedelta(seconds=project.lease_seconds),
             shown_order=order,
         )
+        return assignment
 
 
 def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reason: str = "") -> Assignment:

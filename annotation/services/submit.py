@@ -26,7 +26,7 @@ def _replay(client_id: uuid.UUID, author: AbstractBaseUser) -> Annotation | None
 
 def annotation_submit(
     *,
-    assignment: Assignment,
+    assignment: Assignment | int,
     annotator: AbstractBaseUser,
     payload: dict,
     client_id: uuid.UUID,
@@ -34,74 +34,79 @@ def annotation_submit(
     rationale: str = "",
     now: datetime | None = None,
 ) -> Annotation:
-    """Store the annotator's answer for their assignment.
+    """Store the annotator's answer for their assignment (an Assignment or its id).
 
     A retry with the same client id returns the first result. A submit after the lease expired
     is accepted while the task still has a free slot, and refused with `lease_expired` otherwise.
+    Only the assignment's annotator, while still a member of its project, may submit.
     """
     now = now or timezone.now()
-    existing = _replay(client_id, annotator)
-    if existing is not None:
-        return existing
-    with transaction.atomic():
-        locked = (
-            Assignment.objects.select_for_update()
-            .select_related("task", "project")
-            .filter(pk=assignment.pk, annotator=annotator)
-            .first()
-        )
-        if locked is None:
-            raise NotFound("no such assignment")
-        existing = _replay(client_id, annotator)
-        if existing is not None:
-            return existing
-        if locked.state == AssignmentState.SUBMITTED:
-            raise Conflict("this task was already submitted; edit the annotation to change it", code="already_submitted")
-        if locked.state == AssignmentState.SKIPPED:
-            raise Conflict("this task was skipped", code="skipped")
-        task, project = locked.task, locked.project
-        canonical = validate_payload(
-            task.kind,
-            payload,
-            n_responses=task.n_responses,
-            n_steps=task.n_steps,
-            shown_order=locked.shown_order,
-            aspects=project_aspects(project),
-        )
-        if locked.state == AssignmentState.EXPIRED:
-            # The slot went back to the pool; take it again if it is still free.
-            if not Task.objects.filter(pk=task.pk, open_slots__gt=0).update(open_slots=F("open_slots") - 1):
+    assignment_id = assignment if isinstance(assignment, int) else assignment.pk
+    try:
+        with transaction.atomic():
+            locked = (
+                Assignment.objects.select_for_update(of=("self",))
+                .select_related("task", "project")
+                .filter(pk=assignment_id, annotator=annotator, project__memberships__user=annotator)
+                .first()
+            )
+            if locked is None:
+                raise NotFound("no such assignment")
+            if locked.state == AssignmentState.SUBMITTED:
+                existing = _replay(client_id, annotator)
+                if existing is not None:
+                    return existing
                 raise Conflict(
-                    "your lease expired and the task has been taken by others", code="lease_expired"
+                    "this task was already submitted; edit the annotation to change it", code="already_submitted"
                 )
-        try:
-            with transaction.atomic():
-                annotation = Annotation.objects.create(
-                    task=task,
-                    kind=task.kind,
-                    assignment=locked,
-                    author=annotator,
-                    source=AnnotationSource.HUMAN,
-                    payload=canonical,
-                    shown_order=locked.shown_order,
-                    rationale=rationale,
-                    seconds_spent=seconds_spent,
-                    guideline_version_id=project.current_guideline_id,
-                    constitution_version_id=project.current_constitution_id,
-                    client_id=client_id,
-                )
-        except IntegrityError:
+            if locked.state == AssignmentState.SKIPPED:
+                raise Conflict("this task was skipped", code="skipped")
+            task, project = locked.task, locked.project
+            canonical = validate_payload(
+                task.kind,
+                payload,
+                n_responses=task.n_responses,
+                n_steps=task.n_steps,
+                shown_order=locked.shown_order,
+                aspects=project_aspects(project),
+            )
+            if locked.state == AssignmentState.EXPIRED:
+                # The slot went back to the pool; take it again if it is still free.
+                if not Task.objects.filter(pk=task.pk, open_slots__gt=0).update(open_slots=F("open_slots") - 1):
+                    raise Conflict("your lease expired and the task has been taken by others", code="lease_expired")
+            # No savepoint: a duplicate client id aborts the whole transaction, handled below.
+            annotation = Annotation.objects.create(
+                task=task,
+                kind=task.kind,
+                assignment=locked,
+                author=annotator,
+                source=AnnotationSource.HUMAN,
+                payload=canonical,
+                shown_order=locked.shown_order,
+                rationale=rationale,
+                seconds_spent=seconds_spent,
+                guideline_version_id=project.current_guideline_id,
+                constitution_version_id=project.current_constitution_id,
+                client_id=client_id,
+            )
+            locked.state = AssignmentState.SUBMITTED
+            locked.ended_at = now
+            locked.save(update_fields=["state", "ended_at"])
+            Task.objects.filter(pk=task.pk).update(
+                submitted_count=F("submitted_count") + 1,
+                status=Case(
+                    When(submitted_count__gte=F("required") - 1, then=Value(TaskStatus.COMPLETE)),
+                    default=F("status"),
+                ),
+            )
+            return annotation
+    except IntegrityError:
+        # The client id is taken: a concurrent retry of this submit won (return its row),
+        # or the id belongs to another submission.
+        existing = _replay(client_id, annotator)
+        if existing is None or existing.assignment_id != assignment_id:
             raise Conflict("this client id belongs to another submission", code="client_id_reused") from None
-        locked.state = AssignmentState.SUBMITTED
-        locked.ended_at = now
-        locked.save(update_fields=["state", "ended_at"])
-        Task.objects.filter(pk=task.pk).update(
-            submitted_count=F("submitted_count") + 1,
-            status=Case(
-                When(submitted_count__gte=F("required") - 1, then=Value(TaskStatus.COMPLETE)), default=F("status")
-            ),
-        )
-        return annotation
+        return existing
 
 
 def annotation_revise(
