@@ -1,0 +1,61 @@
+"""Forms for the admin pages: field checks here, every write in annotation.services."""
+
+import re
+
+from django import forms
+
+from annotation.models import Role, SnapshotFormat, TaskKind
+
+
+class ProjectSettingsForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    required_annotations = forms.IntegerField(
+        min_value=1, max_value=50, label="Overlap", help_text="Annotations wanted per task."
+    )
+    lease_minutes = forms.IntegerField(
+        min_value=1, max_value=7 * 24 * 60, label="Lease (minutes)",
+        help_text="How long a task stays reserved for the person who opened it.",
+    )
+    task_kinds = forms.MultipleChoiceField(
+        choices=[(k, k.capitalize()) for k in TaskKind.values],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="The kinds of task this project collects.",
+    )
+    aspects = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Aspects rated on a 1–7 scale, separated by commas. Empty: helpful, honest, harmless.",
+    )
+
+    def clean_aspects(self) -> list[str]:
+        raw = [a.strip().lower() for a in self.cleaned_data["aspects"].split(",")]
+        aspects = [a for a in raw if a]
+        for a in aspects:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", a):
+                raise forms.ValidationError(f"“{a}” is not a valid aspect name (letters, digits, - and _).")
+        if len(set(aspects)) != len(aspects):
+            raise forms.ValidationError("Each aspect once.")
+        if len(aspects) > 9:
+            raise forms.ValidationError("At most 9 aspects.")
+        return aspects
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class GuidelineForm(forms.Form):
+    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 24}), strip=False)
+    note = forms.CharField(max_length=300, required=False)
+
+
+class SnapshotForm(forms.Form):
+    format = forms.ChoiceField(choices=SnapshotFormat.choices)
+    file_format = forms.ChoiceField(choices=[("jsonl", "JSON lines"), ("parquet", "Parquet")])
+    style = forms.ChoiceField(
+        choices=[("standard", "Standard (text)"), ("conversational", "Conversational (messages)")],
+        help_text="How prompts and responses are written: plain strings or message lists.",
+    )

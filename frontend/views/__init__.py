@@ -1,0 +1,1 @@
+"""Web UI views, one module per area; every write goes through annotation.services."""

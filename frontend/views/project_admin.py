@@ -1,0 +1,95 @@
+"""Project settings and members (admins only)."""
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation import services
+from annotation.errors import DomainError
+
+from .. import reads
+from ..access import ADMINS, project_view
+from ..forms import MemberForm, ProjectSettingsForm
+
+
+@project_view(ADMINS)
+def project_settings(request, project):
+    if request.method == "POST":
+        form = ProjectSettingsForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            settings = dict(project.settings or {})
+            settings["task_kinds"] = data["task_kinds"]
+            if data["aspects"]:
+                settings["aspects"] = data["aspects"]
+            else:
+                settings.pop("aspects", None)
+            try:
+                services.project_update(
+                    project=project,
+                    name=data["name"],
+                    description=data["description"],
+                    required_annotations=data["required_annotations"],
+                    lease_seconds=data["lease_minutes"] * 60,
+                    settings=settings,
+                )
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, "Settings saved.")
+                return redirect("frontend:project_settings", project.slug)
+    else:
+        form = ProjectSettingsForm(
+            initial={
+                "name": project.name,
+                "description": project.description,
+                "required_annotations": project.required_annotations,
+                "lease_minutes": max(1, project.lease_seconds // 60),
+                "task_kinds": (project.settings or {}).get("task_kinds", []),
+                "aspects": ", ".join((project.settings or {}).get("aspects", [])),
+            }
+        )
+    ctx = {"project": project, "form": form, "members": reads.members(project=project), "member_form": MemberForm()}
+    return render(request, "frontend/project_settings.html", ctx)
+
+
+@require_POST
+@project_view(ADMINS)
+def member_set(request, project):
+    form = MemberForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a username and a role.")
+        return redirect("frontend:project_settings", project.slug)
+    user = reads.user_by_username(form.cleaned_data["username"])
+    if user is None:
+        messages.error(request, f"No user named “{form.cleaned_data['username']}”.")
+        return redirect("frontend:project_settings", project.slug)
+    members = {m.user_id: m for m in reads.members(project=project)}
+    current = members.get(user.pk)
+    if current and current.role == "admin" and form.cleaned_data["role"] != "admin":
+        if sum(1 for m in members.values() if m.role == "admin") == 1:
+            messages.error(request, "A project keeps at least one admin.")
+            return redirect("frontend:project_settings", project.slug)
+    try:
+        services.membership_set(project=project, user=user, role=form.cleaned_data["role"])
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{user.get_username()} is now {form.cleaned_data['role']}.")
+    return redirect("frontend:project_settings", project.slug)
+
+
+@require_POST
+@project_view(ADMINS)
+def member_remove(request, project):
+    user = reads.user_by_username(request.POST.get("username", ""))
+    if user is not None:
+        try:
+            services.membership_remove(project=project, user=user)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"{user.get_username()} removed from the project.")
+    if user is not None and user.pk == request.user.pk:
+        return redirect("frontend:home")
+    return redirect("frontend:project_settings", project.slug)

@@ -1,0 +1,288 @@
+"""Fast checks of the web UI through Django's test client: who may open what, and the writes behind forms."""
+
+import re
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from annotation import services
+from annotation.models import Annotation, Assignment, AssignmentState, ConstitutionVersion, Role, Task
+
+ADMIN_PAGES = ["project_settings", "guidelines", "constitution"]
+REVIEW_PAGES = ["review_list"]
+OBSERVER_PAGES = ["dashboard"]
+ENGINEER_PAGES = ["snapshots"]
+STAFF_PAGES = ADMIN_PAGES + REVIEW_PAGES + OBSERVER_PAGES + ENGINEER_PAGES
+MEMBER_PAGES = ["work", "my_work", "guideline_read"]
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def url(name, project, *args):
+    return reverse(f"frontend:{name}", args=[project.slug, *args])
+
+
+@pytest.fixture
+def annotator_client(client, member):
+    user = member(Role.ANNOTATOR, "ann")
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", STAFF_PAGES + MEMBER_PAGES)
+def test_anonymous_visitors_are_sent_to_login(client, project, name):
+    response = client.get(url(name, project))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/?next=")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", STAFF_PAGES)
+def test_annotators_get_403_on_staff_pages(annotator_client, project, name):
+    assert annotator_client.get(url(name, project)).status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("member_set", {"username": "ann", "role": "admin"}),
+        ("member_remove", {"username": "owner"}),
+        ("guidelines", {"body": "# hacked"}),
+        ("constitution", {}),
+        ("snapshot_create", {"format": "raw", "file_format": "jsonl", "style": "standard"}),
+    ],
+)
+def test_annotators_cannot_post_to_admin_forms(annotator_client, project, name, data):
+    assert annotator_client.post(url(name, project), data).status_code == 403
+    assert project.guideline_versions.count() == 0
+    assert project.memberships.get(user=annotator_client.user).role == Role.ANNOTATOR
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", STAFF_PAGES + MEMBER_PAGES)
+def test_pages_of_projects_you_are_not_in_are_404(client, project, other_project, name):
+    client.force_login(project.memberships.get(role=Role.ADMIN).user)
+    assert client.get(url(name, other_project)).status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "role,allowed",
+    [
+        (Role.ADMIN, set(STAFF_PAGES)),
+        (Role.REVIEWER, set(REVIEW_PAGES + OBSERVER_PAGES)),
+        (Role.ENGINEER, set(OBSERVER_PAGES + ENGINEER_PAGES)),
+        (Role.ANNOTATOR, set()),
+    ],
+)
+def test_each_role_reaches_exactly_its_pages(client, member, project, role, allowed):
+    client.force_login(member(role))
+    for name in STAFF_PAGES:
+        expected = 200 if name in allowed else 403
+        assert client.get(url(name, project)).status_code == expected, name
+    for name in MEMBER_PAGES:
+        assert client.get(url(name, project)).status_code == 200, name
+
+
+@pytest.mark.django_db
+def test_home_lists_only_my_projects_with_my_progress(annotator_client, project, other_project, make_task):
+    make_task()
+    response = annotator_client.get("/")
+    body = response.content.decode()
+    assert project.name in body
+    assert other_project.name not in body
+    assert "You: 0 done" in body
+
+
+@pytest.mark.django_db
+def test_pairwise_submit_is_stored_canonically_and_next_task_arrives_by_htmx(annotator_client, project, make_task):
+    make_task("pairwise")
+    make_task("pairwise")
+    user = annotator_client.user
+    page = annotator_client.get(url("work", project))
+    assert page.status_code == 200
+    assignment = Assignment.objects.get(annotator=user, state=AssignmentState.ACTIVE)
+    response = annotator_client.post(
+        url("submit", project, assignment.pk),
+        {"choice": "A", "strength": "3", "client_id": str(uuid.uuid4()), "seconds": "12.5", "rationale": "clearer"},
+        **HTMX,
+    )
+    assert response.status_code == 200
+    assert "<html" not in response.content.decode()  # a fragment, not a page
+    annotation = Annotation.objects.get(author=user)
+    # "A" is the first response shown, whichever canonical position that was.
+    assert annotation.payload == {"choice": "AB"[assignment.shown_order[0]], "strength": 3}
+    assert annotation.seconds_spent == 12.5
+    assert annotation.rationale == "clearer"
+    nxt = Assignment.objects.get(annotator=user, state=AssignmentState.ACTIVE)
+    assert nxt.task_id != assignment.task_id
+    assert f"/a/{nxt.pk}/submit/" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_submit_with_missing_choice_shows_the_same_task_with_an_error(annotator_client, project, make_task):
+    make_task("pairwise")
+    annotator_client.get(url("work", project))
+    assignment = Assignment.objects.get(annotator=annotator_client.user)
+    response = annotator_client.post(
+        url("submit", project, assignment.pk), {"client_id": str(uuid.uuid4())}, **HTMX
+    )
+    assert "Choose A, B, tie or both bad" in response.content.decode()
+    assert not Annotation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_skip_records_the_reason_and_moves_on(annotator_client, project, make_task):
+    make_task("rating")
+    annotator_client.get(url("work", project))
+    assignment = Assignment.objects.get(annotator=annotator_client.user)
+    response = annotator_client.post(url("skip", project, assignment.pk), {"reason": "content_opt_out"}, **HTMX)
+    assert "All done for now" in response.content.decode()
+    assignment.refresh_from_db()
+    assert assignment.state == AssignmentState.SKIPPED
+    assert assignment.skip_reason == "content_opt_out"
+
+
+@pytest.mark.django_db
+def test_undo_within_the_lease_reopens_the_task_prefilled(annotator_client, project, make_task):
+    task = make_task("rating", required=1)
+    annotator_client.get(url("work", project))
+    assignment = Assignment.objects.get(annotator=annotator_client.user)
+    annotator_client.post(
+        url("submit", project, assignment.pk),
+        {"thumb": "down", "likert_helpful": "2", "client_id": str(uuid.uuid4())},
+        **HTMX,
+    )
+    assert Task.objects.get(pk=task.pk).status == "complete"
+    annotation = Annotation.objects.get()
+    response = annotator_client.post(url("undo", project), {"annotation": annotation.pk}, **HTMX)
+    body = response.content.decode()
+    assert not Annotation.objects.exists()
+    task.refresh_from_db()
+    assert (task.status, task.submitted_count) == ("open", 0)
+    assignment.refresh_from_db()
+    assert assignment.state == AssignmentState.ACTIVE
+    assert re.search(r'value="down"\s+checked', body)
+    assert re.search(r'name="likert_helpful" value="2"\s+checked', body)
+
+
+@pytest.mark.django_db
+def test_model_output_is_escaped_everywhere_it_is_shown(annotator_client, project):
+    prompt = services.prompt_create(project=project, messages="<img src=x onerror=alert(1)> hi")
+    evil = [
+        services.response_create(prompt=prompt, content="<script>alert('xss')</script>", dedupe_key="a"),
+        services.response_create(prompt=prompt, content="<img src=x onerror=alert(2)>", dedupe_key="b"),
+    ]
+    services.task_create(project=project, kind="pairwise", prompt=prompt, responses=evil)
+    body = annotator_client.get(url("work", project)).content.decode()
+    assert "<script>alert" not in body
+    assert "<img src=x" not in body and "<img src=\"x\"" not in body
+    assert "&lt;script&gt;alert" in body
+
+
+@pytest.mark.django_db
+def test_guideline_save_creates_a_version_and_diff_shows_changed_lines(client, project):
+    admin = project.memberships.get(role=Role.ADMIN).user
+    client.force_login(admin)
+    client.post(url("guidelines", project), {"body": "# Rules\nBe kind.\n", "note": "first"})
+    client.post(url("guidelines", project), {"body": "# Rules\nBe kind and brief.\n"})
+    project.refresh_from_db()
+    assert project.current_guideline.number == 2
+    diff = client.get(url("guidelines_diff", project) + "?a=1&b=2").content.decode()
+    assert "<del>" not in diff or "brief" in diff
+    assert "<ins> and brief</ins>" in diff or "<ins>and brief</ins>" in diff.replace("<ins> ", "<ins>")
+    preview = client.post(url("guidelines_preview", project), {"body": "**bold** <script>x</script>"}).content.decode()
+    assert "<strong>bold</strong>" in preview and "<script>" not in preview
+
+
+@pytest.mark.django_db
+def test_constitution_save_keeps_order_drops_retired_and_diff_classifies(client, project):
+    client.force_login(project.memberships.get(role=Role.ADMIN).user)
+
+    def post(cards):
+        data = {f"p_{f}": [c.get(f, "") for c in cards] for f in ("key", "name", "critique_request", "revision_request", "comparison_question")}
+        data["p_state"] = [c.get("state", "keep") for c in cards]
+        return client.post(url("constitution", project), data)
+
+    base = {"critique_request": "Critique.", "revision_request": "Revise.", "comparison_question": "Which?"}
+    post([{"key": "harm", "name": "Harm", **base}, {"key": "honesty", "name": "Honesty", **base}])
+    post([
+        {"key": "", "name": "New one", **base},
+        {"key": "honesty", "name": "Honesty", **base, "comparison_question": "Which is more honest?"},
+        {"key": "harm", "name": "Harm", **base, "state": "retired"},
+    ])
+    v2 = ConstitutionVersion.objects.get(project=project, number=2)
+    assert [p.key for p in v2.principles.order_by("position")] == ["new-one", "honesty"]
+    diff = client.get(url("constitution_diff", project) + "?a=1&b=2").content.decode()
+    assert "1 added" in diff and "1 changed" in diff and "1 retired" in diff
+    assert "more honest" in diff
+
+
+@pytest.mark.django_db
+def test_my_work_edit_creates_a_revision(annotator_client, project, make_task):
+    make_task("rating")
+    annotator_client.get(url("work", project))
+    assignment = Assignment.objects.get(annotator=annotator_client.user)
+    annotator_client.post(url("submit", project, assignment.pk), {"thumb": "up", "client_id": str(uuid.uuid4())}, **HTMX)
+    first = Annotation.objects.get()
+    assert annotator_client.get(url("my_work", project)).status_code == 200
+    response = annotator_client.post(
+        url("my_work_edit", project, first.pk), {"thumb": "down", "client_id": str(uuid.uuid4())}
+    )
+    assert response.status_code == 302
+    current = Annotation.objects.get(is_current=True)
+    assert current.supersedes_id == first.pk and current.payload == {"thumb": "down"}
+
+
+@pytest.mark.django_db
+def test_reviewer_accepts_or_corrects(client, member, project, make_task):
+    annotator = member(Role.ANNOTATOR)
+    make_task("rating")
+    make_task("rating")
+    for _ in range(2):
+        a = services.task_next_for(annotator=annotator, project=project)
+        services.annotation_submit(assignment=a, annotator=annotator, payload={"thumb": "up"}, client_id=uuid.uuid4())
+    first, second = Annotation.objects.order_by("id")
+    reviewer = member(Role.REVIEWER)
+    client.force_login(reviewer)
+    assert client.get(url("review_detail", project, first.pk)).status_code == 200
+    client.post(url("review_accept", project, first.pk))
+    first.refresh_from_db()
+    assert first.details["review"]["verdict"] == "accepted"
+    client.post(url("review_detail", project, second.pk), {"thumb": "down", "client_id": str(uuid.uuid4())})
+    correction = Annotation.objects.get(supersedes=second)
+    assert correction.is_review and correction.author == reviewer and correction.payload == {"thumb": "down"}
+
+
+@pytest.mark.django_db
+def test_snapshot_form_reports_when_export_is_missing_or_calls_it(client, member, project, monkeypatch):
+    import sys
+    import types
+
+    client.force_login(member(Role.ENGINEER))
+    calls = []
+
+    def fake_snapshot_create(**kwargs):
+        calls.append(kwargs)
+        return types.SimpleNamespace(row_count=3, sha256="ab" * 32)
+
+    module = types.ModuleType("annotation.services.exports")
+    module.snapshot_create = fake_snapshot_create
+    monkeypatch.setitem(sys.modules, "annotation.services.exports", module)
+    response = client.post(
+        url("snapshot_create", project), {"format": "preference", "file_format": "jsonl", "style": "conversational"}, follow=True
+    )
+    assert "3 rows" in response.content.decode()
+    assert calls[0]["format"] == "preference" and calls[0]["style"] == "conversational"
+    assert calls[0]["project"] == project
+
+
+@pytest.mark.django_db
+def test_dashboard_has_the_numbers_for_its_charts(client, project, make_task):
+    make_task("pairwise")
+    client.force_login(project.memberships.get(role=Role.ADMIN).user)
+    body = client.get(url("dashboard", project)).content.decode()
+    assert 'id="dashboard-data"' in body and "chart-4.6.1.umd.min.js" in body
