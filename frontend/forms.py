@@ -56,6 +56,12 @@ class SnapshotForm(forms.Form):
     format = forms.ChoiceField(choices=SnapshotFormat.choices)
     file_format = forms.ChoiceField(choices=[("jsonl", "JSON lines"), ("parquet", "Parquet")])
     style = forms.ChoiceField(
-        choices=[("standard", "Standard (text)"), ("conversational", "Conversational (messages)")],
-        help_text="How prompts and responses are written: plain strings or message lists.",
+        choices=[("conversational", "Conversational (messages)"), ("standard", "Standard (text)")],
+        help_text="How prompts and responses are written: message lists or plain strings.",
+    )
+    sources = forms.MultipleChoiceField(
+        choices=[("human", "Human"), ("ai", "AI")],
+        initial=["human", "ai"],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Whose annotations go in.",
     )

@@ -23,7 +23,7 @@ def dashboard(request, project):
 
 @project_view(ENGINEERS)
 def snapshots(request, project):
-    form = SnapshotForm(request.POST or None, initial={"file_format": "jsonl", "style": "standard"})
+    form = SnapshotForm(initial={"file_format": "jsonl", "style": "conversational", "sources": ["human", "ai"]})
     ctx = {"project": project, "snapshots": reads.snapshots(project=project), "form": form}
     return render(request, "frontend/snapshots.html", ctx)
 
@@ -33,7 +33,7 @@ def snapshots(request, project):
 def snapshot_create(request, project):
     form = SnapshotForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Choose a format, a file format and a style.")
+        messages.error(request, "Choose a format, a file format, a style and at least one source.")
         return redirect("frontend:snapshots", project.slug)
     try:
         # Imported here so the site still loads while the export service is not installed.

@@ -161,7 +161,7 @@ def constitution_changes(old: list, new: list) -> list[dict]:
         if p.key not in old_by_key:
             changes.append({"status": "added", "key": p.key, "name": p.name, "position": j + 1, "fields": [
                 {"label": label, "left": [], "right": [(getattr(p, f), True)], "changed": True}
-                for f, label in PRINCIPLE_FIELDS[1:]
+                for f, label in PRINCIPLE_FIELDS[2:]
             ]})
             continue
         i, q = old_by_key[p.key]
@@ -180,7 +180,7 @@ def constitution_changes(old: list, new: list) -> list[dict]:
         if q.key not in new_keys:
             changes.append({"status": "retired", "key": q.key, "name": q.name, "old_position": i + 1, "fields": [
                 {"label": label, "left": [(getattr(q, f), True)], "right": [], "changed": True}
-                for f, label in PRINCIPLE_FIELDS[1:]
+                for f, label in PRINCIPLE_FIELDS[2:]
             ]})
     return changes
 

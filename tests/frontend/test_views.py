@@ -52,7 +52,7 @@ def test_annotators_get_403_on_staff_pages(annotator_client, project, name):
         ("member_remove", {"username": "owner"}),
         ("guidelines", {"body": "# hacked"}),
         ("constitution", {}),
-        ("snapshot_create", {"format": "raw", "file_format": "jsonl", "style": "standard"}),
+        ("snapshot_create", {"format": "raw", "file_format": "jsonl", "style": "standard", "sources": ["human"]}),
     ],
 )
 def test_annotators_cannot_post_to_admin_forms(annotator_client, project, name, data):
@@ -273,10 +273,22 @@ def test_snapshot_form_reports_when_export_is_missing_or_calls_it(client, member
     module.snapshot_create = fake_snapshot_create
     monkeypatch.setitem(sys.modules, "annotation.services.exports", module)
     response = client.post(
-        url("snapshot_create", project), {"format": "preference", "file_format": "jsonl", "style": "conversational"}, follow=True
+        url("snapshot_create", project),
+        {"format": "preference", "file_format": "jsonl", "style": "conversational", "sources": ["human", "ai"]},
+        follow=True,
     )
     assert "3 rows" in response.content.decode()
     assert calls[0]["format"] == "preference" and calls[0]["style"] == "conversational"
+    assert calls[0]["sources"] == ["human", "ai"]
+
+    monkeypatch.setitem(sys.modules, "annotation.services.exports", None)  # not installed
+    response = client.post(
+        url("snapshot_create", project),
+        {"format": "raw", "file_format": "jsonl", "style": "conversational", "sources": ["human"]},
+        follow=True,
+    )
+    assert "not available" in response.content.decode()
+    assert len(calls) == 1
     assert calls[0]["project"] == project
 
 

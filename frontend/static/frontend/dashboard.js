@@ -11,6 +11,7 @@ Chart.defaults.font.family = css.getPropertyValue("font-family") || "system-ui, 
 Chart.defaults.color = color("--muted", "#5b636e");
 Chart.defaults.animation = false;
 Chart.defaults.maintainAspectRatio = false;
+Chart.defaults.datasets.bar.maxBarThickness = 56;
 
 const kinds = data.kinds.map((k) => k.kind);
 new Chart(document.getElementById("chart-kinds"), {
@@ -26,10 +27,10 @@ new Chart(document.getElementById("chart-kinds"), {
 });
 
 new Chart(document.getElementById("chart-days"), {
-  type: "line",
+  type: "bar",
   data: {
     labels: data.days.map((d) => d.day.slice(5)),
-    datasets: [{ label: "Annotations", data: data.days.map((d) => d.n), borderColor: accent, backgroundColor: accent + "22", fill: true, tension: 0.25, pointRadius: 2 }],
+    datasets: [{ label: "Annotations", data: data.days.map((d) => d.n), backgroundColor: accent, maxBarThickness: 18 }],
   },
   options: { plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
 });
@@ -38,7 +39,7 @@ new Chart(document.getElementById("chart-annotators"), {
   type: "bar",
   data: {
     labels: data.annotators.map((a) => a.username),
-    datasets: [{ label: "Annotations", data: data.annotators.map((a) => a.n), backgroundColor: accent }],
+    datasets: [{ label: "Annotations", data: data.annotators.map((a) => a.n), backgroundColor: accent, maxBarThickness: 26 }],
   },
   options: { indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } },
 });
