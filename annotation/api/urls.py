@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import quality_views, views
 
 project = "projects/<slug:slug>/"
 
@@ -28,4 +28,6 @@ urlpatterns = [
     path("assignments/<int:assignment_id>/skip/", views.SkipView.as_view(), name="api-skip"),
     path("annotations/<int:annotation_id>/", views.AnnotationDetailView.as_view(), name="api-annotation"),
     path("annotations/<int:annotation_id>/revise/", views.AnnotationReviseView.as_view(), name="api-revise"),
+    path(project + "quality/", quality_views.QualityView.as_view(), name="api-quality"),
+    path(project + "leaderboard/", quality_views.LeaderboardView.as_view(), name="api-leaderboard"),
 ]

@@ -94,7 +94,7 @@ def _coincidence_features(counts: np.ndarray) -> np.ndarray:
     outer = counts[:, :, None] * counts[:, None, :]
     idx = np.arange(counts.shape[1])
     outer[:, idx, idx] -= counts
-    return (outer / (m - 1)[:, None, None]).reshape(len(counts), -1)
+    return (outer / (m - 1)[:, None, None]).reshape(len(counts), counts.shape[1] ** 2)
 
 
 def _alpha_from_coincidences(categories: np.ndarray, level: str):

@@ -116,9 +116,12 @@ def interval(
     estimator: Estimator, *, n_resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL, seed: int = 0
 ) -> Interval:
     """The estimator's point value and its percentile bootstrap interval, resampling its units."""
+    if estimator.n_units == 0:
+        nan = float("nan")
+        return Interval(nan, nan, nan, level, 0, 0)
     total, sums = resampled_sums(estimator.units, features=estimator.features, n_resamples=n_resamples, seed=seed)
     with np.errstate(divide="ignore", invalid="ignore"):
-        estimate = float(estimator.statistic(total[None, :])[0]) if estimator.n_units else float("nan")
+        estimate = float(estimator.statistic(total[None, :])[0])
         replicates = estimator.statistic(sums) if len(sums) else np.empty(0)
     low, high = percentile_interval(replicates, level)
     return Interval(estimate, low, high, level, n_resamples if len(sums) else 0, estimator.n_units)
