@@ -162,6 +162,17 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR / 'b
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", "") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
+# Background jobs (generation): the row is the truth. A worker beats every JOB_HEARTBEAT_SECONDS and hands
+# the job on after JOB_SLICE_SECONDS; the reconciler (beat, every RECONCILE_SECONDS) re-queues a running job
+# silent for JOB_STALE_SECONDS, or a queued one nobody took for JOB_QUEUED_STALE_SECONDS, at most
+# JOB_MAX_ATTEMPTS times.
+JOB_HEARTBEAT_SECONDS = env_int("QUORUM_JOB_HEARTBEAT_SECONDS", 5)
+JOB_STALE_SECONDS = env_int("QUORUM_JOB_STALE_SECONDS", 60)
+JOB_SLICE_SECONDS = env_int("QUORUM_JOB_SLICE_SECONDS", 60)
+JOB_QUEUED_STALE_SECONDS = env_int("QUORUM_JOB_QUEUED_STALE_SECONDS", 600)
+JOB_MAX_ATTEMPTS = env_int("QUORUM_JOB_MAX_ATTEMPTS", 5)
+RECONCILE_SECONDS = env_int("QUORUM_RECONCILE_SECONDS", 15)
+
 # Production hardening: on when QUORUM_DEBUG is off and HTTPS is declared.
 if env_bool("QUORUM_HTTPS", False):
     SECURE_SSL_REDIRECT = True

@@ -1,0 +1,150 @@
+"""Training data model: the model registry and generation jobs. Workflows live in `training.services`."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Backend(models.TextChoices):
+    TRANSFORMERS = "transformers"
+    OPENAI = "openai"
+    VLLM = "vllm"
+
+
+class ModelRole(models.TextChoices):
+    POLICY = "policy"
+    JUDGE = "judge"
+    REWARD = "reward"
+
+
+class Model(models.Model):
+    """A model Quorum can run: a local directory (transformers, vllm) or an OpenAI-compatible server."""
+
+    name = models.CharField(max_length=200, unique=True)
+    backend = models.CharField(max_length=16, choices=Backend.choices)
+    path = models.CharField(max_length=1000, blank=True, help_text="Local model directory (transformers, vllm).")
+    base_url = models.CharField(max_length=500, blank=True, help_text="OpenAI-compatible server, e.g. http://host:8000/v1")
+    served_name = models.CharField(
+        max_length=200, blank=True, help_text="The model id the server knows it by (defaults to the name)."
+    )
+    chat_template = models.TextField(blank=True, help_text="Jinja chat template; empty uses the tokenizer's own.")
+    sampling = models.JSONField(default=dict, blank=True, help_text="Default sampling parameters.")
+    roles = models.JSONField(default=list, blank=True, help_text="Subset of policy, judge, reward.")
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Backend options: device, dtype, max_batch_size, timeout, concurrency…"
+    )
+    description = models.TextField(blank=True)
+    base_model = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived",
+        help_text="The model this one was trained from (lineage).",
+    )
+    # Becomes a foreign key to the training run that produced this checkpoint once runs exist.
+    parent_run_id = models.BigIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True, help_text="Provenance, e.g. the package it came from.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(backend__in=Backend.values), name="model_backend_valid"),
+            models.CheckConstraint(
+                condition=~Q(backend=Backend.OPENAI) | ~Q(base_url=""), name="model_openai_needs_base_url"
+            ),
+            models.CheckConstraint(
+                condition=Q(backend=Backend.OPENAI) | ~Q(path=""), name="model_local_needs_path"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class CandidateTasks(models.TextChoices):
+    """How a prompt's candidates become annotation tasks."""
+
+    PAIRWISE = "pairwise", "pairs"
+    RANKING = "ranking", "ranking groups of k"
+    RATING = "rating", "one rating task per response"
+    STEPS = "steps", "one step-labelling task per response"
+    NONE = "none", "no tasks (candidates only)"
+
+
+class GenerationJob(models.Model):
+    """Sample `n` responses per prompt of a scope with one model, and turn them into tasks.
+
+    The row is the truth about the job: workers claim it (`owner`, `heartbeat_at`), write each batch of prompts
+    and move `cursor` in one transaction, and a periodic reconciler re-queues a job whose worker stopped beating.
+    Responses are keyed by (job, prompt, sample index) and tasks by (job, prompt, group), so a retried or
+    restarted job never duplicates rows. A message carries the job's current `ticket`; an older one is ignored.
+    """
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="generation_jobs")
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="generation_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    prompt_filter = models.JSONField(default=dict, blank=True, help_text="The scope as asked for.")
+    prompt_ids = models.JSONField(default=list, help_text="The scope resolved at launch, in processing order.")
+    n = models.PositiveSmallIntegerField(default=2, help_text="Samples per prompt.")
+    sampling = models.JSONField(default=dict, blank=True, help_text="Model defaults merged with the job's overrides.")
+    task_kind = models.CharField(max_length=16, choices=CandidateTasks.choices, default=CandidateTasks.PAIRWISE)
+    group_size = models.PositiveSmallIntegerField(default=2, help_text="Responses per task (pairwise 2, ranking k).")
+    task_priority = models.IntegerField(default=0)
+    batch_prompts = models.PositiveSmallIntegerField(default=4, help_text="Prompts generated and committed together.")
+    queue = models.CharField(max_length=32, default="gpu")
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+    cursor = models.PositiveIntegerField(default=0, help_text="Prompts fully written (responses and tasks).")
+    done = models.PositiveIntegerField(default=0, help_text="Responses written.")
+    total = models.PositiveIntegerField(default=0, help_text="Responses wanted: prompts × n.")
+    tasks_created = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    generation_seconds = models.FloatField(default=0.0, help_text="Time spent inside the backend.")
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times re-queued after an error or a lost worker.")
+
+    ticket = models.CharField(max_length=32, blank=True, help_text="The message that may run the job next.")
+    owner = models.CharField(max_length=128, blank=True, help_text="The worker slice holding the job now.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="generation_job_status_valid"),
+            models.CheckConstraint(condition=Q(task_kind__in=CandidateTasks.values), name="generation_job_kind_valid"),
+            models.CheckConstraint(condition=Q(n__gte=1), name="generation_job_n_positive"),
+            models.CheckConstraint(condition=Q(done__lte=F("total")), name="generation_job_done_within_total"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="generation_job_active",
+                         condition=Q(status__in=["queued", "running"])),
+            models.Index(fields=["project", "-id"], name="generation_job_by_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"generation job {self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 100

@@ -1,0 +1,50 @@
+"""Celery tasks of the training app. They take ids, do their work through services, and are idempotent."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+
+from annotation.services import leases_expire
+
+from .broker import purge_taken_messages
+from .services.generation import RetryLater, generation_job_run_slice, generation_jobs_reconcile
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, name="training.generation_job_run", acks_late=True, ignore_result=True, max_retries=None)
+def generation_job_run(self, job_id: int, ticket: str) -> str:
+    """Run one slice of a generation job. Retries only transient failures; everything else ends the job."""
+    close_old_connections()
+    try:
+        outcome = generation_job_run_slice(job_id=job_id, ticket=ticket, worker=self.request.hostname or "")
+    except RetryLater as exc:
+        log.warning("generation job %s: %s; retrying in %.0f s", job_id, exc, exc.countdown)
+        raise self.retry(args=[job_id, exc.ticket], countdown=exc.countdown)
+    except DatabaseError as exc:
+        # The database went away or stayed locked: the claim will look stale once the heartbeat stops,
+        # and this same message (same ticket) can take the job back then.
+        log.warning("generation job %s: database error %s; retrying", job_id, exc)
+        close_old_connections()
+        raise self.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
+    if outcome == "busy":
+        # A redelivered message while the first delivery still runs, or a worker that died a moment ago:
+        # look again once its heartbeat would have gone stale.
+        raise self.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
+    return outcome
+
+
+@shared_task(name="training.reconcile", ignore_result=True)
+def reconcile() -> dict:
+    """Periodic (beat): expire annotation leases, re-queue jobs whose worker died, clean the embedded broker."""
+    close_old_connections()
+    counts = generation_jobs_reconcile()
+    counts["leases_expired"] = leases_expire()
+    counts["broker_messages_purged"] = purge_taken_messages(settings.CELERY_BROKER_URL)
+    if counts["requeued"] or counts["failed"] or counts["resent"]:
+        log.warning("reconciled: %s", counts)
+    return counts
