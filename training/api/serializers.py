@@ -1,0 +1,66 @@
+"""Input serializers parse and validate at the edge; output serializers render."""
+
+from rest_framework import serializers
+
+from ..models import Backend, CandidateTasks, GenerationJob, Model, ModelRole
+
+
+# --- outputs -------------------------------------------------------------------------------
+class ModelOutput(serializers.ModelSerializer):
+    base_model = serializers.CharField(source="base_model.name", default=None, read_only=True)
+
+    class Meta:
+        model = Model
+        fields = [
+            "id", "name", "backend", "path", "base_url", "served_name", "roles", "sampling", "options",
+            "chat_template", "description", "base_model", "parent_run_id", "metadata", "is_active",
+            "created_at", "updated_at",
+        ]
+
+
+class GenerationJobOutput(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name", read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    percent = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "id", "model", "status", "cancel_requested", "done", "total", "percent", "tasks_created",
+            "n", "task_kind", "group_size", "task_priority", "sampling", "prompt_filter",
+            "prompt_tokens", "completion_tokens", "generation_seconds", "attempts", "error",
+            "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
+        ]
+
+
+# --- inputs --------------------------------------------------------------------------------
+class ModelInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    backend = serializers.ChoiceField(choices=Backend.values)
+    path = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    base_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    served_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    chat_template = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    sampling = serializers.DictField(required=False, default=dict)
+    roles = serializers.ListField(child=serializers.ChoiceField(choices=ModelRole.values), required=False, default=list)
+    options = serializers.DictField(required=False, default=dict)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    base_model = serializers.SlugRelatedField(slug_field="name", queryset=Model.objects.all(), required=False, allow_null=True, default=None)
+
+
+class PromptFilterInput(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100000)
+    external_ids = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=100000)
+    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False, max_length=100)
+    limit = serializers.IntegerField(min_value=1, required=False)
+    without_model_responses = serializers.BooleanField(required=False)
+
+
+class GenerationJobInput(serializers.Serializer):
+    model = serializers.SlugRelatedField(slug_field="name", queryset=Model.objects.filter(is_active=True))
+    prompt_filter = PromptFilterInput(required=False, default=dict)
+    n = serializers.IntegerField(min_value=1, max_value=16, default=2)
+    sampling = serializers.DictField(required=False, default=dict)
+    task_kind = serializers.ChoiceField(choices=CandidateTasks.values, default=CandidateTasks.PAIRWISE)
+    group_size = serializers.IntegerField(min_value=2, max_value=16, required=False, allow_null=True, default=None)
+    task_priority = serializers.IntegerField(default=0)

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from . import views
+
+project = "projects/<slug:slug>/"
+
+urlpatterns = [
+    path("models/", views.ModelListView.as_view(), name="api-models"),
+    path("models/<int:model_id>/", views.ModelDetailView.as_view(), name="api-model"),
+    path(project + "generation-jobs/", views.GenerationJobListView.as_view(), name="api-generation-jobs"),
+    path(project + "generation-jobs/<int:job_id>/", views.GenerationJobDetailView.as_view(), name="api-generation-job"),
+    path(
+        project + "generation-jobs/<int:job_id>/cancel/",
+        views.GenerationJobCancelView.as_view(),
+        name="api-generation-job-cancel",
+    ),
+]

@@ -1,0 +1,93 @@
+"""Thin API views for the model registry and generation jobs."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.generics import GenericAPIView
+from rest_framework.mixins import ListModelMixin
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response as HttpResponse
+
+from annotation.api.permissions import CanManageData, CanReadData, IsStaff
+from annotation.api.views import ProjectView
+from annotation.errors import NotFound
+
+from .. import selectors, services
+from . import serializers as s
+
+
+def _parse(serializer_class, request):
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ModelListView(ListModelMixin, GenericAPIView):
+    """The model registry. Everyone signed in may read it; staff register models."""
+
+    serializer_class = s.ModelOutput
+
+    def get_permissions(self):
+        return [IsAuthenticated(), IsStaff()] if self.request.method == "POST" else [IsAuthenticated()]
+
+    def get_queryset(self):
+        return selectors.models_list(include_archived=self.request.query_params.get("archived") in ("1", "true"))
+
+    def get(self, request):
+        return self.list(request)
+
+    @extend_schema(request=s.ModelInput, responses={201: s.ModelOutput})
+    def post(self, request):
+        model = services.model_register(**_parse(s.ModelInput, request))
+        return HttpResponse(s.ModelOutput(model).data, status=201)
+
+
+class ModelDetailView(GenericAPIView):
+    serializer_class = s.ModelOutput
+
+    def get(self, request, model_id):
+        model = selectors.models_list(include_archived=True).filter(pk=model_id).first()
+        if model is None:
+            raise NotFound("no such model")
+        data = s.ModelOutput(model).data
+        data["lineage"] = [m.name for m in selectors.model_lineage(model=model)]
+        return HttpResponse(data)
+
+
+class GenerationJobListView(ListModelMixin, ProjectView):
+    serializer_class = s.GenerationJobOutput
+    permissions_by_method = {"*": [CanReadData], "POST": [CanManageData]}
+
+    def get_queryset(self):
+        return selectors.generation_jobs_for(project=self.project).order_by("-id")
+
+    def get(self, request, slug):
+        return self.list(request)
+
+    @extend_schema(request=s.GenerationJobInput, responses={201: s.GenerationJobOutput})
+    def post(self, request, slug):
+        data = _parse(s.GenerationJobInput, request)
+        job = services.generation_job_create(project=self.project, created_by=request.user, **data)
+        return HttpResponse(s.GenerationJobOutput(job).data, status=201)
+
+
+class GenerationJobDetailView(ProjectView):
+    serializer_class = s.GenerationJobOutput
+    permissions_by_method = {"*": [CanReadData]}
+
+    def job(self, job_id):
+        job = selectors.generation_job_get(project=self.project, job_id=job_id)
+        if job is None:
+            raise NotFound("no such generation job")
+        return job
+
+    def get(self, request, slug, job_id):
+        return HttpResponse(s.GenerationJobOutput(self.job(job_id)).data)
+
+
+class GenerationJobCancelView(GenerationJobDetailView):
+    permissions_by_method = {"*": [CanManageData]}
+    http_method_names = ["post", "options"]
+
+    @extend_schema(request=None, responses={200: s.GenerationJobOutput})
+    def post(self, request, slug, job_id):
+        job = services.generation_job_cancel(job=self.job(job_id))
+        return HttpResponse(s.GenerationJobOutput(selectors.generation_job_get(project=self.project, job_id=job.pk)).data)

@@ -1,0 +1,14 @@
+"""Training pages, mounted at /training/."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "training"
+
+urlpatterns = [
+    path("models/", views.model_registry, name="models"),
+    path("p/<slug:slug>/generation/", views.generation_jobs, name="generation_jobs"),
+    path("p/<slug:slug>/generation/<int:job_id>/", views.generation_job_detail, name="generation_job"),
+    path("p/<slug:slug>/generation/<int:job_id>/cancel/", views.generation_job_cancel, name="generation_job_cancel"),
+]
