@@ -144,21 +144,17 @@ class OpenAIBackend:
     def render(self, conversation: Conversation, prefix: str = "") -> str:
         messages = [dict(m) for m in conversation]
         if self.chat_template:
-            from jinja2.exceptions import TemplateError
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
+            # transformers' renderer: the same sandbox, filters and {% generation %} tag as apply_chat_template.
+            from transformers.utils.chat_template_utils import render_jinja_template
 
-            def raise_exception(message):
-                raise TemplateError(message)
-
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-            env.globals["raise_exception"] = raise_exception
             try:
-                text = env.from_string(self.chat_template).render(
-                    messages=messages, add_generation_prompt=True, **self.template_vars
+                rendered, _ = render_jinja_template(
+                    conversations=[messages], chat_template=self.chat_template, add_generation_prompt=True,
+                    **self.template_vars,
                 )
-            except TemplateError as exc:
+            except Exception as exc:  # jinja syntax errors and raise_exception() from the template
                 raise BackendError(f"the chat template cannot render this conversation: {exc}") from exc
-            return text + prefix
+            return rendered[0] + prefix
         if self.tokenizer_path:
             if self._tokenizer is None:
                 from transformers import AutoTokenizer

@@ -122,10 +122,14 @@ class TransformersBackend:
                           top_k=sampling.top_k or 0)
         if sampling.repetition_penalty is not None:
             kwargs["repetition_penalty"] = float(sampling.repetition_penalty)
-        if sampling.stop:
-            kwargs["stop_strings"] = list(sampling.stop)
-            kwargs["tokenizer"] = self.tokenizer
         return kwargs
+
+    def _stopping(self, sampling: Sampling, prompt_length: int):
+        if not sampling.stop:
+            return None
+        from transformers import StoppingCriteriaList
+
+        return StoppingCriteriaList([_StopStrings(self.tokenizer, sampling.stop, prompt_length)])
 
     def generate(self, conversations: Sequence[Conversation], n: int, sampling: Sampling) -> list[list[Completion]]:
         check_request(conversations, n)
@@ -140,8 +144,11 @@ class TransformersBackend:
             attention = encoded["attention_mask"].repeat_interleave(n, dim=0)
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed + start)
+            stopping = self._stopping(sampling, input_ids.shape[1])
             with torch.inference_mode():
-                output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+                output = self.model.generate(
+                    input_ids=input_ids, attention_mask=attention, stopping_criteria=stopping, **kwargs
+                )
             new_tokens = output[:, input_ids.shape[1] :].tolist()
             prompt_lengths = attention.sum(dim=1).tolist()
             for i in range(0, len(new_tokens), n):
@@ -204,3 +211,21 @@ class TransformersBackend:
     def close(self) -> None:
         self.model = None
         self.tokenizer = None
+
+
+class _StopStrings:
+    """Stop a row once its generated text (never the prompt) contains a stop string, as the OpenAI API does.
+
+    transformers' own `stop_strings` also matches across the end of the prompt, which stops too early.
+    """
+
+    def __init__(self, tokenizer, stops, prompt_length: int):
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, tuple(stops), prompt_length
+        # Every token spells at least one character, so this many last tokens hold any stop string.
+        self.window = max(len(s) for s in self.stops) + 1
+
+    def __call__(self, input_ids, scores, **kwargs):
+        torch = _torch()
+        tails = input_ids[:, self.prompt_length :][:, -self.window :]
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
