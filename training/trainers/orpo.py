@@ -1,0 +1,93 @@
+"""Odds Ratio Preference Optimization on preference snapshots: SFT on the chosen response plus an odds-ratio
+penalty on the rejected one, with no reference model (Hong et al. 2024; `losses.orpo_loss`).
+
+Uses TRL's `ORPOTrainer` from `trl.experimental.orpo` (TRL 1.16 keeps ORPO there; its API may change between TRL
+releases, which is why the TRL version is pinned).
+
+    python -m training.trainers.orpo --config run.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import ClassVar
+
+from training.trainers.common import (
+    Run,
+    TrainConfig,
+    TrainResult,
+    execute,
+    load_config,
+    load_snapshot,
+    main,
+    option,
+    preference_rows,
+    split_for_eval,
+)
+
+__all__ = ["ORPOConfig", "train"]
+
+
+@dataclasses.dataclass
+class ORPOConfig(TrainConfig):
+    """ORPO hyperparameters (see `TrainConfig` for the shared ones)."""
+
+    method: ClassVar[str] = "orpo"
+
+    learning_rate: float = option(8e-6, "Peak learning rate of AdamW.")
+    beta: float = option(0.1, "λ: weight of the odds-ratio term against the SFT loss.")
+    max_completion_length: int | None = option(None, "Longest completion in tokens (null: only max_length applies).")
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.beta <= 0:
+            out.append("beta: must be positive")
+        if self.max_completion_length is not None and not 1 <= self.max_completion_length <= self.max_length:
+            out.append("max_completion_length: must be between 1 and max_length, or null")
+        return out
+
+
+def train(config: ORPOConfig | dict | str) -> TrainResult:
+    """Train `config.model` with ORPO on `config.data`; see the package docstring for outputs."""
+    config = load_config(ORPOConfig, config)
+    return execute(config, _train)
+
+
+def _train(run: Run) -> tuple[str, int, dict]:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from transformers import AutoModelForCausalLM
+    from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
+    from trl.experimental.orpo import ORPOTrainer
+
+    config: ORPOConfig = run.config
+    tokenizer = run.load_tokenizer()
+    data = preference_rows(load_snapshot(config.data, "preference"), config, tokenizer)
+    train_set, eval_set = split_for_eval(data, config, "preference")
+    if eval_set is not None and config.eval_data:
+        eval_set = preference_rows(eval_set, config, tokenizer)
+    args = run.hf_arguments(
+        TRLORPOConfig,
+        max_length=config.max_length,
+        max_completion_length=config.max_completion_length,
+        beta=config.beta,
+        remove_unused_columns=False,  # ORPO's collator needs the raw columns
+    )
+    trainer = ORPOTrainer(
+        model=run.load_model(AutoModelForCausalLM),
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=run.peft_config("CAUSAL_LM"),
+    )
+    outcome = run.fit(trainer)
+    if outcome.cancelled:
+        return "cancelled", outcome.steps, {}
+    evaluation = trainer.evaluate() if eval_set is not None else {}
+    run.save_model(trainer.model, tokenizer, run.output_dir)
+    return "succeeded", outcome.steps, evaluation
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(ORPOConfig, train))

@@ -1,0 +1,119 @@
+"""Supervised fine-tuning on `{messages}` snapshots (demonstrations, critique-revision outputs).
+
+Uses TRL's `SFTTrainer` (TRL 1.16); Quorum adds the run contract (config, metrics, checkpoints, cancellation, result).
+
+    python -m training.trainers.sft --config run.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+from training.trainers.common import (
+    DataError,
+    Run,
+    TrainConfig,
+    TrainResult,
+    _is_messages,
+    execute,
+    load_config,
+    load_snapshot,
+    main,
+    option,
+    split_for_eval,
+)
+
+__all__ = ["SFTConfig", "train"]
+
+
+@dataclasses.dataclass
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning hyperparameters (see `TrainConfig` for the shared ones)."""
+
+    method: ClassVar[str] = "sft"
+
+    learning_rate: float = option(2e-5, "Peak learning rate of AdamW.")
+    loss_on: Literal["auto", "assistant", "last_turn", "all"] = option(
+        "auto",
+        "Which tokens are trained: assistant = every assistant turn (the chat template must mark them with "
+        "{% generation %}), last_turn = the final assistant turn given the conversation before it, all = every token; "
+        "auto = assistant when the template marks assistant turns, else last_turn.",
+    )
+    packing: bool = option(False, "Pack several conversations into each max_length sequence (BFD packing).")
+
+
+def train(config: SFTConfig | dict | str) -> TrainResult:
+    """Fine-tune `config.model` on the conversations in `config.data`; see the package docstring for outputs."""
+    config = load_config(SFTConfig, config)
+    return execute(config, _train)
+
+
+def _loss_on(config: SFTConfig, tokenizer) -> str:
+    if config.loss_on != "auto":
+        return config.loss_on
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return "assistant" if "generation" in template and "endgeneration" in template else "last_turn"
+
+
+def _check(dataset, path: str) -> None:
+    for i, messages in enumerate(dataset["messages"]):
+        if not _is_messages(messages):
+            raise DataError(f"{path}: row {i}: `messages` must be a non-empty list of {{role, content}} messages")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise DataError(f"{path}: row {i}: no assistant turn to learn from")
+
+
+def _last_turn(dataset):
+    """{messages} -> {prompt, completion}: the conversation up to the last assistant turn, and that turn."""
+
+    def split(row: dict) -> dict:
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        return {"prompt": messages[:last], "completion": [messages[last]]}
+
+    return dataset.map(split, remove_columns=dataset.column_names)
+
+
+def _train(run: Run) -> tuple[str, int, dict]:
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    config: SFTConfig = run.config
+    tokenizer = run.load_tokenizer()
+    data = load_snapshot(config.data, "sft")
+    data = data.remove_columns([c for c in data.column_names if c != "messages"])
+    _check(data, config.data)
+    train_set, eval_set = split_for_eval(data, config, "sft")
+    loss_on = _loss_on(config, tokenizer)
+    if loss_on == "last_turn":
+        train_set = _last_turn(train_set)
+        eval_set = _last_turn(eval_set) if eval_set is not None else None
+    args = run.hf_arguments(
+        TRLSFTConfig,
+        max_length=config.max_length,
+        packing=config.packing,
+        assistant_only_loss=loss_on == "assistant",
+        completion_only_loss=loss_on == "last_turn",
+    )
+    trainer = SFTTrainer(
+        model=run.load_model(AutoModelForCausalLM),
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=run.peft_config("CAUSAL_LM"),
+    )
+    outcome = run.fit(trainer)
+    if outcome.cancelled:
+        return "cancelled", outcome.steps, {}
+    evaluation = {"loss_on": loss_on}
+    if eval_set is not None:
+        evaluation.update(trainer.evaluate())
+    run.save_model(trainer.model, tokenizer, run.output_dir)
+    return "succeeded", outcome.steps, evaluation
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(SFTConfig, train))
