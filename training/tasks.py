@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from annotation.services import leases_expire
 
@@ -25,7 +25,7 @@ def generation_job_run(self, job_id: int, ticket: str) -> str:
     except RetryLater as exc:
         log.warning("generation job %s: %s; retrying in %.0f s", job_id, exc, exc.countdown)
         raise self.retry(args=[job_id, exc.ticket], countdown=exc.countdown)
-    except DatabaseError as exc:
+    except (OperationalError, InterfaceError) as exc:
         # The database went away or stayed locked: the claim will look stale once the heartbeat stops,
         # and this same message (same ticket) can take the job back then.
         log.warning("generation job %s: database error %s; retrying", job_id, exc)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -270,11 +270,9 @@ def generation_job_run_slice(*, job_id: int, ticket: str, worker: str = "") -> s
     except (BackendError, Invalid) as exc:
         _fail(job_id, owner, str(exc))
         return "failed"
+    except (OperationalError, InterfaceError):
+        raise  # a database that went away or stayed locked: the task retries
     except Exception as exc:
-        from django.db import DatabaseError
-
-        if isinstance(exc, DatabaseError):
-            raise  # the task decides: a database that went away is transient
         log.exception("generation job %s failed", job_id)
         _fail(job_id, owner, f"{type(exc).__name__}: {exc}")
         return "failed"
@@ -288,6 +286,7 @@ def _run(job_id: int, owner: str, heartbeat: _Heartbeat) -> str:
     backend = backend_for(job.model)
     sampling = Sampling.from_dict(job.sampling)
     prompt_ids = list(job.prompt_ids)
+    batches = 0
     while True:
         current = GenerationJob.objects.filter(pk=job_id).values("owner", "cursor", "cancel_requested").first()
         if current is None or current["owner"] != owner or heartbeat.lost:
@@ -297,7 +296,7 @@ def _run(job_id: int, owner: str, heartbeat: _Heartbeat) -> str:
             return _finish(job_id, owner, JobStatus.CANCELLED)
         if cursor >= len(prompt_ids):
             return _finish(job_id, owner, JobStatus.SUCCEEDED)
-        if time.monotonic() >= deadline:
+        if batches and time.monotonic() >= deadline:  # at least one batch per slice, so a job always advances
             _hand_on(job_id, owner)
             return "continued"
         batch_ids = prompt_ids[cursor : cursor + job.batch_prompts]
@@ -311,6 +310,7 @@ def _run(job_id: int, owner: str, heartbeat: _Heartbeat) -> str:
         completions = backend.generate([p.messages for p in prompts], job.n, batch_sampling) if prompts else []
         seconds = time.perf_counter() - t0
         _commit_batch(job, owner, cursor, cursor + len(batch_ids), prompts, completions, seconds)
+        batches += 1
 
 
 def _task_groups(job: GenerationJob, responses: list[Response]) -> list[list[Response]]:
@@ -339,7 +339,8 @@ def _commit_batch(job, owner, start, end, prompts, completions, seconds) -> None
                 responses.append(
                     response_create(
                         prompt=prompt,
-                        content=completion.text,
+                        # Models do emit NUL characters, which PostgreSQL text cannot hold.
+                        content=completion.text.replace("\x00", ""),
                         origin=ResponseOrigin.GENERATED,
                         model_name=job.model.name,
                         generation={
