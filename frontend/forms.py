@@ -14,7 +14,9 @@ class ProjectSettingsForm(forms.Form):
         min_value=1, max_value=50, label="Overlap", help_text="Annotations wanted per task."
     )
     lease_minutes = forms.IntegerField(
-        min_value=1, max_value=7 * 24 * 60, label="Lease (minutes)",
+        min_value=1,
+        max_value=7 * 24 * 60,
+        label="Lease (minutes)",
         help_text="How long a task stays reserved for the person who opened it.",
     )
     task_kinds = forms.MultipleChoiceField(

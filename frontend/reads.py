@@ -26,15 +26,15 @@ from annotation.models import (
 )
 from annotation.payloads import DEFAULT_ASPECTS
 
-
 # Memberships and projects
+
 
 def membership_for(*, user, slug: str) -> Membership | None:
     if not user.is_authenticated:
         return None
     return (
         Membership.objects.filter(user=user, project__slug=slug)
-        .select_related("project", "project__current_guideline", "project__current_constitution")
+        .select_related("project", "project__current_guideline")
         .first()
     )
 
@@ -53,7 +53,9 @@ def my_projects(*, user) -> list[dict]:
     today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     mine = {
         row["task__project"]: row
-        for row in Annotation.objects.filter(author=user, task__project_id__in=ids, is_review=False, supersedes__isnull=True)
+        for row in Annotation.objects.filter(
+            author=user, task__project_id__in=ids, is_review=False, supersedes__isnull=True
+        )
         .values("task__project")
         .annotate(done=Count("id"), today=Count("id", filter=Q(created_at__gte=today)))
     }
@@ -91,34 +93,39 @@ def user_by_username(username: str):
 
 # The work page
 
+
+def _task_bundle(task_id: int, shown_order: list[int]) -> dict:
+    # One query: the task and prompt ride along with each response row (a task without
+    # responses, a blank demonstration, needs a second one).
+    rows = list(TaskResponse.objects.filter(task_id=task_id).select_related("response", "task__prompt"))
+    task = rows[0].task if rows else Task.objects.select_related("prompt").get(pk=task_id)
+    by_position = {tr.position: tr.response for tr in rows}
+    order = shown_order or sorted(by_position)
+    return {"task": task, "prompt": task.prompt, "responses": [by_position[p] for p in order if p in by_position]}
+
+
 def task_for_assignment(*, assignment: Assignment) -> dict:
     """The task of an assignment with its responses in the order this person sees them."""
-    task = Task.objects.select_related("prompt").get(pk=assignment.task_id)
-    by_position = {
-        tr.position: tr.response for tr in TaskResponse.objects.filter(task=task).select_related("response")
-    }
-    order = assignment.shown_order or sorted(by_position)
-    return {"task": task, "prompt": task.prompt, "responses": [by_position[p] for p in order if p in by_position]}
+    return _task_bundle(assignment.task_id, assignment.shown_order)
 
 
 def task_for_annotation(*, annotation: Annotation) -> dict:
-    task = Task.objects.select_related("prompt").get(pk=annotation.task_id)
-    by_position = {
-        tr.position: tr.response for tr in TaskResponse.objects.filter(task=task).select_related("response")
-    }
-    order = annotation.shown_order or sorted(by_position)
-    return {"task": task, "prompt": task.prompt, "responses": [by_position[p] for p in order if p in by_position]}
+    """The task of an annotation with its responses in the order its author saw them."""
+    return _task_bundle(annotation.task_id, annotation.shown_order)
 
 
 def my_done_count(*, user, project: Project) -> int:
-    return Annotation.objects.filter(author=user, task__project=project, is_review=False, supersedes__isnull=True).count()
+    return Annotation.objects.filter(
+        author=user, task__project=project, is_review=False, supersedes__isnull=True
+    ).count()
 
 
 def my_assignment(*, user, project: Project, assignment_id: int) -> Assignment | None:
-    return Assignment.objects.filter(pk=assignment_id, annotator=user, project=project).first()
+    return Assignment.objects.filter(pk=assignment_id, annotator=user, project=project).select_related("task").first()
 
 
 # My work
+
 
 def my_annotations(*, user, project: Project, limit: int = 200) -> list[Annotation]:
     return list(
@@ -147,6 +154,7 @@ def revision_chain(*, annotation: Annotation) -> list[Annotation]:
 
 
 # Guidelines and constitution
+
 
 def guideline_versions(*, project: Project) -> list[GuidelineVersion]:
     return list(project.guideline_versions.select_related("created_by").order_by("-number"))
@@ -184,6 +192,7 @@ def principles(*, version: ConstitutionVersion | None) -> list[Principle]:
 
 # Dashboard
 
+
 def dashboard(*, project: Project, days: int = 30) -> dict:
     per_kind = {
         row["kind"]: row
@@ -216,7 +225,9 @@ def dashboard(*, project: Project, days: int = 30) -> dict:
         )
         medians[kind] = round(statistics.median(values), 1) if values else None
     skipped = Assignment.objects.filter(project=project, state=AssignmentState.SKIPPED).count()
-    active = Assignment.objects.filter(project=project, state=AssignmentState.ACTIVE, leased_until__gt=timezone.now()).count()
+    active = Assignment.objects.filter(
+        project=project, state=AssignmentState.ACTIVE, leased_until__gt=timezone.now()
+    ).count()
     return {
         "kinds": [
             {
@@ -239,7 +250,10 @@ def dashboard(*, project: Project, days: int = 30) -> dict:
 
 # Review
 
-def review_queue(*, project: Project, kind: str = "", author: str = "", status: str = "pending", limit: int = 100) -> list[Annotation]:
+
+def review_queue(
+    *, project: Project, kind: str = "", author: str = "", status: str = "pending", limit: int = 100
+) -> list[Annotation]:
     qs = Annotation.objects.filter(task__project=project, is_current=True, source=AnnotationSource.HUMAN)
     if kind:
         qs = qs.filter(kind=kind)
@@ -271,6 +285,7 @@ def other_annotations(*, annotation: Annotation) -> list[Annotation]:
 
 
 # Snapshots
+
 
 def snapshots(*, project: Project) -> list[DatasetSnapshot]:
     return list(project.snapshots.select_related("created_by").order_by("-created_at"))

@@ -24,7 +24,12 @@ def annotation_accept(*, annotation: Annotation, reviewer: AbstractBaseUser, now
             raise Conflict("a newer revision exists; review that one", code="stale_revision")
         locked.details = {
             **(locked.details or {}),
-            "review": {"verdict": "accepted", "reviewer_id": reviewer.pk, "reviewer": reviewer.get_username(), "at": now.isoformat()},
+            "review": {
+                "verdict": "accepted",
+                "reviewer_id": reviewer.pk,
+                "reviewer": reviewer.get_username(),
+                "at": now.isoformat(),
+            },
         }
         locked.save(update_fields=["details"])
         return locked

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from annotation import services
 from annotation.errors import DomainError, Invalid
-from annotation.services.undo import annotation_undo, last_undoable
+from annotation.services.undo import annotation_undo
 
 from .. import reads
 from ..access import project_view
@@ -23,7 +23,9 @@ def home(request):
     return render(request, "frontend/home.html", {"projects": reads.my_projects(user=request.user)})
 
 
-def _panel_context(request, project, assignment, *, state=None, error="", notice="", undo=None, rationale="", elapsed=0.0):
+def _panel_context(
+    request, project, assignment, *, state=None, error="", notice="", undo=None, rationale="", elapsed=0.0
+):
     ctx = {"project": project, "membership": request.membership, "notice": notice, "error": error, "undo": undo}
     ctx["my_done"] = reads.my_done_count(user=request.user, project=project)
     if assignment is None:
@@ -51,9 +53,7 @@ def _panel(request, project, ctx, status=200):
 @project_view()
 def work(request, project):
     assignment = services.task_next_for(annotator=request.user, project=project)
-    undo = last_undoable(annotator=request.user, project=project)
-    ctx = _panel_context(request, project, assignment, undo=undo)
-    return _panel(request, project, ctx)
+    return _panel(request, project, _panel_context(request, project, assignment))
 
 
 def _my_assignment_or_404(request, project, assignment_id):
@@ -74,8 +74,7 @@ def _next_or_redirect(request, project, **panel):
 @project_view()
 def submit(request, project, assignment_id):
     assignment = _my_assignment_or_404(request, project, assignment_id)
-    bundle = reads.task_for_assignment(assignment=assignment)
-    task = bundle["task"]
+    task = assignment.task
     aspects = reads.project_aspects(project)
     seconds = seconds_from(request.POST)
     rationale = request.POST.get("rationale", "")[:20000]
@@ -94,7 +93,9 @@ def submit(request, project, assignment_id):
             rationale=rationale,
         )
     except Invalid as exc:
-        state = state_from_post(task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects)
+        state = state_from_post(
+            task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects
+        )
         ctx = _panel_context(
             request, project, assignment, state=state, error=exc.message, rationale=rationale, elapsed=seconds or 0.0
         )

@@ -6,7 +6,6 @@ from annotation.models import TaskKind
 from annotation.payloads import LIKERT_MAX, LIKERT_MIN, to_shown
 
 from .. import reads
-from ..diffing import word_diff
 from ..taskforms import PAIRWISE_LABELS, SKIP_REASONS, STEP_LABELS, STRENGTH_LABELS, form_state
 
 LETTERS = "ABCDEFGHIJKLMNOP"
@@ -16,9 +15,7 @@ PAIRWISE_KEYS = {"A": ("1", "a"), "B": ("2", "b"), "tie": ("3", "t"), "both_bad"
 def task_context(project, bundle: dict, *, state: dict | None = None) -> dict:
     task = bundle["task"]
     kind = task.kind
-    responses = [
-        {"letter": LETTERS[i], "index": i, "response": r} for i, r in enumerate(bundle["responses"])
-    ]
+    responses = [{"letter": LETTERS[i], "index": i, "response": r} for i, r in enumerate(bundle["responses"])]
     if state is None:
         state = form_state(kind, None, n_responses=task.n_responses, n_steps=task.n_steps)
     ctx = {
@@ -32,8 +29,8 @@ def task_context(project, bundle: dict, *, state: dict | None = None) -> dict:
         "skip_reasons": SKIP_REASONS,
     }
     if kind == TaskKind.PAIRWISE and len(responses) == 2:
-        left, right = word_diff(responses[0]["response"].content, responses[1]["response"].content)
-        responses[0]["diff"], responses[1]["diff"] = left, right
+        for r in responses:
+            r["json_id"] = f"response-text-{r['letter']}"
         ctx["choices"] = [
             {"value": v, "label": PAIRWISE_LABELS[v], "keys": PAIRWISE_KEYS[v]} for v in ("A", "B", "tie", "both_bad")
         ]

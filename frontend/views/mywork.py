@@ -50,7 +50,9 @@ def my_work_edit(request, project, annotation_id):
             )
         except DomainError as exc:
             error = exc.message
-            state = state_from_post(task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects)
+            state = state_from_post(
+                task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects
+            )
         else:
             messages.success(request, "Saved as a new revision.")
             return redirect("frontend:my_work", project.slug)

@@ -70,7 +70,9 @@ def review_detail(request, project, annotation_id):
             )
         except DomainError as exc:
             error = exc.message
-            state = state_from_post(task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects)
+            state = state_from_post(
+                task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects
+            )
         else:
             messages.success(request, "Correction saved as a reviewed revision.")
             return redirect(_next_url(request, project))

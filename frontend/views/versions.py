@@ -26,6 +26,7 @@ PRINCIPLE_FIELDS = [
 
 # Guidelines
 
+
 @project_view(ADMINS)
 def guidelines(request, project):
     versions = reads.guideline_versions(project=project)
@@ -97,6 +98,7 @@ def guideline_read(request, project):
 
 # Constitution
 
+
 def _principles_from_post(data) -> tuple[list[dict], list[dict]]:
     """(kept principles in order, every card as posted) from the editor's parallel field lists."""
     lists = {f: data.getlist(f"p_{f}") for f, _ in PRINCIPLE_FIELDS}
@@ -159,10 +161,18 @@ def constitution_changes(old: list, new: list) -> list[dict]:
     changes = []
     for j, p in enumerate(new):
         if p.key not in old_by_key:
-            changes.append({"status": "added", "key": p.key, "name": p.name, "position": j + 1, "fields": [
-                {"label": label, "left": [], "right": [(getattr(p, f), True)], "changed": True}
-                for f, label in PRINCIPLE_FIELDS[2:]
-            ]})
+            changes.append(
+                {
+                    "status": "added",
+                    "key": p.key,
+                    "name": p.name,
+                    "position": j + 1,
+                    "fields": [
+                        {"label": label, "left": [], "right": [(getattr(p, f), True)], "changed": True}
+                        for f, label in PRINCIPLE_FIELDS[2:]
+                    ],
+                }
+            )
             continue
         i, q = old_by_key[p.key]
         fields = []
@@ -172,16 +182,31 @@ def constitution_changes(old: list, new: list) -> list[dict]:
             fields.append({"label": label, "left": left, "right": right, "changed": a != b})
         edited = any(x["changed"] for x in fields)
         status = "changed" if edited else ("moved" if i != j else "unchanged")
-        changes.append({
-            "status": status, "key": p.key, "name": p.name, "position": j + 1, "old_position": i + 1,
-            "moved": i != j, "fields": fields,
-        })
+        changes.append(
+            {
+                "status": status,
+                "key": p.key,
+                "name": p.name,
+                "position": j + 1,
+                "old_position": i + 1,
+                "moved": i != j,
+                "fields": fields,
+            }
+        )
     for i, q in enumerate(old):
         if q.key not in new_keys:
-            changes.append({"status": "retired", "key": q.key, "name": q.name, "old_position": i + 1, "fields": [
-                {"label": label, "left": [(getattr(q, f), True)], "right": [], "changed": True}
-                for f, label in PRINCIPLE_FIELDS[2:]
-            ]})
+            changes.append(
+                {
+                    "status": "retired",
+                    "key": q.key,
+                    "name": q.name,
+                    "old_position": i + 1,
+                    "fields": [
+                        {"label": label, "left": [(getattr(q, f), True)], "right": [], "changed": True}
+                        for f, label in PRINCIPLE_FIELDS[2:]
+                    ],
+                }
+            )
     return changes
 
 
@@ -191,8 +216,8 @@ def constitution_diff(request, project):
     a = reads.constitution_version(project=project, number=request.GET.get("a"))
     b = reads.constitution_version(project=project, number=request.GET.get("b"))
     changes = constitution_changes(reads.principles(version=a), reads.principles(version=b)) if a and b else []
-    summary = {s: sum(1 for c in changes if c["status"] == s) for s in ("added", "changed", "moved", "retired", "unchanged")}
+    summary = {
+        s: sum(1 for c in changes if c["status"] == s) for s in ("added", "changed", "moved", "retired", "unchanged")
+    }
     ctx = {"project": project, "versions": versions, "a": a, "b": b, "changes": changes, "summary": summary}
     return render(request, "frontend/constitution_diff.html", ctx)
-
-

@@ -90,11 +90,19 @@ def busy_project(make_user):
     admin = make_user("ada")
     project = services.project_create(name="Helpful Chat", slug="chat", created_by=admin, required_annotations=2)
     services.guideline_version_create(
-        project=project, body="# Rules\n\nBe kind.\n\nPrefer **correct** answers.\n", created_by=admin, note="first draft"
+        project=project,
+        body="# Rules\n\nBe kind.\n\nPrefer **correct** answers.\n",
+        created_by=admin,
+        note="first draft",
     )
     services.constitution_version_create(project=project, principles=PRINCIPLES, created_by=admin, note="initial")
     people = {"admin": admin}
-    for role, name in [(Role.REVIEWER, "rex"), (Role.ENGINEER, "eve"), (Role.ANNOTATOR, "alice"), (Role.ANNOTATOR, "bob")]:
+    for role, name in [
+        (Role.REVIEWER, "rex"),
+        (Role.ENGINEER, "eve"),
+        (Role.ANNOTATOR, "alice"),
+        (Role.ANNOTATOR, "bob"),
+    ]:
         people[name] = make_user(name)
         services.membership_set(project=project, user=people[name], role=role)
     kinds = ["pairwise", "pairwise", "ranking", "rating", "rating", "steps", "demonstration", "pairwise"]
@@ -103,7 +111,9 @@ def busy_project(make_user):
         n = {"pairwise": 2, "ranking": 3, "rating": 1, "steps": 1, "demonstration": 1}[kind]
         responses = [
             services.response_create(
-                prompt=prompt, content=f"1. Put the egg in water.\n2. Boil it for {6 + j} minutes.\n3. Cool it.", dedupe_key=str(j)
+                prompt=prompt,
+                content=f"1. Put the egg in water.\n2. Boil it for {6 + j} minutes.\n3. Cool it.",
+                dedupe_key=str(j),
             )
             for j in range(n)
         ]
@@ -119,8 +129,12 @@ def busy_project(make_user):
         for j in range(count):
             a = services.task_next_for(annotator=people[name], project=project)
             services.annotation_submit(
-                assignment=a, annotator=people[name], payload=answers[a.task.kind], client_id=uuid.uuid4(),
-                seconds_spent=10.0 + 7 * j, rationale="It is clearer.",
+                assignment=a,
+                annotator=people[name],
+                payload=answers[a.task.kind],
+                client_id=uuid.uuid4(),
+                seconds_spent=10.0 + 7 * j,
+                rationale="It is clearer.",
             )
     project.refresh_from_db()
     return {"project": project, **people}

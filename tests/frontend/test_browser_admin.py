@@ -14,7 +14,9 @@ def test_admin_edits_guidelines_and_sees_the_new_version_and_its_diff(page, live
     sign_in(page, busy_project["admin"])
     page.goto(live_server.url + "/p/chat/guidelines/")
     expect(page.locator("[data-current-version]")).to_have_text("version 1")
-    page.fill("#guideline-body", "# Rules\n\nBe kind and brief.\n\nPrefer **correct** answers.\n\n- Cite your sources.\n")
+    page.fill(
+        "#guideline-body", "# Rules\n\nBe kind and brief.\n\nPrefer **correct** answers.\n\n- Cite your sources.\n"
+    )
     expect(page.locator("#guideline-preview li")).to_have_text("Cite your sources.")  # live preview
     page.fill("input[name=note]", "brevity and sources")
     shot(page, "guidelines-editor")
@@ -32,7 +34,9 @@ def test_admin_edits_guidelines_and_sees_the_new_version_and_its_diff(page, live
     shot(page, "guidelines-diff")
 
 
-def test_admin_edits_the_constitution_and_sees_the_new_version_and_its_diff(page, live_server, busy_project, sign_in, shot):
+def test_admin_edits_the_constitution_and_sees_the_new_version_and_its_diff(
+    page, live_server, busy_project, sign_in, shot
+):
     sign_in(page, busy_project["admin"])
     page.goto(live_server.url + "/p/chat/constitution/")
     expect(page.locator("[data-current-version]")).to_have_text("version 1")

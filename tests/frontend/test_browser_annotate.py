@@ -17,14 +17,18 @@ def _task(project, kind, prompt_text, contents, priority, **extra):
     responses = [
         services.response_create(prompt=prompt, content=c, dedupe_key=f"{kind}-{i}") for i, c in enumerate(contents)
     ]
-    return services.task_create(project=project, kind=kind, prompt=prompt, responses=responses, priority=priority, **extra)
+    return services.task_create(
+        project=project, kind=kind, prompt=prompt, responses=responses, priority=priority, **extra
+    )
 
 
 @pytest.fixture
 def world(make_user):
     owner = make_user("owner")
     project = services.project_create(name="Helpful Chat", slug="chat", created_by=owner, required_annotations=1)
-    services.guideline_version_create(project=project, body="# How to judge\n\nPrefer **correct** answers.", created_by=owner)
+    services.guideline_version_create(
+        project=project, body="# How to judge\n\nPrefer **correct** answers.", created_by=owner
+    )
     annotator = make_user("alice")
     services.membership_set(project=project, user=annotator, role=Role.ANNOTATOR)
     conversation = [
@@ -34,18 +38,30 @@ def world(make_user):
     ]
     tasks = {
         "pairwise": _task(
-            project, "pairwise", conversation,
-            ["Start with *aglio e olio*: garlic, oil, chili, spaghetti.", "Start with a carbonara: eggs, guanciale, pecorino and pepper."],
+            project,
+            "pairwise",
+            conversation,
+            [
+                "Start with *aglio e olio*: garlic, oil, chili, spaghetti.",
+                "Start with a carbonara: eggs, guanciale, pecorino and pepper.",
+            ],
             60,
         ),
-        "ranking": _task(project, "ranking", "Name a prime number.", ["Seven.", "Nine.", "Two, the only even prime."], 50),
+        "ranking": _task(
+            project, "ranking", "Name a prime number.", ["Seven.", "Nine.", "Two, the only even prime."], 50
+        ),
         "rating": _task(project, "rating", "Say hello in French.", ["Bonjour !"], 40),
         "steps": _task(
             project, "steps", "What is (2 + 3) × 4?", [STEPS_TEXT], 30, flags={"content_warning": "arithmetic errors"}
         ),
         "demonstration": _task(project, "demonstration", "What is the capital of France?", [MODEL_DEMO], 20),
         "flagged": _task(
-            project, "rating", "Describe a violent scene.", ["(graphic text)"], 10, flags={"content_warning": "violence"}
+            project,
+            "rating",
+            "Describe a violent scene.",
+            ["(graphic text)"],
+            10,
+            flags={"content_warning": "violence"},
         ),
     }
     return {"project": project, "annotator": annotator, "tasks": tasks}
@@ -158,7 +174,9 @@ def test_annotator_completes_every_kind_with_the_keyboard_only(page, live_server
     user = world["annotator"]
     annotations = {a.task_id: a for a in Annotation.objects.filter(author=user)}
     assert len(annotations) == 5
-    assert all(a.is_current and a.seconds_spent and a.seconds_spent > 0 for a in annotations.values()), [(a.kind, a.is_current, a.seconds_spent) for a in annotations.values()]
+    assert all(a.is_current and a.seconds_spent and a.seconds_spent > 0 for a in annotations.values()), [
+        (a.kind, a.is_current, a.seconds_spent) for a in annotations.values()
+    ]
     project.refresh_from_db()
     assert all(a.guideline_version_id == project.current_guideline_id for a in annotations.values())
 
@@ -169,7 +187,10 @@ def test_annotator_completes_every_kind_with_the_keyboard_only(page, live_server
     assert pair.payload == {"choice": "AB"[shown("pairwise")[0]], "strength": 2}
     order = shown("ranking")
     assert annotations[tasks["ranking"].pk].payload["order"] == [[order[2]], sorted([order[0], order[1]])]
-    assert annotations[tasks["rating"].pk].payload == {"thumb": "up", "likert": {"helpful": 6, "honest": 5, "harmless": 7}}
+    assert annotations[tasks["rating"].pk].payload == {
+        "thumb": "up",
+        "likert": {"helpful": 6, "honest": 5, "harmless": 7},
+    }
     assert annotations[tasks["steps"].pk].payload == {"labels": [1, 0, -1, 1], "first_error": 2}
     assert annotations[tasks["demonstration"].pk].payload == {"text": MODEL_DEMO + " It is on the Seine."}
     skipped = Assignment.objects.get(task=tasks["flagged"], annotator=user)

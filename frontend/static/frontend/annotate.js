@@ -2,6 +2,7 @@
 // the same code serves every task HTMX swaps in, the My work editor and the review page.
 import { isTyping } from "./shortcuts.js";
 import { makeSortable, moveBy } from "./sortable.js";
+import { renderDiff, wordDiff } from "./worddiff.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
@@ -203,6 +204,14 @@ function pairwiseKey(form, e, letter, digit) {
 function toggleDiff(form) {
   const button = $("[data-toggle-diff]", form);
   const on = button.getAttribute("aria-pressed") !== "true";
+  const views = $$("[data-view=diff]", form);
+  if (on && views.length === 2 && !views[0].dataset.filled) {
+    const text = (letter) => JSON.parse(document.getElementById(`response-text-${letter}`).textContent);
+    const [left, right] = wordDiff(text("A"), text("B"));
+    renderDiff(views[0], left, "del");
+    renderDiff(views[1], right, "ins");
+    views.forEach((v) => (v.dataset.filled = "1"));
+  }
   button.setAttribute("aria-pressed", String(on));
   button.firstChild.textContent = on ? "Hide differences " : "Show differences ";
   $$("[data-view=plain]", form).forEach((el) => (el.hidden = on));
