@@ -8,12 +8,15 @@ bootstrap resamples by item, and a plain function for the point value.
 
 import warnings
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 from .bootstrap import Estimator, multinomial_replicates, point
 
 LEVELS = ("nominal", "ordinal", "interval")
+# Nominal and interval alpha on more distinct values than this skip the V x V coincidence matrix.
+COINCIDENCE_MAX_VALUES = 64
 
 
 # --- Data -------------------------------------------------------------------------------------
@@ -148,19 +151,37 @@ def _alpha_interval_statistic(sums: np.ndarray) -> np.ndarray:
         return np.where(d_e > 0, 1.0 - d_o / d_e, np.nan)
 
 
+def _nominal_features(counts: np.ndarray) -> np.ndarray:
+    """Per item: (m, disagreeing ordered pairs / (m - 1), n_u1..n_uV), for many categories."""
+    counts = counts.astype(np.float64)
+    m = counts.sum(axis=1)
+    return np.column_stack([m, (m * m - (counts * counts).sum(axis=1)) / (m - 1), counts])
+
+
+def _alpha_nominal_statistic(sums: np.ndarray) -> np.ndarray:
+    n, pairs, n_c = sums[:, 0], sums[:, 1], sums[:, 2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d_e = n * n - (n_c * n_c).sum(axis=1)
+        return np.where(d_e > 0, 1.0 - (n - 1) * pairs / d_e, np.nan)
+
+
 def alpha_estimator(data, level: str = "nominal") -> Estimator:
     """Krippendorff's alpha (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability"):
     alpha = 1 - D_o / D_e over the coincidence matrix of pairable values; missing ratings allowed.
 
-    nominal and ordinal work on the coincidence matrix (values are few categories); interval
-    uses the equivalent closed form over per-item moments, so it scales to any number of values.
+    Works on the coincidence matrix of the distinct values. Above COINCIDENCE_MAX_VALUES distinct
+    values, nominal and interval use equivalent closed forms over per-item counts and moments
+    (no V x V matrix); ordinal keeps the matrix, as its distance depends on every value's count.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}")
     r = as_ratings(data)
-    if level == "interval":
+    many = np.unique(r.values).size > COINCIDENCE_MAX_VALUES
+    if level == "interval" and many:
         return Estimator(_interval_units(r), _alpha_interval_statistic)
     counts, categories = value_counts(r)
+    if level == "nominal" and many:
+        return Estimator(_pairable(counts), _alpha_nominal_statistic, _nominal_features)
     return Estimator(_pairable(counts), _alpha_from_coincidences(categories, level), _coincidence_features)
 
 
@@ -344,7 +365,7 @@ def per_rater_agreement(data) -> dict[str, np.ndarray]:
 
     counts, _ = value_counts(r, categories)
     items, raters, codes = r.items[known], r.raters[known], codes[known]
-    others = counts[items].astype(np.int64)
+    others = np.take(counts, items, axis=0).astype(np.int64)
     others[np.arange(len(items)), codes] -= 1
     top = others.max(axis=1) if len(items) else np.zeros(0, dtype=np.int64)
     decided = (top > 0) & ((others == top[:, None]).sum(axis=1) == 1)
@@ -475,6 +496,35 @@ def mean_pairwise_tau(rankings: list[np.ndarray]) -> float:
     return point(kendall_tau_estimator(rankings))
 
 
+def kappa_standard_errors(tables: np.ndarray, categories: np.ndarray, weights: str | None = None) -> np.ndarray:
+    """Large-sample standard error of Cohen's (weighted) kappa per table (..., V, V)
+    (Fleiss, Cohen & Everitt 1969), with agreement weights w = 1 - d / max d:
+
+    var = [sum_ij p_ij (w_ij - (wr_i + wc_j)(1 - k))^2 - (k - pe (1 - k))^2] / (n (1 - pe)^2),
+    wr_i = sum_j p_.j w_ij, wc_j = sum_i p_i. w_ij, pe = sum_ij p_i. p_.j w_ij.
+    """
+    d = _kappa_weights(categories, weights)
+    w = 1.0 - d / d.max() if d.max() > 0 else np.ones_like(d)
+    tables = np.asarray(tables, dtype=np.float64)
+    n = tables.sum(axis=(-1, -2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = tables / n[..., None, None]
+        rows, cols = p.sum(axis=-1), p.sum(axis=-2)
+        kappa = kappa_from_tables(tables, categories, weights)
+        w_row = (w * cols[..., None, :]).sum(axis=-1)
+        w_col = (w * rows[..., :, None]).sum(axis=-2)
+        pe = (w * rows[..., :, None] * cols[..., None, :]).sum(axis=(-1, -2))
+        k1 = (1.0 - kappa)[..., None, None]
+        spread = (p * (w - (w_row[..., :, None] + w_col[..., None, :]) * k1) ** 2).sum(axis=(-1, -2))
+        var = (spread - (kappa - pe * (1.0 - kappa)) ** 2) / (n * (1.0 - pe) ** 2)
+        return np.sqrt(np.maximum(var, 0.0))
+
+
+# Above this many random draws (pairs x resamples x cells), pair intervals use the large-sample
+# standard error instead of the bootstrap: a project with 100 annotators has ~5,000 pairs.
+KAPPA_BOOTSTRAP_DRAWS = 4_000_000
+
+
 def kappa_intervals(
     tables: np.ndarray,
     categories: np.ndarray,
@@ -483,13 +533,25 @@ def kappa_intervals(
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of Cohen's kappa per contingency table (P, V, V), resampling
-    each pair's shared items (multinomial redraws of its table)."""
+    method: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(low, high, method) of Cohen's kappa per contingency table (P, V, V).
+
+    "bootstrap": percentile interval resampling each pair's shared items (multinomial redraws of
+    its table); "normal": kappa +- z * large-sample standard error; "auto": the bootstrap unless
+    it would take more than KAPPA_BOOTSTRAP_DRAWS draws.
+    """
     n_pairs, v = tables.shape[0], tables.shape[-1]
     low, high = np.full(n_pairs, np.nan), np.full(n_pairs, np.nan)
-    if n_pairs == 0 or n_resamples <= 0:
-        return low, high
+    if method == "auto":
+        method = "bootstrap" if n_pairs * n_resamples * v * v <= KAPPA_BOOTSTRAP_DRAWS else "normal"
+    if n_pairs == 0 or (method == "bootstrap" and n_resamples <= 0):
+        return low, high, method
+    if method == "normal":
+        z = NormalDist().inv_cdf(0.5 + level / 2.0)
+        kappa = kappa_from_tables(tables, categories, weights)
+        se = kappa_standard_errors(tables, categories, weights)
+        return kappa - z * se, kappa + z * se, method
     tail = (1.0 - level) / 2.0 * 100.0
     batch = max(1, 2_000_000 // (n_resamples * v * v))
     for start in range(0, n_pairs, batch):
@@ -500,7 +562,7 @@ def kappa_intervals(
             warnings.simplefilter("ignore", RuntimeWarning)  # pairs whose every replicate is undefined
             low[start : start + len(chunk)] = np.nanpercentile(kappas, tail, axis=1)
             high[start : start + len(chunk)] = np.nanpercentile(kappas, 100.0 - tail, axis=1)
-    return low, high
+    return low, high, method
 
 
 def per_rater_tau(rankings: list[np.ndarray], raters: list[np.ndarray], n_raters: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,33 +23,44 @@ class DawidSkeneResult:
     converged: bool
 
 
-def _log_conf(confusions: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return np.log(confusions)
+class _Ratings:
+    """The EM steps as per-class gathers from small tables and weighted bincounts: every gather
+    reads either a (raters x K) table or one class column of the posteriors, both cache-sized."""
 
+    def __init__(self, items, raters, labels, k: int, n_items: int, n_raters: int):
+        self.k, self.n_items, self.n_raters = k, n_items, n_raters
+        self.items = items
+        self.cells = raters * k + labels  # (rater, reported label)
 
-def _posteriors(items, raters, labels, log_prior, log_conf, n_items: int) -> tuple[np.ndarray, float]:
-    k = log_prior.shape[0]
-    per_rating = log_conf[raters, :, labels]  # (n, K): log P(label | true class k)
-    log_post = np.tile(log_prior, (n_items, 1))
-    for c in range(k):
-        log_post[:, c] += np.bincount(items, weights=per_rating[:, c], minlength=n_items)
-    top = log_post.max(axis=1, keepdims=True)
-    post = np.exp(log_post - top)
-    norm = post.sum(axis=1, keepdims=True)
-    loglik = float((np.log(norm) + top).sum())
-    return post / norm, loglik
+    def posteriors(self, log_prior: np.ndarray, confusions: np.ndarray) -> tuple[np.ndarray, float]:
+        """E-step: P(z_i = c | labels) for every item, as (K, items), and the log-likelihood."""
+        with np.errstate(divide="ignore"):
+            # log P(label l | true class c) as (K, raters * K): column (rater, l)
+            per_cell = np.ascontiguousarray(np.log(confusions).transpose(1, 0, 2).reshape(self.k, -1))
+        log_post = np.empty((self.k, self.n_items))
+        for c in range(self.k):
+            log_post[c] = log_prior[c] + np.bincount(
+                self.items, weights=np.take(per_cell[c], self.cells), minlength=self.n_items
+            )
+        top = log_post.max(axis=0)
+        post = np.exp(log_post - top)
+        norm = post.sum(axis=0)
+        post /= norm
+        return post, float((np.log(norm) + top).sum())
 
-
-def _m_step(items, raters, labels, posteriors, n_raters: int, k: int, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.empty((n_raters, k, k))
-    key = raters * k + labels
-    for c in range(k):
-        counts[:, c, :] = np.bincount(key, weights=posteriors[items, c], minlength=n_raters * k).reshape(n_raters, k)
-    counts += smoothing
-    confusions = counts / counts.sum(axis=2, keepdims=True)
-    priors = posteriors.sum(axis=0) + smoothing
-    return priors / priors.sum(), confusions
+    def m_step(self, posteriors: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+        """M-step from (K, items) posteriors: class priors and each rater's confusion matrix
+        (rows: true class), with a pseudo-count."""
+        k = self.k
+        counts = np.empty((self.n_raters, k, k))
+        for c in range(k):
+            counts[:, c, :] = np.bincount(
+                self.cells, weights=np.take(posteriors[c], self.items), minlength=self.n_raters * k
+            ).reshape(self.n_raters, k)
+        counts += smoothing
+        confusions = counts / counts.sum(axis=2, keepdims=True)
+        priors = posteriors.sum(axis=1) + smoothing
+        return priors / priors.sum(), confusions
 
 
 def dawid_skene(
@@ -85,11 +96,13 @@ def dawid_skene(
         posteriors = np.where(totals > 0, votes / np.where(totals > 0, totals, 1), 1.0 / k)
     else:
         posteriors = np.asarray(init, dtype=np.float64)
+    posteriors = np.ascontiguousarray(posteriors.T)  # (K, items) while fitting
 
+    em = _Ratings(items, raters, labels, k, n_items, n_raters)
     loglik, converged, iteration = -np.inf, False, 0
     for iteration in range(1, max_iter + 1):
-        priors, confusions = _m_step(items, raters, labels, posteriors, n_raters, k, smoothing)
-        new, new_loglik = _posteriors(items, raters, labels, np.log(priors), _log_conf(confusions), n_items)
+        priors, confusions = em.m_step(posteriors, smoothing)
+        new, new_loglik = em.posteriors(np.log(priors), confusions)
         change = float(np.abs(new - posteriors).max()) if new.size else 0.0
         gain = new_loglik - loglik
         posteriors, loglik = new, new_loglik
@@ -99,6 +112,7 @@ def dawid_skene(
             converged = True
             break
 
+    posteriors = np.ascontiguousarray(posteriors.T)
     rated = np.bincount(items, minlength=n_items) > 0
     out_labels = np.where(rated, posteriors.argmax(axis=1), -1)
     seen = np.bincount(raters, minlength=n_raters) > 0

@@ -78,13 +78,14 @@ def _agreement(r: ag.Ratings, levels: tuple[str, ...], opts: Options) -> dict:
 
 def _pairs(r: ag.Ratings, raters: Raters, weights: str | None, opts: Options) -> dict:
     pairs, kappas = ag.cohen_kappa_all_pairs(r, weights=weights, min_items=opts.min_pair_items)
-    low, high = ag.kappa_intervals(
+    low, high, method = ag.kappa_intervals(
         pairs.tables, pairs.categories, weights=weights, n_resamples=opts.n_resamples, level=opts.level, seed=opts.seed
     )
     order = np.argsort(-pairs.n_items, kind="stable")
     return {
         "weights": weights,
         "min_items": opts.min_pair_items,
+        "interval": method,
         "pairs": [
             {
                 "a": raters.names[pairs.a[p]],

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
-from statsmodels.stats.inter_rater import aggregate_raters
+from statsmodels.stats.inter_rater import aggregate_raters, cohens_kappa
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
 
 from annotation.quality import agreement as ag
@@ -36,8 +36,9 @@ def test_alpha_matches_krippendorff_package_with_missing_values(level, seed):
 @pytest.mark.parametrize("level", ["nominal", "ordinal", "interval"])
 def test_alpha_on_continuous_values_and_uneven_overlap(level):
     rng = np.random.default_rng(9)
-    x = np.round(rng.normal(size=(60, 4)) + rng.normal(size=(60, 1)), 1)
+    x = np.round(rng.normal(size=(150, 4)) + rng.normal(size=(150, 1)), 2)
     x[rng.random(x.shape) < 0.5] = np.nan
+    assert np.unique(x[~np.isnan(x)]).size > ag.COINCIDENCE_MAX_VALUES  # nominal, interval: no V x V matrix
     reference = krippendorff.alpha(reliability_data=x.T, level_of_measurement=level)
     assert ag.krippendorff_alpha(x, level) == pytest.approx(reference, abs=TOL)
 
@@ -163,3 +164,25 @@ def test_per_rater_agreement_matches_brute_force():
         assert got["pair_agreement"][j] == pytest.approx(agree / pairs)
         assert got["majority_agreement"][j] == pytest.approx(hits / decided)
         assert got["ratings"][j] == (~np.isnan(x[:, j])).sum()
+
+
+@pytest.mark.parametrize("weights,wt", [(None, None), ("linear", "linear"), ("quadratic", "quadratic")])
+def test_kappa_standard_error_matches_statsmodels(weights, wt):
+    rng = np.random.default_rng(4)
+    tables = rng.integers(0, 30, size=(5, 4, 4)).astype(float) + np.eye(4) * 20
+    categories = np.arange(1.0, 5.0)
+    se = ag.kappa_standard_errors(tables, categories, weights)
+    for table, ours in zip(tables, se):
+        reference = cohens_kappa(table, wt=wt, return_results=True)
+        assert ours == pytest.approx(reference.std_kappa, abs=TOL)
+
+
+def test_pair_intervals_by_bootstrap_and_by_standard_error_agree_roughly():
+    x = _random_matrix(2, items=400, raters=3, categories=3, missing=0.0)
+    pairs, kappas = ag.cohen_kappa_all_pairs(x)
+    boot_low, boot_high, method = ag.kappa_intervals(pairs.tables, pairs.categories, n_resamples=2000, seed=1)
+    assert method == "bootstrap"
+    norm_low, norm_high, method = ag.kappa_intervals(pairs.tables, pairs.categories, method="normal")
+    assert method == "normal"
+    assert ((boot_low < kappas) & (kappas < boot_high) & (norm_low < kappas) & (kappas < norm_high)).all()
+    assert np.allclose(boot_high - boot_low, norm_high - norm_low, rtol=0.15)
