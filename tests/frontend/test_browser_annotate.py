@@ -63,6 +63,7 @@ def world(make_user):
             10,
             flags={"content_warning": "violence"},
         ),
+        "unsure": _task(project, "rating", "Explain the Coase theorem.", ["It is about transaction costs."], 5),
     }
     return {"project": project, "annotator": annotator, "tasks": tasks}
 
@@ -166,6 +167,15 @@ def test_annotator_completes_every_kind_with_the_keyboard_only(page, live_server
     _wait_kind(page, "rating")
     expect(page.locator("[data-warning]")).to_be_visible()
     page.keyboard.press("s")
+
+    # An ordinary skip: 's' opens the reasons, '2' picks "I cannot judge this", Enter confirms.
+    _wait_kind(page, "rating")
+    expect(page.locator("[data-warning]")).to_have_count(0)
+    page.keyboard.press("s")
+    expect(page.locator("#skip-dialog")).to_be_visible()
+    page.keyboard.press("2")
+    shot(page, "skip-dialog", full_page=False)
+    page.keyboard.press("Enter")
     expect(page.locator("[data-done]")).to_be_visible()
     shot(page, "all-done")
     assert page.evaluate("window.__sameDocument") is True  # no full page load since the first task
@@ -195,4 +205,6 @@ def test_annotator_completes_every_kind_with_the_keyboard_only(page, live_server
     assert annotations[tasks["demonstration"].pk].payload == {"text": MODEL_DEMO + " It is on the Seine."}
     skipped = Assignment.objects.get(task=tasks["flagged"], annotator=user)
     assert (skipped.state, skipped.skip_reason) == (AssignmentState.SKIPPED, "content_opt_out")
+    unsure = Assignment.objects.get(task=tasks["unsure"], annotator=user)
+    assert (unsure.state, unsure.skip_reason) == (AssignmentState.SKIPPED, "cannot_judge")
     assert {a.kind for a in annotations.values()} == set(TaskKind.values)

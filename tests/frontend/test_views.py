@@ -303,3 +303,102 @@ def test_dashboard_has_the_numbers_for_its_charts(client, project, make_task):
     client.force_login(project.memberships.get(role=Role.ADMIN).user)
     body = client.get(url("dashboard", project)).content.decode()
     assert 'id="dashboard-data"' in body and "chart-4.6.1.umd.min.js" in body
+
+
+@pytest.mark.django_db
+def test_htmx_posts_need_the_csrf_token_from_the_page(project, member, make_task):
+    from django.test import Client
+
+    make_task("rating")
+    user = member(Role.ANNOTATOR)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    page = client.get(url("work", project)).content.decode()
+    token = re.search(r'hx-headers=\'\{"X-CSRFToken": "([^"]+)"\}\'', page).group(1)
+    assignment = Assignment.objects.get(annotator=user)
+    data = {"thumb": "up", "client_id": str(uuid.uuid4())}
+    assert client.post(url("submit", project, assignment.pk), data, **HTMX).status_code == 403
+    assert not Annotation.objects.exists()
+    response = client.post(url("submit", project, assignment.pk), data, HTTP_X_CSRFTOKEN=token, **HTMX)
+    assert response.status_code == 200 and Annotation.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_undo_is_refused_after_the_lease_and_for_someone_elses_annotation(annotator_client, project, member, make_task):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    make_task("rating")
+    annotator_client.get(url("work", project))
+    assignment = Assignment.objects.get(annotator=annotator_client.user)
+    annotator_client.post(
+        url("submit", project, assignment.pk), {"thumb": "up", "client_id": str(uuid.uuid4())}, **HTMX
+    )
+    annotation = Annotation.objects.get()
+
+    other = member(Role.ANNOTATOR)
+    from django.test import Client
+
+    intruder = Client()
+    intruder.force_login(other)
+    assert intruder.post(url("undo", project), {"annotation": annotation.pk}, **HTMX).status_code == 404
+
+    Assignment.objects.filter(pk=assignment.pk).update(leased_until=timezone.now() - timedelta(seconds=1))
+    body = annotator_client.post(url("undo", project), {"annotation": annotation.pk}, **HTMX).content.decode()
+    assert "lease on this task has ended" in body
+    assert Annotation.objects.filter(pk=annotation.pk).exists()
+
+
+@pytest.mark.django_db
+def test_rating_page_uses_the_projects_aspects(annotator_client, project, make_task):
+    services.project_update(project=project, settings={"aspects": ["accurate", "concise"]})
+    make_task("rating")
+    body = annotator_client.get(url("work", project)).content.decode()
+    assert 'name="likert_accurate"' in body and 'name="likert_concise"' in body
+    assert "likert_helpful" not in body
+    assignment = Assignment.objects.get(annotator=annotator_client.user)
+    annotator_client.post(
+        url("submit", project, assignment.pk), {"likert_concise": "3", "client_id": str(uuid.uuid4())}, **HTMX
+    )
+    assert Annotation.objects.get().payload == {"likert": {"concise": 3}}
+
+
+@pytest.mark.django_db
+def test_ranking_and_steps_forms_submit_ties_and_first_error(annotator_client, project, make_task):
+    make_task("ranking", priority=2)
+    make_task("steps", priority=1)
+    annotator_client.get(url("work", project))
+    ranking = Assignment.objects.get(annotator=annotator_client.user)
+    annotator_client.post(
+        url("submit", project, ranking.pk), {"order": "[[1, 2], [0]]", "client_id": str(uuid.uuid4())}, **HTMX
+    )
+    order = ranking.shown_order
+    assert Annotation.objects.get(task=ranking.task).payload["order"] == [sorted([order[1], order[2]]), [order[0]]]
+    steps = Assignment.objects.get(annotator=annotator_client.user, state=AssignmentState.ACTIVE)
+    # Stopping at the first error: the later step counts as bad without a label of its own.
+    data = {"step_0": "1", "step_1": "-1", "stop_at_first_error": "1", "client_id": str(uuid.uuid4())}
+    annotator_client.post(url("submit", project, steps.pk), data, **HTMX)
+    assert Annotation.objects.get(task=steps.task).payload == {"labels": [1, -1, -1], "first_error": 1}
+
+
+@pytest.mark.django_db
+def test_a_retried_submit_is_stored_once(annotator_client, project, make_task):
+    make_task("rating")
+    make_task("rating")
+    annotator_client.get(url("work", project))
+    assignment = Assignment.objects.get(annotator=annotator_client.user)
+    data = {"thumb": "up", "client_id": str(uuid.uuid4())}
+    annotator_client.post(url("submit", project, assignment.pk), data, **HTMX)
+    annotator_client.post(url("submit", project, assignment.pk), data, **HTMX)
+    assert Annotation.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_guideline_panel_shows_the_version_in_force(annotator_client, project, make_task):
+    owner = project.memberships.get(role=Role.ADMIN).user
+    services.guideline_version_create(project=project, body="Old rules", created_by=owner)
+    services.guideline_version_create(project=project, body="New *rules*", created_by=owner)
+    make_task("pairwise")
+    body = annotator_client.get(url("work", project)).content.decode()
+    assert "version 2" in body and "New <em>rules</em>" in body and "Old rules" not in body
