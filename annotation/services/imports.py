@@ -20,10 +20,12 @@ from typing import IO, Iterator
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.db.models import F, Max, Value
+from django.db import connection, transaction
+from django.db.models import F, JSONField, Max, UUIDField, Value
+from django.db.models.constants import OnConflict
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Greatest
+from django.utils import timezone
 
 from ..errors import Invalid
 from ..hashing import canonical_json
@@ -553,6 +555,82 @@ def _decode(number: int, raw) -> dict | None:
 # --- Writing a batch --------------------------------------------------------------------------
 
 
+def _insert_ignore(model, rows: list[dict], returning: tuple[str, ...] = ()) -> list[tuple] | None:
+    """INSERT ... ON CONFLICT DO NOTHING of many rows (all dicts with the same keys).
+
+    Returns the `returning` columns of the rows actually inserted, or None where the database
+    cannot say (then the caller looks them up). Building model instances and letting bulk_create
+    prepare every value costs several times the insert itself, so values are prepared per column
+    here; columns a row does not name get the field's default, as bulk_create would give them.
+    """
+    if not rows:
+        return []
+    ops = connection.ops
+    postgres = connection.vendor == "postgresql"
+    given = set(rows[0])
+    now = timezone.now()
+    fields, preparers = [], []
+    for f in model._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        fields.append(f)
+        if f.attname in given:
+            if postgres:
+                prepare = str if isinstance(f, UUIDField) else None
+            elif isinstance(f, JSONField):
+                prepare = lambda v, e=f.encoder: ops.adapt_json_value(v, e)  # noqa: E731
+            elif isinstance(f, UUIDField):
+                prepare = lambda v, f=f: f.get_db_prep_value(v, connection)  # noqa: E731
+            else:
+                prepare = None
+            preparers.append((f.attname, prepare))
+        else:
+            value = now if getattr(f, "auto_now_add", False) or getattr(f, "auto_now", False) else f.get_default()
+            if postgres:
+                value = value.isoformat() if hasattr(value, "isoformat") else str(value) if isinstance(value, uuid.UUID) else value
+            else:
+                value = f.get_db_prep_save(value, connection)
+            preparers.append((None, value))
+    table = ops.quote_name(model._meta.db_table)
+    columns = ", ".join(ops.quote_name(f.column) for f in fields)
+    tail = " " + ops.on_conflict_suffix_sql([], OnConflict.IGNORE, None, None)
+    can_return = bool(returning) and connection.features.can_return_rows_from_bulk_insert
+    if can_return:
+        tail += " RETURNING " + ", ".join(ops.quote_name(model._meta.get_field(c).column) for c in returning)
+
+    def values(row):
+        return [
+            (prep(row[name]) if prep is not None else row[name]) if name is not None else prep
+            for name, prep in preparers
+        ]
+
+    inserted: list[tuple] = []
+    with connection.cursor() as cursor:
+        if postgres:
+            # The whole batch as one JSON document turned into rows by the server: one short
+            # statement and one string to send, instead of thousands of placeholders to parse,
+            # quote and plan.
+            names = [f.column for f in fields]
+            document = json.dumps([dict(zip(names, values(row))) for row in rows], ensure_ascii=False)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::{table}, %s::json){tail}",
+                [document],
+            )
+            if can_return:
+                inserted = cursor.fetchall()
+        else:
+            head = f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {table} ({columns}) VALUES "
+            placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            per_statement = max(1, min(500, (connection.features.max_query_params or 999) // len(fields)))
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start : start + per_statement]
+                params = [v for row in chunk for v in values(row)]
+                cursor.execute(head + ", ".join([placeholder] * len(chunk)) + tail, params)
+                if can_return:
+                    inserted.extend(cursor.fetchall())
+    return inserted if can_return else None
+
+
 class _Writer:
     """Writes batches of parsed rows with a few set-based queries per batch, not per row."""
 
@@ -561,8 +639,8 @@ class _Writer:
         self.report = report
         self.filename = filename
         self.by = getattr(created_by, "username", None)
-        # Rows with ids above these were written by this import (or at the same moment), so a
-        # later batch meeting them again does not count them as already there.
+        # Rows with ids above these were written by this import (or at the same moment): a later
+        # batch meeting them again does not count them as already there.
         self.marks = {
             model: model.objects.aggregate(m=Max("id"))["m"] or 0 for model in (Prompt, Response, Task, Annotation)
         }
@@ -575,14 +653,14 @@ class _Writer:
         responses = self._responses(labelled, prompts)
         self._tasks_and_annotations(labelled, prompts, responses)
 
-    def _count(self, model, name: str, found_before: dict, created_ids) -> None:
+    def _tally(self, model, name: str, found: dict, created: int) -> None:
         mark = self.marks[model]
-        existing = sum(1 for i in found_before.values() if i <= mark)
-        setattr(self.report, f"{name}_existing", getattr(self.report, f"{name}_existing") + existing)
-        setattr(self.report, f"{name}_created", getattr(self.report, f"{name}_created") + sum(1 for i in created_ids if i > mark))
+        report = self.report
+        setattr(report, f"{name}_existing", getattr(report, f"{name}_existing") + sum(1 for i in found.values() if i <= mark))
+        setattr(report, f"{name}_created", getattr(report, f"{name}_created") + created)
 
     def _prompts(self, rows: list[_Row]) -> dict[str, tuple[int, str]]:
-        """content hash -> (prompt id, the prompt's standard text)."""
+        """content hash -> (prompt id, the prompt string a standard-style export gives)."""
         first: dict[str, _Row] = {}
         for r in rows:
             first.setdefault(r.phash, r)
@@ -598,28 +676,36 @@ class _Writer:
 
         found = lookup(list(first))
         missing = [h for h in first if h not in found]
-        created = {}
+        known = dict(found)
+        created = 0
         if missing:
-            Prompt.objects.bulk_create(
+            inserted = _insert_ignore(
+                Prompt,
                 [
-                    Prompt(
-                        project=self.project,
-                        messages=first[h].messages,
-                        external_id=first[h].external_id,
-                        content_hash=h,
-                        metadata=first[h].metadata,
-                        tags=first[h].tags,
-                    )
+                    {
+                        "project_id": self.project.pk,
+                        "messages": first[h].messages,
+                        "external_id": first[h].external_id,
+                        "content_hash": h,
+                        "metadata": first[h].metadata,
+                        "tags": first[h].tags,
+                    }
                     for h in missing
                 ],
-                ignore_conflicts=True,
+                returning=("content_hash", "id"),
             )
-            created = lookup(missing)
-        self._count(Prompt, "prompts", {h: v[0] for h, v in found.items()}, [v[0] for v in created.values()])
-        out = {}
-        for h, (pk, text) in {**found, **created}.items():
-            out[h] = (pk, text if text is not None else standard_prompt_text(first[h].messages))
-        return out
+            if inserted is not None:
+                created = len(inserted)
+                known.update((h, (pk, first[h].metadata.get("text"))) for h, pk in inserted)
+            if len(known) < len(first):
+                after = lookup([h for h in missing if h not in known])
+                if inserted is None:
+                    created = sum(1 for pk, _ in after.values() if pk > self.marks[Prompt])
+                known.update(after)
+        self._tally(Prompt, "prompts", {h: v[0] for h, v in found.items()}, created)
+        return {
+            h: (pk, text if text is not None else standard_prompt_text(first[h].messages)) for h, (pk, text) in known.items()
+        }
 
     def _responses(self, rows: list[_Row], prompts: dict) -> dict[tuple[int, str], int]:
         """(prompt id, dedupe key) -> response id."""
@@ -628,15 +714,13 @@ class _Writer:
             pid = prompts[r.phash][0]
             for content, steps, key in r.responses:
                 wanted.setdefault((pid, key), (content, steps))
-        if not wanted:
-            return {}
         pids = {p for p, _ in wanted}
-        keys = {k for _, k in wanted}
 
         def lookup():
+            # By prompt only: IN lists on both columns make SQLite probe every combination.
             return {
                 (p, k): pk
-                for p, k, pk in Response.objects.filter(prompt_id__in=pids, dedupe_key__in=keys).values_list(
+                for p, k, pk in Response.objects.filter(prompt_id__in=pids, dedupe_key__startswith="import").values_list(
                     "prompt_id", "dedupe_key", "id"
                 )
                 if (p, k) in wanted
@@ -644,27 +728,33 @@ class _Writer:
 
         found = lookup()
         missing = [pk for pk in wanted if pk not in found]
-        result = dict(found)
-        created = []
+        known = dict(found)
+        created = 0
         if missing:
-            Response.objects.bulk_create(
+            inserted = _insert_ignore(
+                Response,
                 [
-                    Response(
-                        prompt_id=p,
-                        content=wanted[(p, k)][0],
-                        steps=wanted[(p, k)][1] if wanted[(p, k)][1] is not None else split_steps(wanted[(p, k)][0]),
-                        origin=ResponseOrigin.IMPORTED,
-                        dedupe_key=k,
-                    )
+                    {
+                        "prompt_id": p,
+                        "content": wanted[(p, k)][0],
+                        "steps": wanted[(p, k)][1] if wanted[(p, k)][1] is not None else split_steps(wanted[(p, k)][0]),
+                        "origin": ResponseOrigin.IMPORTED.value,
+                        "dedupe_key": k,
+                    }
                     for p, k in missing
                 ],
-                ignore_conflicts=True,
+                returning=("prompt_id", "dedupe_key", "id"),
             )
-            after = lookup()
-            created = [after[m] for m in missing]
-            result = after
-        self._count(Response, "responses", found, created)
-        return result
+            if inserted is not None:
+                created = len(inserted)
+                known.update(((p, k), pk) for p, k, pk in inserted)
+            if len(known) < len(wanted):
+                after = lookup()
+                if inserted is None:
+                    created = sum(1 for m in missing if after[m] > self.marks[Response])
+                known = after
+        self._tally(Response, "responses", found, created)
+        return known
 
     def _tasks_and_annotations(self, rows: list[_Row], prompts: dict, responses: dict) -> None:
         project = self.project
@@ -672,76 +762,77 @@ class _Writer:
         annotations: dict[uuid.UUID, tuple[str, _Row]] = {}
         for r in rows:
             pid, standard_text = prompts[r.phash]
-            # The row's own prompt string differs from the one the stored prompt reproduces
-            # (same conversation, spelled differently): keep it on the task.
+            # The row spells the prompt differently from the stored prompt with the same
+            # conversation: keep the row's own string on the task.
             override = r.text if r.text is not None and r.text != standard_text else None
-            response_ids = [responses[(pid, key)] for _, _, key in r.responses]
             response_keys = [key for _, _, key in r.responses]
             key = "import:" + _sha("\n".join([r.kind, r.phash, *response_keys, override or ""]))
-            tasks.setdefault(
-                key,
-                {
+            if key not in tasks:
+                tasks[key] = {
                     "kind": r.kind,
                     "prompt_id": pid,
-                    "responses": response_ids,
+                    "responses": [responses[(pid, k)] for k in response_keys],
                     "n_steps": len(r.responses[0][1]) if r.kind == TaskKind.STEPS else 0,
                     "metadata": {"prompt_text": override} if override is not None else {},
-                },
-            )
+                }
             client_id = uuid.uuid5(
                 IMPORT_NAMESPACE, "\n".join([str(project.pk), key, canonical_json(r.payload), canonical_json(r.values)])
             )
             annotations.setdefault(client_id, (key, r))
 
-        new_per_key: dict[str, int] = defaultdict(int)
         existing_clients = set(
             Annotation.objects.filter(client_id__in=list(annotations)).values_list("client_id", flat=True)
         )
+        new_per_key: dict[str, int] = defaultdict(int)
         for client_id, (key, _) in annotations.items():
             if client_id not in existing_clients:
                 new_per_key[key] += 1
 
-        base = Task.objects.filter(project=project)
-
         def lookup(keys):
-            return dict(base.filter(dedupe_key__in=keys).values_list("dedupe_key", "id"))
+            return dict(Task.objects.filter(project=project, dedupe_key__in=keys).values_list("dedupe_key", "id"))
 
         found = lookup(list(tasks))
         missing = [k for k in tasks if k not in found]
-        created = {}
+        task_ids = dict(found)
+        fresh: list[str] = []  # tasks this batch created, which still need their responses linked
         if missing:
-            objs = []
-            for k in missing:
-                t = tasks[k]
-                n = max(1, new_per_key.get(k, 0))
-                objs.append(
-                    Task(
-                        project=project,
-                        kind=t["kind"],
-                        prompt_id=t["prompt_id"],
-                        n_responses=len(t["responses"]),
-                        n_steps=t["n_steps"],
-                        required=n,
-                        open_slots=0,
-                        submitted_count=new_per_key.get(k, 0),
-                        status=TaskStatus.COMPLETE,
-                        dedupe_key=k,
-                        metadata=t["metadata"],
-                    )
-                )
-            Task.objects.bulk_create(objs, ignore_conflicts=True)
-            created = lookup(missing)
-            TaskResponse.objects.bulk_create(
+            inserted = _insert_ignore(
+                Task,
                 [
-                    TaskResponse(task_id=created[k], response_id=rid, position=i)
+                    {
+                        "project_id": project.pk,
+                        "kind": tasks[k]["kind"],
+                        "prompt_id": tasks[k]["prompt_id"],
+                        "n_responses": len(tasks[k]["responses"]),
+                        "n_steps": tasks[k]["n_steps"],
+                        "required": max(1, new_per_key.get(k, 0)),
+                        "open_slots": 0,
+                        "submitted_count": new_per_key.get(k, 0),
+                        "status": TaskStatus.COMPLETE.value,
+                        "dedupe_key": k,
+                        "metadata": tasks[k]["metadata"],
+                    }
                     for k in missing
-                    if created[k] > self.marks[Task]
+                ],
+                returning=("dedupe_key", "id"),
+            )
+            if inserted is not None:
+                task_ids.update(inserted)
+                fresh = [k for k, _ in inserted]
+            if len(task_ids) < len(tasks):
+                after = lookup([k for k in missing if k not in task_ids])
+                if inserted is None:
+                    fresh = [k for k, pk in after.items() if pk > self.marks[Task]]
+                task_ids.update(after)
+            _insert_ignore(
+                TaskResponse,
+                [
+                    {"task_id": task_ids[k], "response_id": rid, "position": i}
+                    for k in fresh
                     for i, rid in enumerate(tasks[k]["responses"])
                 ],
-                ignore_conflicts=True,
             )
-        self._count(Task, "tasks", found, list(created.values()))
-        task_ids = {**found, **created}
+        self._tally(Task, "tasks", found, len(fresh))
 
         # Tasks that were already there and receive more annotations: raise their counts.
         grow: dict[int, list[int]] = defaultdict(list)
@@ -764,19 +855,17 @@ class _Writer:
             if self.by:
                 details["by"] = self.by
             new_annotations.append(
-                Annotation(
-                    task_id=task_ids[key],
-                    kind=r.kind,
-                    author=None,
-                    source=AnnotationSource.HUMAN,
-                    payload=r.payload,
-                    shown_order=list(range(len(r.responses))),
-                    details={"import": details},
-                    client_id=client_id,
-                )
+                {
+                    "task_id": task_ids[key],
+                    "kind": r.kind,
+                    "source": AnnotationSource.HUMAN.value,
+                    "payload": r.payload,
+                    "shown_order": list(range(len(r.responses))),
+                    "details": {"import": details},
+                    "client_id": client_id,
+                }
             )
-        if new_annotations:
-            Annotation.objects.bulk_create(new_annotations, ignore_conflicts=True)
+        _insert_ignore(Annotation, new_annotations)
         self.report.annotations_created += len(new_annotations)
         self.report.annotations_existing += len(existing_clients)
 
@@ -814,6 +903,12 @@ def data_import(
     parse = _PARSERS.get(format) if format else None
     batch: list[_Row] = []
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # The file is written inside one transaction, so the planner's statistics lag behind
+            # tables that grow by the import itself and it may pick sequential scans for the
+            # per-batch lookups, which are all by indexed keys: keep it on the indexes.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_seqscan = off")
         writer = _Writer(project=project, report=report, filename=filename, created_by=created_by)
         try:
             for number, raw in _read_lines(stream, max_bytes):
