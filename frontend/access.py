@@ -6,10 +6,14 @@ sent to the login page.
 """
 
 from functools import wraps
+from urllib.parse import urlencode
 
-from django.contrib.auth.decorators import login_required
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.shortcuts import resolve_url
+from django_htmx.http import HttpResponseClientRedirect
 
 from annotation.models import Role
 
@@ -31,6 +35,13 @@ def project_view(roles: tuple[str, ...] = ANY_MEMBER):
     def decorator(view):
         @wraps(view)
         def wrapped(request, slug, *args, **kwargs):
+            if not request.user.is_authenticated:
+                if getattr(request, "htmx", False):
+                    # A fragment request whose session ended: send the whole page to the login
+                    # form rather than swapping the login page into the task area.
+                    back = request.htmx.current_url_abs_path or "/"
+                    return HttpResponseClientRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': back})}")
+                return redirect_to_login(request.get_full_path())
             membership = reads.membership_for(user=request.user, slug=slug)
             if membership is None:
                 raise Http404("No such project")
@@ -45,7 +56,7 @@ def project_view(roles: tuple[str, ...] = ANY_MEMBER):
             }
             return view(request, membership.project, *args, **kwargs)
 
-        return login_required(wrapped)
+        return wrapped
 
     return decorator
 

@@ -83,13 +83,14 @@ def member_set(request, project):
 @project_view(ADMINS)
 def member_remove(request, project):
     user = reads.user_by_username(request.POST.get("username", ""))
-    if user is not None:
-        try:
-            services.membership_remove(project=project, user=user)
-        except DomainError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, f"{user.get_username()} removed from the project.")
-    if user is not None and user.pk == request.user.pk:
+    if user is None:
+        return redirect("frontend:project_settings", project.slug)
+    try:
+        services.membership_remove(project=project, user=user)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return redirect("frontend:project_settings", project.slug)
+    messages.success(request, f"{user.get_username()} removed from {project.name}.")
+    if user.pk == request.user.pk:
         return redirect("frontend:home")
     return redirect("frontend:project_settings", project.slug)

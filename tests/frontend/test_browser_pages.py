@@ -72,3 +72,24 @@ def test_engineer_creates_and_downloads_a_snapshot(page, live_server, busy_proje
         page.get_by_role("link", name="Download").click()
     lines = open(info.value.path()).read().splitlines()
     assert len(lines) == 9 and all(json.loads(line) for line in lines)
+
+
+def test_ranking_by_dragging_with_the_mouse(page, live_server, busy_project, sign_in):
+    from annotation import services
+    from annotation.models import Annotation, Assignment
+
+    project, user = busy_project["project"], busy_project["rex"]
+    prompt = services.prompt_create(project=project, messages="Rank these.")
+    responses = [services.response_create(prompt=prompt, content=f"Answer {i}", dedupe_key=str(i)) for i in range(3)]
+    services.task_create(project=project, kind="ranking", prompt=prompt, responses=responses, priority=99)
+    sign_in(page, user)
+    page.goto(live_server.url + "/p/chat/work/")
+    expect(page.locator("html[data-keys-ready]")).to_have_count(1)
+    items = page.locator(".rank-item")
+    items.nth(2).locator(".rank-side").drag_to(items.nth(0), target_position={"x": 20, "y": 5})
+    expect(items.nth(0)).to_have_attribute("data-shown", "2")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    shown = Assignment.objects.get(task__priority=99, annotator=user).shown_order
+    payload = Annotation.objects.get(task__priority=99).payload
+    assert payload["order"] == [[shown[2]], [shown[0]], [shown[1]]]

@@ -402,3 +402,12 @@ def test_guideline_panel_shows_the_version_in_force(annotator_client, project, m
     make_task("pairwise")
     body = annotator_client.get(url("work", project)).content.decode()
     assert "version 2" in body and "New <em>rules</em>" in body and "Old rules" not in body
+
+
+@pytest.mark.django_db
+def test_an_htmx_request_after_the_session_ended_sends_the_page_to_login(client, project):
+    response = client.post(
+        url("submit", project, 1), {}, HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="http://testserver/p/demo/work/"
+    )
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == "/login/?next=%2Fp%2Fdemo%2Fwork%2F"

@@ -9,17 +9,30 @@ const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 const taskForm = () => document.getElementById("task-form");
 
 // ---- timer -------------------------------------------------------------------------------------
+// Counts only while the page is visible: time in another tab is not time on the task.
 let startedAt = performance.now();
 let baseSeconds = 0;
 let timerId = null;
+let paused = document.hidden;
 
 function elapsed() {
-  return baseSeconds + (performance.now() - startedAt) / 1000;
+  return paused ? baseSeconds : baseSeconds + (performance.now() - startedAt) / 1000;
 }
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden && !paused) {
+    baseSeconds = elapsed();
+    paused = true;
+  } else if (!document.hidden && paused) {
+    startedAt = performance.now();
+    paused = false;
+  }
+});
 
 function startTimer(form) {
   baseSeconds = parseFloat(form.dataset.elapsed || "0") || 0;
   startedAt = performance.now();
+  paused = document.hidden;
   clearInterval(timerId);
   const paint = () => {
     const el = $("[data-timer]");
