@@ -94,9 +94,11 @@ def review_candidates(
     """Tasks rated at least twice whose Dawid-Skene label is least certain (pairwise choice or
     rating thumb), most uncertain first: what a reviewer should adjudicate."""
     if kind == TaskKind.PAIRWISE:
-        table, name, classes = pairwise_table(project=project, sources=sources, raters=Raters()), "choice", list(PAIRWISE_CHOICES)
+        table = pairwise_table(project=project, sources=sources, raters=Raters())
+        name, classes = "choice", list(PAIRWISE_CHOICES)
     elif kind == TaskKind.RATING:
-        table, name, classes = rating_table(project=project, sources=sources, raters=Raters()), "thumb", ["down", "up"]
+        table = rating_table(project=project, sources=sources, raters=Raters())
+        name, classes = "thumb", ["down", "up"]
     else:
         raise ValueError("review candidates are computed for pairwise and rating tasks")
     if not len(table) or np.isnan(table.values[name]).all():

@@ -18,6 +18,8 @@ ELO_BASE = 10.0
 ELO_ANCHOR = 1000.0
 # Elo points per unit of natural-log strength: 400 / ln 10.
 ELO_PER_LOGIT = ELO_SCALE / np.log(ELO_BASE)
+# Newton steps larger than this (in log-strength, after centring) are checked by a line search.
+SAFE_STEP = 0.1
 
 
 def win_matrix(a, b, outcome, n_models: int) -> np.ndarray:
@@ -60,11 +62,14 @@ def _log_likelihood(theta: np.ndarray, wins: np.ndarray, l2: float) -> np.ndarra
     return (wins * -np.logaddexp(0.0, -gaps)).sum(axis=(1, 2)) - 0.5 * l2 * (theta * theta).sum(axis=1)
 
 
-def fit(wins: np.ndarray, *, l2: float = 0.0, max_iter: int = 100, tol: float = 1e-9, init: np.ndarray | None = None) -> np.ndarray:
+def fit(
+    wins: np.ndarray, *, l2: float = 0.0, max_iter: int = 100, tol: float = 1e-9, init: np.ndarray | None = None
+) -> np.ndarray:
     """Maximum-likelihood log-strengths theta for one win matrix (M, M) or a batch (B, M, M).
 
-    Strengths are centred to mean 0. l2 = 0 gives the plain MLE; it exists when every model has both beaten and
-    lost to someone along a chain (the win graph is strongly connected, see `mle_exists`).
+    Strengths are centred to mean 0. l2 = 0 gives the plain MLE; it exists when every model has
+    both beaten and lost to someone along a chain (the win graph is strongly connected, see
+    `mle_exists`).
     l2 > 0 adds a Gaussian prior (ridge) on theta, so every model gets a finite strength.
     """
     wins = np.asarray(wins, dtype=np.float64)
@@ -79,26 +84,30 @@ def fit(wins: np.ndarray, *, l2: float = 0.0, max_iter: int = 100, tol: float = 
     # With l2 = 0 the Hessian is a graph Laplacian, singular along the all-ones direction; adding
     # J / M fixes that direction without changing the step (the gradient is orthogonal to it).
     fix = (np.ones((m, m)) / m) if l2 == 0 else 0.0
-    current = _log_likelihood(theta, wins, l2)
     for _ in range(max_iter):
         p = 1.0 / (1.0 + np.exp(-(theta[:, :, None] - theta[:, None, :])))
         grad = won - (games * p).sum(axis=2) - l2 * theta
         info = games * p * (1.0 - p)
         hessian = eye * info.sum(axis=2)[:, :, None] - info + (l2 + 1e-12) * eye + fix
         step = np.linalg.solve(hessian, grad[..., None])[..., 0]
-        scale = np.ones(n_batch)
-        for _ in range(30):  # backtrack where a full Newton step would lower the likelihood
-            proposal = theta + scale[:, None] * step
-            value = _log_likelihood(proposal, wins, l2)
-            worse = value < current - 1e-12 * np.abs(current)
-            if not worse.any():
-                break
-            scale = np.where(worse, scale / 2.0, scale)
-        theta, current = proposal, value
         # Only differences matter: with a tiny ridge the common level crawls along a nearly flat
-        # direction at rounding-noise speed, so convergence is judged on the centred step.
-        moved = scale[:, None] * step
-        if np.abs(moved - moved.mean(axis=1, keepdims=True)).max() < tol:
+        # direction at rounding-noise speed, so steps are judged centred.
+        centred = np.abs(step - step.mean(axis=1, keepdims=True)).max()
+        if centred > SAFE_STEP:
+            # Far from the optimum a full Newton step can overshoot: halve it where the
+            # likelihood would drop. Near it (warm-started bootstrap fits) Newton is safe.
+            current = _log_likelihood(theta, wins, l2)
+            scale = np.ones(n_batch)
+            for _ in range(30):
+                proposal = theta + scale[:, None] * step
+                worse = _log_likelihood(proposal, wins, l2) < current - 1e-12 * np.abs(current)
+                if not worse.any():
+                    break
+                scale = np.where(worse, scale / 2.0, scale)
+            theta = proposal
+        else:
+            theta = theta + step
+        if centred < tol:
             break
     theta = theta - theta.mean(axis=1, keepdims=True)
     return theta[0] if single else theta

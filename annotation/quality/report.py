@@ -91,7 +91,9 @@ def _pairs(r: ag.Ratings, raters: Raters, weights: str | None, opts: Options) ->
                 "a": raters.names[pairs.a[p]],
                 "b": raters.names[pairs.b[p]],
                 "items": _num(pairs.n_items[p]),
-                "kappa": Interval(float(kappas[p]), low[p], high[p], opts.level, opts.n_resamples, int(pairs.n_items[p])).as_dict(),
+                "kappa": Interval(
+                    float(kappas[p]), low[p], high[p], opts.level, opts.n_resamples, int(pairs.n_items[p])
+                ).as_dict(),
             }
             for p in order
         ],
@@ -199,7 +201,11 @@ def _categorical(
 
 def _pairwise(project: Project, raters: Raters, opts: Options) -> dict:
     table = pairwise_table(project=project, sources=opts.sources, raters=raters)
-    gold = {t: float(PAIRWISE_CODE[g["choice"]]) for t, g in gold_answers(project=project, kind=TaskKind.PAIRWISE).items() if g.get("choice") in PAIRWISE_CODE}
+    gold = {
+        t: float(PAIRWISE_CODE[g["choice"]])
+        for t, g in gold_answers(project=project, kind=TaskKind.PAIRWISE).items()
+        if g.get("choice") in PAIRWISE_CODE
+    }
     return {
         "choice": _categorical(table, "choice", raters, opts, class_names=list(PAIRWISE_CHOICES), gold=gold, aggregate=True),
         # How strongly: +strength for A, -strength for B, 0 for tie and both_bad.
@@ -291,7 +297,11 @@ def _ranking(project: Project, raters: Raters, opts: Options) -> dict:
         out["rank_alpha"] = {"ordinal": _ci(ag.alpha_estimator(units, "ordinal"), opts, 33)}
     stacks, who = _ranking_groups(table)
     pairs, tau = ag.per_rater_tau(stacks, who, len(raters))
-    gold = {t: g["ranks"] for t, g in gold_answers(project=project, kind=TaskKind.RANKING).items() if isinstance(g.get("ranks"), list)}
+    gold = {
+        t: g["ranks"]
+        for t, g in gold_answers(project=project, kind=TaskKind.RANKING).items()
+        if isinstance(g.get("ranks"), list)
+    }
     gold_n, gold_tau = np.zeros(len(raters)), np.zeros(len(raters))
     for n, task in enumerate(table.item_tasks[table.items]):
         g, mine, j = gold.get(int(task)), table.extra["ranks"][n], table.raters[n]
@@ -309,7 +319,11 @@ def _ranking(project: Project, raters: Raters, opts: Options) -> dict:
             "ratings": _num(rated[j]),
             "pairs": _num(pairs[j]),
             "mean_tau_b": _num(tau[j]),
-            **({"gold_items": _num(gold_n[j]), "gold_tau_b": _num(gold_tau[j] / gold_n[j]) if gold_n[j] else None} if gold else {}),
+            **(
+                {"gold_items": _num(gold_n[j]), "gold_tau_b": _num(gold_tau[j] / gold_n[j]) if gold_n[j] else None}
+                if gold
+                else {}
+            ),
         }
         for j in np.flatnonzero(rated > 0)
     ]
@@ -349,7 +363,9 @@ def quality_report(
         "kinds": kinds,
     }
     if leaderboard:
-        report["leaderboard"] = leaderboard_report(project=project, sources=sources, n_resamples=n_resamples, level=level, seed=seed)
+        report["leaderboard"] = leaderboard_report(
+            project=project, sources=opts.sources, n_resamples=n_resamples, level=level, seed=seed
+        )
     return report
 
 

@@ -102,7 +102,9 @@ def _rows(qs, *extra):
     return qs.order_by("task_id", "id").values_list(*_COMMON, *extra).iterator(chunk_size=CHUNK)
 
 
-def _table(kind: str, task_ids: list, raters_idx: list, versions: list, sources: list, values: dict, raters: Raters, **extra):
+def _table(
+    kind: str, task_ids: list, raters_idx: list, versions: list, sources: list, values: dict, raters: Raters, **extra
+):
     unique_tasks, items = np.unique(np.asarray(task_ids, dtype=np.int64), return_inverse=True)
     return LabelTable(
         kind=kind,
@@ -137,9 +139,8 @@ def pairwise_table(*, project: Project, sources: Iterable[str], raters: Raters) 
         s = 1.0 if st is None else float(st)
         preference.append(s if code == 0 else -s if code == 1 else 0.0)
         strengths.append(np.nan if code > 1 else s)
-    return _table(
-        TaskKind.PAIRWISE, tasks, idx, versions, srcs, {"choice": choice, "preference": preference, "strength": strengths}, raters
-    )
+    values = {"choice": choice, "preference": preference, "strength": strengths}
+    return _table(TaskKind.PAIRWISE, tasks, idx, versions, srcs, values, raters)
 
 
 def rating_aspects(project: Project) -> tuple[str, ...]:
@@ -237,7 +238,11 @@ def demonstration_count(*, project: Project, sources: Iterable[str]) -> int:
 
 def gold_answers(*, project: Project, kind: str) -> dict[int, dict]:
     """task id -> gold payload (canonical positions, same shape as an annotation payload)."""
-    rows = Task.objects.filter(project=project, kind=kind).exclude(Q(gold__isnull=True) | Q(gold={})).values_list("id", "gold")
+    rows = (
+        Task.objects.filter(project=project, kind=kind)
+        .exclude(Q(gold__isnull=True) | Q(gold={}))
+        .values_list("id", "gold")
+    )
     return {task_id: gold for task_id, gold in rows if isinstance(gold, dict)}
 
 

@@ -36,7 +36,7 @@ def test_alpha_matches_krippendorff_package_with_missing_values(level, seed):
 @pytest.mark.parametrize("level", ["nominal", "ordinal", "interval"])
 def test_alpha_on_continuous_values_and_uneven_overlap(level):
     rng = np.random.default_rng(9)
-    x = np.round(rng.normal(size=(150, 4)) + rng.normal(size=(150, 1)), 2)
+    x = np.round(rng.normal(size=(100, 4)) + rng.normal(size=(100, 1)), 2)
     x[rng.random(x.shape) < 0.5] = np.nan
     assert np.unique(x[~np.isnan(x)]).size > ag.COINCIDENCE_MAX_VALUES  # nominal, interval: no V x V matrix
     reference = krippendorff.alpha(reliability_data=x.T, level_of_measurement=level)

@@ -18,7 +18,7 @@ def _votes(seed: int, models=8, votes=3000, tie_rate=0.0):
     return a, b, outcome, strength
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(3))
 def test_strengths_match_choix_up_to_a_constant(seed):
     a, b, outcome, _ = _votes(seed)
     pairs = [(int(x), int(y)) if o == 1 else (int(y), int(x)) for x, y, o in zip(a, b, outcome)]
@@ -34,7 +34,8 @@ def test_a_tie_counts_as_half_a_win_each_way():
     with_ties = bt.fit(bt.win_matrix(a, b, outcome, 8))
     # The same likelihood, doubled: each decisive vote twice, each tie as one win each way.
     decisive = outcome != 0.5
-    pairs = [(int(x), int(y)) if o == 1 else (int(y), int(x)) for x, y, o in zip(a[decisive], b[decisive], outcome[decisive])] * 2
+    won = zip(a[decisive], b[decisive], outcome[decisive])
+    pairs = [(int(x), int(y)) if o == 1 else (int(y), int(x)) for x, y, o in won] * 2
     pairs += [(int(x), int(y)) for x, y in zip(a[~decisive], b[~decisive])]
     pairs += [(int(y), int(x)) for x, y in zip(a[~decisive], b[~decisive])]
     reference = choix.ilsr_pairwise(8, pairs, tol=1e-12, max_iter=1000)
