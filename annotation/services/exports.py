@@ -47,7 +47,7 @@ PREFERENCE_AGGREGATION = (
     "a row only when the top count is unique and is A or B; ties, both-bad and tasks without a strict "
     "majority are dropped; margin = mean over the annotations that voted with the majority of their imported "
     "margin if they carry one, else their strength (1-3); score_chosen/score_rejected = mean of the imported "
-    "scores of those annotations (null when none). Ranking tasks: every pair of responses, decided by majority "
+    "scores of those annotations. Ranking tasks: every pair of responses, decided by majority "
     "over the annotators who ranked the two differently (equal counts dropped); margin = mean rank difference "
     "among the majority."
 )
@@ -167,9 +167,9 @@ def _parquet_schema(fmt: str, style: str, columns: list[str]):
             "task_id": pa.int64(),
             "kind": pa.string(),
             "prompt": message,
-            "responses": pa.list_(pa.string()),
+            "responses": pa.string(),
             "payload": pa.string(),
-            "shown_order": pa.list_(pa.int64()),
+            "shown_order": pa.string(),
             "author": pa.string(),
             "source": pa.string(),
             "seconds_spent": pa.float64(),
@@ -368,8 +368,6 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
                 "rejected": _completion(texts[lose], style),
                 "margin": float(margin),
             }
-            if with_scores:
-                row["score_chosen"] = row["score_rejected"] = None
             yield row
 
 
@@ -498,6 +496,7 @@ def _raw_rows(reader: _Reader) -> Iterator[dict]:
         texts = [r[1] for r in responses.take(task_id)]
         prompt = prompts.take(task_id)
         messages = prompt[0][1] if prompt else []
+        responses_json = json.dumps(texts, ensure_ascii=False)
         for (
             _,
             annotation_id,
@@ -522,18 +521,18 @@ def _raw_rows(reader: _Reader) -> Iterator[dict]:
                 "task_id": task_id,
                 "kind": kind,
                 "prompt": messages,
-                "responses": texts,
+                "responses": responses_json,
                 "payload": json.dumps(payload, ensure_ascii=False, sort_keys=True),
-                "shown_order": list(shown_order or []),
-                "author": author,
+                "shown_order": json.dumps(shown_order or []),
+                "author": author or "",
                 "source": source,
-                "seconds_spent": _float(seconds),
-                "guideline_version": guideline,
-                "constitution_version": constitution,
+                "seconds_spent": -1.0 if seconds is None else float(seconds),
+                "guideline_version": guideline or 0,
+                "constitution_version": constitution or 0,
                 "rationale": rationale,
                 "details": json.dumps(details or {}, ensure_ascii=False, sort_keys=True),
                 "client_id": str(client_id),
-                "supersedes_id": supersedes,
+                "supersedes_id": supersedes or 0,
                 "is_current": is_current,
                 "is_review": is_review,
                 "created_at": created_at.isoformat(),
@@ -589,16 +588,22 @@ def snapshot_create(
     reader = _Reader(project=project, sources=sources, style=style)
     spec: dict = {"format": format, "file_format": file_format, "style": style, "sources": sources}
     if format == SnapshotFormat.PREFERENCE:
+        # Scores only when every row can have them: a column that is null in the first rows and a
+        # number later does not load with `datasets` (its type is taken from the first block).
+        pairwise = reader.annotations(TaskKind.PAIRWISE)
         with_scores = (
-            reader.annotations(TaskKind.PAIRWISE)
-            .filter(Q(details__import__has_key="score_chosen") | Q(details__import__has_key="score_rejected"))
-            .exists()
+            pairwise.exists()
+            and not pairwise.exclude(details__import__has_key="score_chosen").exists()
+            and not pairwise.exclude(details__import__has_key="score_rejected").exists()
+            and not reader.annotations(TaskKind.RANKING).exists()
         )
         columns = ["prompt", "chosen", "rejected", "margin"] + (["score_chosen", "score_rejected"] if with_scores else [])
         rows = _preference_rows(reader, with_scores)
         spec.update(
             current_only=True,
-            aggregation=PREFERENCE_AGGREGATION,
+            aggregation=PREFERENCE_AGGREGATION
+            + " score_chosen/score_rejected are included only when every selected pairwise annotation carries "
+            "imported scores and there are no ranking tasks.",
             labels="chosen = the response the majority preferred, rejected = the other",
         )
     elif format == SnapshotFormat.UNPAIRED:
@@ -648,7 +653,16 @@ def snapshot_create(
             current_only=False,
             aggregation="none: every annotation revision, ordered by task and id",
             labels="as stored (steps keep -1/0/+1; choices and orders in canonical response positions)",
-            json_columns=["payload", "details"],
+            # Every column keeps one type in every row, so the file loads with `datasets`: values
+            # whose shape varies by kind are JSON text, and a missing value is a stated sentinel.
+            json_columns=["responses", "payload", "shown_order", "details"],
+            missing_values={
+                "author": "",
+                "seconds_spent": -1.0,
+                "guideline_version": 0,
+                "constitution_version": 0,
+                "supersedes_id": 0,
+            },
         )
     spec["columns"] = columns
 

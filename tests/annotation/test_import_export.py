@@ -64,7 +64,9 @@ def _vote(project, member, task, canonical_payloads):
         shown = to_shown(task.kind, payload, assignment.shown_order)
         shown.pop("ranks", None)
         made.append(
-            services.annotation_submit(assignment=assignment, annotator=user, payload=shown, client_id=uuid.uuid4())
+            services.annotation_submit(
+                assignment=assignment, annotator=user, payload=shown, client_id=uuid.uuid4(), seconds_spent=7.5
+            )
         )
     return made
 
@@ -481,7 +483,7 @@ def test_only_current_revisions_and_chosen_sources_are_exported(project, member,
     by_id = {r["annotation_id"]: r for r in raw}
     assert set(by_id) == {first.pk, revised.pk}
     assert by_id[first.pk]["is_current"] is False and by_id[revised.pk]["supersedes_id"] == first.pk
-    assert by_id[revised.pk]["author"] == first.author.username and by_id[revised.pk]["responses"] == texts
+    assert by_id[revised.pk]["author"] == first.author.username and json.loads(by_id[revised.pk]["responses"]) == texts
     assert by_id[revised.pk]["prompt"] == task.prompt.messages
 
 
@@ -550,6 +552,31 @@ def test_every_format_loads_with_datasets_json(project, member, make_task, tmp_p
         loaded = _load_dataset("json", snapshot.path, tmp_path)
         assert loaded.num_rows == snapshot.row_count > 0, (fmt, style)
         assert set(loaded.column_names) == set(snapshot.spec["columns"])
+
+
+def test_columns_keep_one_type_when_early_rows_lack_values(project, member, make_task, tmp_path):
+    # Imported rows (no author, no time, no responses) fill the first blocks the loader reads;
+    # annotated rows with all of them come later. `datasets` takes each column's type from the
+    # first block, so a column that is null there and a number later would not load.
+    _import(project, [{"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}!"}]} for i in range(40)])
+    _import(project, [{**STANDARD[0], "prompt": f"Row {i}:"} for i in range(40)])
+    _vote(project, member, make_task(required=1), [{"choice": "A", "strength": 2}])
+    raw, _ = _export(project, "raw", tmp_path)
+    prefs, rows = _export(project, "preference", tmp_path, style="standard")
+    assert "score_chosen" not in rows[0] and "score_chosen" not in prefs.spec["columns"]
+    import datasets
+
+    loaded = {
+        snapshot.format: datasets.load_dataset(
+            "json", data_files=snapshot.path, split="train", chunksize=4096, cache_dir=str(tmp_path / "hf-small-blocks")
+        )
+        for snapshot in (raw, prefs)
+    }
+    assert loaded["raw"].num_rows == raw.row_count == 81 and loaded["preference"].num_rows == prefs.row_count == 41
+    assert loaded["raw"][-1]["seconds_spent"] == 7.5 and loaded["preference"][-1]["margin"] == 2.0
+    raw_rows = _read(raw.path)
+    assert raw_rows[0]["author"] == "" and raw_rows[0]["seconds_spent"] == -1.0 and raw_rows[0]["responses"] == "[]"
+    assert raw.spec["missing_values"]["seconds_spent"] == -1.0
 
 
 # --- management commands ----------------------------------------------------------------------
