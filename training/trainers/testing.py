@@ -121,7 +121,7 @@ def stepwise_rows(problems: int = 8, candidates: int = 3, seed: int = 0, ints: b
             labels: list = good
             if ints:
                 labels = [1 if g else -1 for g in good]
-                if good[0] and rnd.random() < 0.3:
+                if good[0] and (p + c) % 3 == 0:
                     labels[0] = 0
             rows.append({"prompt": f"Question {p}? What is two plus two?", "completions": steps, "labels": labels})
     return rows
