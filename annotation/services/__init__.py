@@ -1,6 +1,6 @@
 """Every function that changes annotation data. Views, commands and Celery tasks call these."""
 
-from .content import prompt_create, response_create, task_create
+from .content import prompt_create, response_create, task_create, task_set_gold
 from .projects import (
     constitution_version_create,
     guideline_version_create,
@@ -27,4 +27,5 @@ __all__ = [
     "response_create",
     "task_create",
     "task_next_for",
+    "task_set_gold",
 ]

@@ -146,3 +146,26 @@ def task_create(
         TaskResponse(task=task, response=r, position=i) for i, r in enumerate(responses)
     )
     return task
+
+
+# A gold task is shown to every annotator it can reach (for accuracy tracking), not only `overlap`.
+GOLD_REQUIRED = 10_000
+
+
+@transaction.atomic
+def task_set_gold(*, task: Task, gold: dict | None) -> Task:
+    """Mark a task as gold with its known answer (in canonical positions), or unmark it (None)."""
+    from ..payloads import validate_payload
+
+    task = Task.objects.select_for_update().get(pk=task.pk)
+    if gold is None:
+        taken = task.required - task.open_slots
+        task.required = max(task.project.required_annotations, taken, 1)
+        task.open_slots = max(task.required - taken, 0)
+        task.gold = None
+    else:
+        task.gold = validate_payload(task.kind, gold, n_responses=task.n_responses, n_steps=task.n_steps)
+        task.open_slots += GOLD_REQUIRED - task.required
+        task.required = GOLD_REQUIRED
+    task.save(update_fields=["gold", "required", "open_slots"])
+    return task

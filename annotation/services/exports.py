@@ -590,11 +590,13 @@ def snapshot_create(
     if format == SnapshotFormat.PREFERENCE:
         # Scores only when every row can have them: a column that is null in the first rows and a
         # number later does not load with `datasets` (its type is taken from the first block).
-        pairwise = reader.annotations(TaskKind.PAIRWISE)
+        imported = KeyTransform("import", "details")
+        pairwise = reader.annotations(TaskKind.PAIRWISE).annotate(
+            sc=KeyTextTransform("score_chosen", imported), sr=KeyTextTransform("score_rejected", imported)
+        )
         with_scores = (
             pairwise.exists()
-            and not pairwise.exclude(details__import__has_key="score_chosen").exists()
-            and not pairwise.exclude(details__import__has_key="score_rejected").exists()
+            and not pairwise.filter(Q(sc__isnull=True) | Q(sr__isnull=True)).exists()
             and not reader.annotations(TaskKind.RANKING).exists()
         )
         columns = ["prompt", "chosen", "rejected", "margin"] + (["score_chosen", "score_rejected"] if with_scores else [])

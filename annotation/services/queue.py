@@ -47,11 +47,25 @@ def leases_expire(*, project: Project | None = None, now: datetime | None = None
         return len(rows)
 
 
+def _pick(*, project: Project, annotator: AbstractBaseUser, gold: bool) -> Task | None:
+    """The best open task this person never had; gold tasks (known answers) come in random order."""
+    already_had = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+    candidates = (
+        Task.objects.filter(project=project, open_slots__gt=0, status=TaskStatus.OPEN, gold__isnull=not gold)
+        .filter(~Exists(already_had))
+        .select_related("prompt")
+        .order_by("?" if gold else "-priority", "id")
+    )
+    return _locking(candidates, of=("self",)).first()
+
+
 def task_next_for(*, annotator: AbstractBaseUser, project: Project, now: datetime | None = None) -> Assignment | None:
     """Lease the next task for this annotator: the one they hold already, else the best open one.
 
     Highest priority first, then oldest; never a task this person already had; never more than
-    `required` active and submitted assignments per task. Returns None when nothing is left.
+    `required` active and submitted assignments per task. With `settings["gold_rate"]` set, that
+    share of leases is a gold task (known answer) the person has not seen, while any are left.
+    Returns None when nothing is left.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -66,14 +80,12 @@ def task_next_for(*, annotator: AbstractBaseUser, project: Project, now: datetim
         if held is not None:
             return held
         leases_expire(project=project, now=now)
-        already_had = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
-        candidates = (
-            Task.objects.filter(project=project, open_slots__gt=0, status=TaskStatus.OPEN)
-            .filter(~Exists(already_had))
-            .select_related("prompt")
-            .order_by("-priority", "id")
-        )
-        task = _locking(candidates, of=("self",)).first()
+        task = None
+        gold_rate = float(project.settings.get("gold_rate") or 0)
+        if gold_rate > 0 and random.random() < gold_rate:
+            task = _pick(project=project, annotator=annotator, gold=True)
+        if task is None:
+            task = _pick(project=project, annotator=annotator, gold=False)
         if task is None:
             return None
         Task.objects.filter(pk=task.pk).update(open_slots=F("open_slots") - 1)

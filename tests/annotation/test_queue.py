@@ -130,3 +130,43 @@ def test_task_completes_when_required_annotations_are_in(project, member, make_t
         _submit(services.task_next_for(annotator=user, project=project), user)
     task = Task.objects.get(pk=task.pk)
     assert task.status == "complete" and task.submitted_count == 2 and task.open_slots == 0
+
+
+@pytest.mark.django_db
+def test_gold_tasks_are_mixed_in_at_the_configured_rate(project, member, make_task):
+    services.project_update(project=project, settings={"gold_rate": 0.5}, required_annotations=1)
+    regular = [make_task(required=1) for _ in range(40)]
+    golds = [services.task_set_gold(task=make_task(), gold={"choice": "A", "strength": 1}) for _ in range(40)]
+    user = member()
+    seen = []
+    for _ in range(40):
+        lease = services.task_next_for(annotator=user, project=project)
+        seen.append(lease.task_id)
+        _submit(lease, user)
+    gold_ids = {t.pk for t in golds}
+    n_gold = sum(1 for t in seen if t in gold_ids)
+    assert 8 <= n_gold <= 32  # about half, at rate 0.5 over 40 draws
+    assert len(set(seen)) == 40 and set(seen) <= gold_ids | {t.pk for t in regular}
+
+
+@pytest.mark.django_db
+def test_gold_tasks_reach_every_annotator_beyond_the_overlap(project, member, make_task):
+    services.project_update(project=project, settings={"gold_rate": 1.0})
+    gold = services.task_set_gold(task=make_task(), gold={"choice": "B", "strength": 2})
+    regular = make_task(required=1)
+    annotators = [member() for _ in range(4)]  # more than the project's overlap of 2
+    for user in annotators:
+        lease = services.task_next_for(annotator=user, project=project)
+        assert lease.task_id == gold.pk
+        _submit(lease, user)
+    # After gold, the regular work; it closes at its own overlap of 1.
+    assert services.task_next_for(annotator=annotators[0], project=project).task_id == regular.pk
+    assert services.task_next_for(annotator=annotators[1], project=project) is None
+
+
+@pytest.mark.django_db
+def test_gold_answer_is_validated_like_an_annotation(make_task):
+    from annotation.errors import Invalid
+
+    with pytest.raises(Invalid):
+        services.task_set_gold(task=make_task("rating"), gold={"thumb": "sideways"})
