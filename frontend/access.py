@@ -59,7 +59,3 @@ def project_view(roles: tuple[str, ...] = ANY_MEMBER):
         return wrapped
 
     return decorator
-
-
-def can(membership, roles: tuple[str, ...]) -> bool:
-    return membership is not None and membership.role in roles

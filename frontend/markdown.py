@@ -6,9 +6,10 @@ import nh3
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 
-_md = (
-    MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table").enable("strikethrough")
-)
+# Model outputs and chat turns keep their single line breaks (poems, "Answer: 3" on its own line);
+# documents such as guidelines are hard-wrapped prose, where a single newline is just a space.
+_chat = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(["table", "strikethrough"])
+_doc = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": False}).enable(["table", "strikethrough"])
 
 ALLOWED_TAGS = {
     "a",
@@ -42,8 +43,8 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "td": {"style"}, 
 
 
 @lru_cache(maxsize=2048)
-def _render(text: str) -> str:
-    html = _md.render(text)
+def _render(text: str, document: bool = False) -> str:
+    html = (_doc if document else _chat).render(text)
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,
@@ -54,7 +55,7 @@ def _render(text: str) -> str:
     )
 
 
-def render_markdown(text: str | None) -> SafeString:
+def render_markdown(text: str | None, *, document: bool = False) -> SafeString:
     """HTML safe to put in a page: only what nh3 lets through survives."""
     # Marked safe only after nh3 has cleaned it.
-    return mark_safe(_render(text or ""))
+    return mark_safe(_render(text or "", document))

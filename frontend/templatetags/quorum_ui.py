@@ -14,8 +14,14 @@ LETTERS = "ABCDEFGHIJKLMNOP"
 
 @register.filter
 def markdown(text):
-    """Untrusted markdown to HTML that nh3 has sanitized."""
+    """Untrusted markdown (model output, chat turns) to HTML that nh3 has sanitized."""
     return render_markdown(text)
+
+
+@register.filter
+def markdown_doc(text):
+    """A markdown document (guidelines): single newlines are spaces, as in any markdown file."""
+    return render_markdown(text, document=True)
 
 
 @register.filter

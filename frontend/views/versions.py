@@ -67,7 +67,7 @@ def guidelines(request, project):
 @require_POST
 @project_view(ADMINS)
 def guidelines_preview(request, project):
-    html = render_markdown(request.POST.get("body", "")[:200_000])
+    html = render_markdown(request.POST.get("body", "")[:200_000], document=True)
     return HttpResponse(html or '<p class="muted">Nothing to preview yet.</p>')
 
 

@@ -51,5 +51,15 @@ document.querySelector("[data-add-principle]").addEventListener("click", () => {
   card.querySelector(".principle-name").focus();
 });
 
+// Browsers without CSS field-sizing: grow each text box to show all of its text.
+const autosize = (area) => {
+  area.style.height = "auto";
+  area.style.height = `${Math.min(area.scrollHeight + 2, 320)}px`;
+};
+if (!CSS.supports("field-sizing", "content")) {
+  list.querySelectorAll("textarea").forEach(autosize);
+  list.addEventListener("input", (e) => e.target.matches("textarea") && autosize(e.target));
+}
+
 makeSortable(list, { item: "[data-principle]", handle: ".drag-handle", onChange: renumber });
 renumber();

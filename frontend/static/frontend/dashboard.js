@@ -13,8 +13,21 @@ Chart.defaults.animation = false;
 Chart.defaults.maintainAspectRatio = false;
 Chart.defaults.datasets.bar.maxBarThickness = 56;
 
+// An empty chart reads as broken: say what is missing instead.
+function draw(id, hasData, emptyText, config) {
+  const canvas = document.getElementById(id);
+  if (hasData) return new Chart(canvas, config);
+  const note = document.createElement("p");
+  note.className = "chart-empty";
+  note.textContent = emptyText;
+  canvas.replaceWith(note);
+  return null;
+}
+
 const kinds = data.kinds.map((k) => k.kind);
-new Chart(document.getElementById("chart-kinds"), {
+const hasTimings = data.kinds.some((k) => k.median_seconds !== null);
+
+draw("chart-kinds", kinds.length > 0, "No tasks yet.", {
   type: "bar",
   data: {
     labels: kinds,
@@ -26,7 +39,7 @@ new Chart(document.getElementById("chart-kinds"), {
   options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } },
 });
 
-new Chart(document.getElementById("chart-days"), {
+draw("chart-days", data.annotations > 0, "No annotations yet.", {
   type: "bar",
   data: {
     labels: data.days.map((d) => d.day.slice(5)),
@@ -35,7 +48,7 @@ new Chart(document.getElementById("chart-days"), {
   options: { plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
 });
 
-new Chart(document.getElementById("chart-annotators"), {
+draw("chart-annotators", data.annotators.length > 0, "No annotations yet.", {
   type: "bar",
   data: {
     labels: data.annotators.map((a) => a.username),
@@ -44,7 +57,7 @@ new Chart(document.getElementById("chart-annotators"), {
   options: { indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } },
 });
 
-new Chart(document.getElementById("chart-seconds"), {
+draw("chart-seconds", hasTimings, "No timings yet.", {
   type: "bar",
   data: {
     labels: kinds,
