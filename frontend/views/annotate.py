@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -15,7 +16,7 @@ from annotation.services.undo import annotation_undo
 from .. import reads
 from ..access import project_view
 from ..taskforms import SKIP_REASON_TEXT, parse_payload
-from .common import seconds_from, shown_state, state_from_post, task_context
+from .common import client_id_from, seconds_from, shown_state, state_from_post, task_context
 
 
 @login_required
@@ -44,10 +45,9 @@ def _panel_context(
     return ctx
 
 
-def _panel(request, project, ctx, status=200):
-    if request.htmx:
-        return render(request, "frontend/work/_panel.html", ctx, status=status)
-    return render(request, "frontend/work/page.html", ctx, status=status)
+def _panel(request, project, ctx):
+    template = "frontend/work/_panel.html" if request.htmx else "frontend/work/page.html"
+    return render(request, template, ctx)
 
 
 @project_view()
@@ -65,6 +65,11 @@ def _my_assignment_or_404(request, project, assignment_id):
 
 def _next_or_redirect(request, project, **panel):
     if not request.htmx:
+        # Without JavaScript the form posts normally: say what happened on the next page.
+        if panel.get("error"):
+            messages.error(request, panel["error"])
+        elif panel.get("notice"):
+            messages.success(request, panel["notice"])
         return redirect("frontend:work", project.slug)
     assignment = services.task_next_for(annotator=request.user, project=project)
     return _panel(request, project, _panel_context(request, project, assignment, **panel))
@@ -80,15 +85,11 @@ def submit(request, project, assignment_id):
     rationale = request.POST.get("rationale", "")[:20000]
     try:
         payload = parse_payload(task.kind, request.POST, n_steps=task.n_steps, aspects=aspects)
-        try:
-            client_id = uuid.UUID(request.POST.get("client_id", ""))
-        except ValueError:
-            raise Invalid("The form is out of date; reload the page.") from None
         annotation = services.annotation_submit(
             assignment=assignment,
             annotator=request.user,
             payload=payload,
-            client_id=client_id,
+            client_id=client_id_from(request.POST),
             seconds_spent=seconds,
             rationale=rationale,
         )

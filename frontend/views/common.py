@@ -1,7 +1,9 @@
 """What the task form needs, shared by the work page, My work and review."""
 
 import json
+import uuid
 
+from annotation.errors import Invalid
 from annotation.models import TaskKind
 from annotation.payloads import LIKERT_MAX, LIKERT_MIN, to_shown
 
@@ -117,3 +119,11 @@ def seconds_from(data) -> float | None:
     if value != value or value < 0:  # NaN or negative
         return None
     return min(value, 24 * 3600.0)
+
+
+def client_id_from(data) -> uuid.UUID:
+    """The form's idempotency key; a missing or mangled one means the page is out of date."""
+    try:
+        return uuid.UUID(data.get("client_id", ""))
+    except ValueError:
+        raise Invalid("The form is out of date; reload the page.") from None

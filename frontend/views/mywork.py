@@ -8,12 +8,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from annotation import services
-from annotation.errors import DomainError, Invalid
+from annotation.errors import DomainError
 
 from .. import reads
 from ..access import project_view
 from ..taskforms import parse_payload
-from .common import seconds_from, shown_state, state_from_post, task_context
+from .common import client_id_from, seconds_from, shown_state, state_from_post, task_context
 
 
 @project_view()
@@ -46,7 +46,7 @@ def my_work_edit(request, project, annotation_id):
                 payload=payload,
                 rationale=rationale,
                 seconds_spent=seconds_from(request.POST),
-                client_id=_client_id(request.POST),
+                client_id=client_id_from(request.POST),
             )
         except DomainError as exc:
             error = exc.message
@@ -70,10 +70,3 @@ def my_work_edit(request, project, annotation_id):
         error=error,
     )
     return render(request, "frontend/mywork_edit.html", ctx)
-
-
-def _client_id(data) -> uuid.UUID:
-    try:
-        return uuid.UUID(data.get("client_id", ""))
-    except ValueError:
-        raise Invalid("The form is out of date; reload the page.") from None

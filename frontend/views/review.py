@@ -16,8 +16,7 @@ from annotation.services.review import annotation_accept
 from .. import reads
 from ..access import REVIEWERS, project_view
 from ..taskforms import parse_payload
-from .common import seconds_from, shown_state, state_from_post, task_context
-from .mywork import _client_id
+from .common import client_id_from, seconds_from, shown_state, state_from_post, task_context
 
 
 @project_view(REVIEWERS)
@@ -65,7 +64,7 @@ def review_detail(request, project, annotation_id):
                 payload=payload,
                 rationale=rationale,
                 seconds_spent=seconds_from(request.POST),
-                client_id=_client_id(request.POST),
+                client_id=client_id_from(request.POST),
                 as_reviewer=True,
             )
         except DomainError as exc:

@@ -411,3 +411,16 @@ def test_an_htmx_request_after_the_session_ended_sends_the_page_to_login(client,
     )
     assert response.status_code == 200
     assert response["HX-Redirect"] == "/login/?next=%2Fp%2Fdemo%2Fwork%2F"
+
+
+@pytest.mark.django_db
+def test_without_javascript_the_forms_post_and_redirect_with_a_message(annotator_client, project, make_task):
+    make_task("rating")
+    make_task("rating")
+    annotator_client.get(url("work", project))
+    assignment = Assignment.objects.get(annotator=annotator_client.user)
+    response = annotator_client.post(
+        url("submit", project, assignment.pk), {"thumb": "up", "client_id": str(uuid.uuid4())}, follow=True
+    )
+    assert response.redirect_chain == [(url("work", project), 302)]
+    assert "Saved." in response.content.decode() and Annotation.objects.count() == 1
