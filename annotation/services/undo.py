@@ -13,7 +13,7 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from ..errors import Conflict, NotFound
-from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Project, Task, TaskStatus
+from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Task, TaskStatus
 
 
 def annotation_undo(*, annotation: Annotation, annotator: AbstractBaseUser, now: datetime | None = None) -> Assignment:
@@ -50,26 +50,3 @@ def annotation_undo(*, annotation: Annotation, annotator: AbstractBaseUser, now:
             status=Case(When(status=TaskStatus.COMPLETE, then=Value(TaskStatus.OPEN)), default=F("status")),
         )
         return assignment
-
-
-def last_undoable(*, annotator: AbstractBaseUser, project: Project, now: datetime | None = None) -> Annotation | None:
-    """The annotator's latest submission in `project` if it can still be undone, else None."""
-    now = now or timezone.now()
-    last = (
-        Annotation.objects.filter(
-            author=annotator, task__project=project, source=AnnotationSource.HUMAN, is_review=False
-        )
-        .select_related("assignment")
-        .order_by("-id")
-        .first()
-    )
-    if (
-        last is None
-        or not last.is_current
-        or last.supersedes_id is not None
-        or last.assignment is None
-        or last.assignment.state != AssignmentState.SUBMITTED
-        or last.assignment.leased_until <= now
-    ):
-        return None
-    return last
