@@ -1,8 +1,9 @@
 """Taking back one's own last submission while its lease still runs.
 
-An undone submission is removed rather than kept as a superseded row: it was never meant, and
-no export or agreement figure should ever see it. The assignment goes back to active, so the
-same person gets the same task again (prefilled by the caller) until the lease ends.
+An undone submission is kept, as every annotation is, but withdrawn: it is no longer current,
+so no export or agreement figure sees it (the raw audit export still does, marked). The
+assignment goes back to active, so the same person gets the same task again (prefilled by the
+caller) until the lease ends.
 """
 
 from datetime import datetime
@@ -40,7 +41,9 @@ def annotation_undo(*, annotation: Annotation, annotator: AbstractBaseUser, now:
             raise Conflict("this task is not in a submitted state", code="undo_not_possible")
         if assignment.leased_until <= now:
             raise Conflict("the lease on this task has ended; edit it from My work", code="lease_expired")
-        locked.delete()
+        locked.is_current = False
+        locked.details = {**locked.details, "withdrawn_at": now.isoformat()}
+        locked.save(update_fields=["is_current", "details"])
         assignment.state = AssignmentState.ACTIVE
         assignment.ended_at = None
         assignment.save(update_fields=["state", "ended_at"])

@@ -182,8 +182,10 @@ def test_annotator_completes_every_kind_with_the_keyboard_only(page, live_server
     assert dialogs == []
 
     user = world["annotator"]
-    annotations = {a.task_id: a for a in Annotation.objects.filter(author=user)}
+    annotations = {a.task_id: a for a in Annotation.objects.filter(author=user, is_current=True)}
     assert len(annotations) == 5
+    # The undone submission is kept, withdrawn.
+    assert Annotation.objects.filter(author=user, is_current=False, details__has_key="withdrawn_at").count() == 1
     assert all(a.is_current and a.seconds_spent and a.seconds_spent > 0 for a in annotations.values()), [
         (a.kind, a.is_current, a.seconds_spent) for a in annotations.values()
     ]

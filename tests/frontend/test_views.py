@@ -158,7 +158,8 @@ def test_undo_within_the_lease_reopens_the_task_prefilled(annotator_client, proj
     annotation = Annotation.objects.get()
     response = annotator_client.post(url("undo", project), {"annotation": annotation.pk}, **HTMX)
     body = response.content.decode()
-    assert not Annotation.objects.exists()
+    withdrawn = Annotation.objects.get()  # kept, but no longer current
+    assert not withdrawn.is_current and "withdrawn_at" in withdrawn.details
     task.refresh_from_db()
     assert (task.status, task.submitted_count) == ("open", 0)
     assignment.refresh_from_db()
