@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 from celery import shared_task
+from celery.signals import worker_process_init
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
@@ -16,10 +19,40 @@ from .services.generation import RetryLater, generation_job_run_slice, generatio
 log = logging.getLogger(__name__)
 
 
+@worker_process_init.connect
+def _preload_model_libraries(**_):
+    """With QUORUM_WORKER_PRELOAD=1, import torch and transformers in the background as a worker process starts.
+
+    Importing them takes 5-20 s on a small machine; done here, it overlaps with whatever happens before the first
+    generation task instead of delaying it. A thread, because a process that is slow to start is killed by Celery.
+    """
+    global _preloading
+    if os.environ.get("QUORUM_WORKER_PRELOAD") not in ("1", "true", "yes"):
+        return
+
+    def load():
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+        from .backends import transformers_local  # noqa: F401
+
+    _preloading = threading.Thread(target=load, name="preload", daemon=True)
+    _preloading.start()
+
+
+_preloading: threading.Thread | None = None
+
+
+def _wait_for_preload() -> None:
+    # transformers' lazy module is not safe to import from two threads at once.
+    if _preloading is not None:
+        _preloading.join()
+
+
 @shared_task(bind=True, name="training.generation_job_run", acks_late=True, ignore_result=True, max_retries=None)
 def generation_job_run(self, job_id: int, ticket: str) -> str:
     """Run one slice of a generation job. Retries only transient failures; everything else ends the job."""
     close_old_connections()
+    _wait_for_preload()
     try:
         outcome = generation_job_run_slice(job_id=job_id, ticket=ticket, worker=self.request.hostname or "")
     except RetryLater as exc:
