@@ -137,6 +137,10 @@ class TrainConfig:
     lora: LoraSettings | None = option(None, "LoRA adapters ({r, alpha, dropout, target_modules}); null trains all weights.")
     merge_lora: bool = option(True, "Merge the adapters into the weights when saving the final model.")
     activation_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
+    deepspeed: str | None = option(
+        None, "DeepSpeed JSON config (e.g. platform/deepspeed_zero2.json) for multi-GPU runs; its 'auto' values are "
+        "filled from this config. Not for ppo."
+    )
     save_steps: int = option(100, "Write a checkpoint every this many optimizer steps (and at the end).")
     save_total_limit: int | None = option(2, "Keep at most this many checkpoints (null keeps all).")
     resume: Literal["auto", "never"] = option(
@@ -707,7 +711,8 @@ class Run:
         self.config = config
         self.method = type(config).method
         self.output_dir = Path(config.output_dir)
-        self.state = PartialState()
+        # cpu=True where there is no GPU, so that a multi-process CPU launch (torchrun) is recognised as one.
+        self.state = PartialState(cpu=not torch.cuda.is_available())
         self.is_main = self.state.is_main_process
         self.device = self.state.device
         self.precision = resolve_precision(config.precision)
@@ -800,6 +805,8 @@ class Run:
             seed=c.seed,
             data_seed=c.seed,
         )
+        if c.deepspeed:
+            values["deepspeed"] = c.deepspeed
         values.update(fields)
         return args_cls(**values)
 

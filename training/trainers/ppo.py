@@ -148,6 +148,8 @@ class PPOConfig(TrainConfig):
             out.append("cliprange, cliprange_value: must be positive")
         if self.vf_coef < 0 or self.length_penalty < 0 or self.reward_uncertainty_penalty < 0:
             out.append("vf_coef, length_penalty, reward_uncertainty_penalty: must not be negative")
+        if self.deepspeed:
+            out.append("deepspeed: not supported by ppo; launch it with accelerate/torchrun for data parallelism (DDP)")
         if self.score_clip is not None and self.score_clip <= 0:
             out.append("score_clip: must be positive, or null")
         return out
