@@ -225,6 +225,14 @@ def _prompts(dataset, path: str) -> list[Any]:
     return unique
 
 
+def _disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
 def _pad_left(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
@@ -283,7 +291,8 @@ class _PPO:
         model = PolicyWithValueHead(policy, hidden)
         if self.checkpoint is not None and (self.checkpoint / VALUE_HEAD_FILE).is_file():
             model.value_head.load_state_dict(torch.load(self.checkpoint / VALUE_HEAD_FILE, map_location="cpu"))
-        model.eval()  # PPO needs the same network for sampling and scoring: no dropout anywhere
+        _disable_dropout(model)  # sampling and scoring must see the same network
+        model.eval()  # train mode only for the update passes, where activation checkpointing acts
 
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
@@ -340,6 +349,11 @@ class _PPO:
 
     def _permutation(self, epoch: int) -> list[int]:
         shard = list(range(self.accelerator.process_index, len(self.prompts), self.accelerator.num_processes))
+        if not shard:
+            raise DataError(
+                f"{self.config.data}: {len(self.prompts)} distinct training prompts for "
+                f"{self.accelerator.num_processes} processes; every process needs at least one"
+            )
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return [shard[i] for i in torch.randperm(len(shard), generator=generator).tolist()]
 
@@ -569,6 +583,7 @@ class _PPO:
 
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "clip", "vclip", "approx_kl")}
         micro = c.mini_batch_size // c.gradient_accumulation_steps
+        self.model.train()
         for _ in range(c.ppo_epochs):
             order = torch.randperm(len(indices), generator=self.generator)
             for start in range(0, len(indices), c.mini_batch_size):
@@ -594,6 +609,7 @@ class _PPO:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
 
+        self.model.eval()
         sequence_kl = kl.sum(-1)
         self.kl_ctl.update(float(self._mean(sequence_kl.mean())), c.batch_size * self.accelerator.num_processes)
 

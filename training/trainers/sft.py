@@ -64,6 +64,12 @@ def _check(dataset, path: str) -> None:
             raise DataError(f"{path}: row {i}: no assistant turn to learn from")
 
 
+def _messages_only(dataset, path: str):
+    dataset = dataset.remove_columns([c for c in dataset.column_names if c != "messages"])
+    _check(dataset, path)
+    return dataset
+
+
 def _last_turn(dataset):
     """{messages} -> {prompt, completion}: the conversation up to the last assistant turn, and that turn."""
 
@@ -82,10 +88,10 @@ def _train(run: Run) -> tuple[str, int, dict]:
 
     config: SFTConfig = run.config
     tokenizer = run.load_tokenizer()
-    data = load_snapshot(config.data, "sft")
-    data = data.remove_columns([c for c in data.column_names if c != "messages"])
-    _check(data, config.data)
+    data = _messages_only(load_snapshot(config.data, "sft"), config.data)
     train_set, eval_set = split_for_eval(data, config, "sft")
+    if eval_set is not None and config.eval_data:
+        eval_set = _messages_only(eval_set, config.eval_data)
     loss_on = _loss_on(config, tokenizer)
     if loss_on == "last_turn":
         train_set = _last_turn(train_set)
