@@ -22,12 +22,9 @@ $(STAMP): pyproject.toml
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# Web server, Celery workers and beat on SQLite and the embedded broker; SmolLM2 generates the first tasks.
 demo: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
-	$(PY) manage.py collectstatic --noinput -v 0
-	@echo "Serving Quorum on http://$(HOST):$(PORT)/"
-	QUORUM_DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
+	PY=$(PY) HOST=$(HOST) PORT=$(PORT) platform/demo.sh
 
 test: install
 	$(PY) -m pytest -q

@@ -4,9 +4,10 @@ import json
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Max
 
 from annotation.errors import DomainError
-from annotation.models import Project
+from annotation.models import Project, Task
 from training.models import ACTIVE_STATUSES, GenerationJob, Model
 from training.services import generation_job_create
 
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--new-only", action="store_true", help="skip prompts this model already answered")
         parser.add_argument("--sampling", default="{}", help='JSON overrides, e.g. {"temperature": 0.7}')
         parser.add_argument("--priority", type=int, default=0, help="priority of the tasks made")
+        parser.add_argument("--priority-top", action="store_true", help="put the tasks made before every task there now")
         parser.add_argument("--batch-prompts", type=int, default=None, help="prompts generated together")
         parser.add_argument("--wait", action="store_true", help="print progress until the job ends")
         parser.add_argument("--until-first-task", action="store_true", help="with --wait: stop once a task exists")
@@ -45,6 +47,9 @@ class Command(BaseCommand):
             prompt_filter["tags"] = [t.strip() for t in o["tags"].split(",") if t.strip()]
         if o["new_only"]:
             prompt_filter["without_model_responses"] = True
+        if o["priority_top"]:
+            top = Task.objects.filter(project=project).aggregate(top=Max("priority"))["top"]
+            o["priority"] = max(o["priority"], (top or 0) + 1)
         try:
             job = generation_job_create(
                 project=project, model=model, prompt_filter=prompt_filter, n=o["n"], sampling=json.loads(o["sampling"]),

@@ -13,6 +13,12 @@ from training.services import model_register
 class Command(BaseCommand):
     help = "Register SmolLM2-135M-Instruct (policy, judge; converted once from its GGUF) and all-MiniLM-L6-v2 (reward base)."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--convert-only", action="store_true",
+            help="only write the converted model directory (needs no database; lets the demo convert while it migrates)",
+        )
+
     def handle(self, *args, **options):
         t0 = time.perf_counter()
         say = lambda message: self.stdout.write(message)  # noqa: E731
@@ -21,6 +27,10 @@ class Command(BaseCommand):
             minilm = packaged.minilm_dir()
         except packaged.PackageMissing as exc:
             raise CommandError(str(exc)) from exc
+        if options["convert_only"]:
+            state = "converted" if converted.converted else "already converted"
+            self.stdout.write(f"{packaged.SMOLLM2_NAME} {state} in {converted.path} ({time.perf_counter() - t0:.1f} s)")
+            return
         smol = model_register(
             name=packaged.SMOLLM2_NAME,
             backend="transformers",
