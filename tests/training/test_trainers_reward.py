@@ -17,6 +17,10 @@ from training.trainers.scoring import RewardScorer, is_ensemble, member_dirs  # 
 from training.trainers.testing import separable_preference_rows, write_jsonl  # noqa: E402
 
 
+# peft reads `model.is_gradient_checkpointing`, which transformers 5.23 deprecates; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-causal", kind="causal")
@@ -110,3 +114,19 @@ def test_relaunched_ensemble_skips_the_members_it_finished(tiny_model, tmp_path)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if x["name"] == "member0/loss"] == [1, 2]
     assert [x["step"] for x in lines if x["name"] == "member1/loss"] == [1, 2]  # step 2 rerun, not duplicated
+
+
+def test_reward_model_with_lora_trains_its_head_and_saves_a_merged_model(tiny_model, tmp_path):
+    from transformers import set_seed
+
+    data = write_jsonl(tmp_path / "preference.jsonl", separable_preference_rows(8))
+    out = tmp_path / "run"
+    result = reward.train(_config(tiny_model, data, out, max_steps=2, lora={"r": 4, "alpha": 8}, eval_fraction=0.0))
+    assert result.status == "succeeded" and result.evaluation == {"data": result.evaluation["data"]}
+    assert not (out / "adapter_config.json").exists()
+    set_seed(0)  # the head the run started from
+    initial = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    trained = AutoModelForSequenceClassification.from_pretrained(out)
+    assert not torch.equal(initial.score.weight, trained.score.weight)  # the head is trained in full
+    assert not torch.equal(initial.model.layers[0].self_attn.q_proj.weight, trained.model.layers[0].self_attn.q_proj.weight)
+    assert torch.equal(initial.model.embed_tokens.weight, trained.model.embed_tokens.weight)  # no adapter there

@@ -521,11 +521,14 @@ def lora_config(settings: LoraSettings, task_type: str):
     """A peft `LoraConfig` for `settings`; `task_type` is peft's ("CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS")."""
     from peft import LoraConfig
 
+    # A classifier's head is trained in full (peft's modules_to_save for these task types), so no adapter goes on it.
+    heads = ["score", "classifier"] if task_type in ("SEQ_CLS", "TOKEN_CLS") else None
     return LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
+        exclude_modules=heads,
         task_type=task_type,
     )
 
