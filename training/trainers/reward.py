@@ -24,6 +24,7 @@ import torch
 
 from training.trainers import stats
 from training.trainers.common import (
+    DataError,
     Run,
     TrainConfig,
     TrainResult,
@@ -151,6 +152,8 @@ def _train(run: Run) -> tuple[str, int, dict]:
             peft_config=run.peft_config("SEQ_CLS"),
         )
         dropped = len(member_set) - len(trainer.train_dataset)
+        if dropped == len(member_set):
+            raise DataError(f"{config.data}: every training pair is longer than max_length={config.max_length} tokens")
         if dropped:
             log.warning("%d of %d training pairs are longer than max_length=%d and were left out", dropped, len(member_set), config.max_length)
         data_info.setdefault("dropped_too_long", {})[stage or "model"] = dropped
