@@ -147,6 +147,7 @@ def test_a_client_error_is_not_retried(server, control):
 
 def test_no_more_requests_in_flight_than_the_concurrency_limit(server, control):
     conversations = [[{"role": "user", "content": f"Q{i}"}] for i in range(8)]
+    control.set(delay=0.3, delay_count=8)  # slow answers, so that requests the client lets through overlap
     backend(server, concurrency=2).generate(conversations, 1, Sampling(max_new_tokens=2))
     state = control.get()
     assert state["requests"] == 8
