@@ -123,6 +123,9 @@ def scenario(transactional_db, make_user, workdir):
         "QUORUM_DATA_DIR": str(tmp_path / "data"),
         "QUORUM_JOB_HEARTBEAT_SECONDS": "1",
         "QUORUM_JOB_STALE_SECONDS": "4",
+        # Hand the job on to a new message every few seconds, as production does every minute: shorter than the
+        # Redis visibility timeout below, so a message is redelivered only when its worker is gone.
+        "QUORUM_JOB_SLICE_SECONDS": "3",
         "QUORUM_JOB_QUEUED_STALE_SECONDS": "60",
         "QUORUM_RECONCILE_SECONDS": "1",
         "QUORUM_WORKER_PRELOAD": "1",
