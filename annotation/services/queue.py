@@ -47,12 +47,15 @@ def leases_expire(*, project: Project | None = None, now: datetime | None = None
         return len(rows)
 
 
-def _pick(*, project: Project, annotator: AbstractBaseUser, gold: bool) -> Task | None:
-    """The best open task this person never had; gold tasks (known answers) come in random order."""
+def _pick(*, project: Project, annotator: AbstractBaseUser, gold: bool | None) -> Task | None:
+    """The best open task this person never had: gold only (known answers, in random order),
+    regular only (gold=False), or any (gold=None)."""
     already_had = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+    candidates = Task.objects.filter(project=project, open_slots__gt=0, status=TaskStatus.OPEN)
+    if gold is not None:
+        candidates = candidates.filter(gold__isnull=not gold)
     candidates = (
-        Task.objects.filter(project=project, open_slots__gt=0, status=TaskStatus.OPEN, gold__isnull=not gold)
-        .filter(~Exists(already_had))
+        candidates.filter(~Exists(already_had))
         .select_related("prompt")
         .order_by("?" if gold else "-priority", "id")
     )
@@ -85,7 +88,8 @@ def task_next_for(*, annotator: AbstractBaseUser, project: Project, now: datetim
         if gold_rate > 0 and random.random() < gold_rate:
             task = _pick(project=project, annotator=annotator, gold=True)
         if task is None:
-            task = _pick(project=project, annotator=annotator, gold=False)
+            # Without a gold rate, gold tasks are ordinary work in priority order.
+            task = _pick(project=project, annotator=annotator, gold=False if gold_rate > 0 else None)
         if task is None:
             return None
         Task.objects.filter(pk=task.pk).update(open_slots=F("open_slots") - 1)

@@ -170,3 +170,10 @@ def test_gold_answer_is_validated_like_an_annotation(make_task):
 
     with pytest.raises(Invalid):
         services.task_set_gold(task=make_task("rating"), gold={"thumb": "sideways"})
+
+
+@pytest.mark.django_db
+def test_without_a_gold_rate_gold_tasks_are_ordinary_work(project, member, make_task):
+    gold = services.task_set_gold(task=make_task(priority=1), gold={"choice": "A", "strength": 1})
+    user = member()
+    assert services.task_next_for(annotator=user, project=project).task_id == gold.pk
