@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Avg, Count, Exists, FloatField, OuterRef, Q
+from django.db.models import Avg, Count, Exists, FloatField, OuterRef, Q, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce
 
@@ -91,14 +91,17 @@ class _HashingFile:
         self.closed = True  # the underlying file is closed by its owner
 
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per row
+
+
 class _JsonlSink:
     def __init__(self, out: _HashingFile):
         self.out = out
         self.rows = 0
         self._buffer: list[str] = []
 
-    def write(self, row: dict) -> None:
-        self._buffer.append(json.dumps(row, ensure_ascii=False))
+    def write(self, row: dict | str) -> None:
+        self._buffer.append(row if isinstance(row, str) else _encode(row))
         self.rows += 1
         if len(self._buffer) >= JSONL_FLUSH_ROWS:
             self._flush()
@@ -225,24 +228,26 @@ class _Reader:
         self.sources = sources
         self.style = style
 
-    def annotations(self, kind: str, *, current: bool = True):
-        qs = Annotation.objects.filter(task__project=self.project, source__in=self.sources)
-        if kind:
-            qs = qs.filter(kind=kind)
-        if current:
-            qs = qs.filter(is_current=True)
-        return qs
+    def _project_tasks(self, kind: str):
+        tasks = Task.objects.filter(project=self.project)
+        return tasks.filter(kind=kind) if kind else tasks
 
-    def _with_annotations(self, qs, task_field: str, kind: str, current: bool = True):
-        voted = self.annotations(kind, current=current).filter(task_id=OuterRef(task_field))
-        return qs.filter(Exists(voted))
+    def annotations(self, kind: str, *, current: bool = True):
+        # `task_id IN (the project's tasks)` rather than a join: SQLite then walks the annotations
+        # in (task, id) order from the index instead of sorting them all for ORDER BY task.
+        qs = Annotation.objects.filter(task_id__in=self._project_tasks(kind).values("id"), source__in=self.sources)
+        return qs.filter(is_current=True) if current else qs
+
+    def tasks(self, kind: str, *, current: bool = True):
+        """The project's tasks of this kind with at least one annotation in scope."""
+        votes = Annotation.objects.filter(task_id=OuterRef("pk"), source__in=self.sources)
+        if current:
+            votes = votes.filter(is_current=True)
+        return self._project_tasks(kind).filter(Exists(votes))
 
     def prompts(self, kind: str, *, current: bool = True) -> _Follow:
         """task id -> prompt as the style wants it (message list, or the exact prompt string)."""
-        qs = Task.objects.filter(project=self.project)
-        if kind:
-            qs = qs.filter(kind=kind)
-        qs = self._with_annotations(qs, "pk", kind, current).order_by("id")
+        qs = self.tasks(kind, current=current).order_by("id")
         if self.style == "conversational":
             rows = qs.values_list("id", "prompt__messages").iterator(chunk_size=CHUNK)
             return _Follow((task_id, _messages(messages)) for task_id, messages in rows)
@@ -259,10 +264,8 @@ class _Reader:
 
     def responses(self, kind: str, *, steps: bool = False, current: bool = True) -> _Follow:
         """(task id, content or steps), in canonical position order."""
-        qs = TaskResponse.objects.filter(task__project=self.project)
-        if kind:
-            qs = qs.filter(task__kind=kind)
-        qs = self._with_annotations(qs, "task_id", kind, current).order_by("task_id", "position")
+        qs = TaskResponse.objects.filter(task_id__in=self.tasks(kind, current=current).values("id"))
+        qs = qs.order_by("task_id", "position")
         column = "response__steps" if steps else "response__content"
         return _Follow(qs.values_list("task_id", column).iterator(chunk_size=CHUNK))
 
@@ -275,38 +278,45 @@ def _float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def _pairwise_majorities(reader: _Reader) -> Iterator[tuple[int, int, int, float, float | None, float | None]]:
+def _pairwise_majorities(
+    reader: _Reader, *, with_scores: bool = False
+) -> Iterator[tuple[int, int, int, float, float | None, float | None]]:
     """(task id, winner position, loser position, margin, score_chosen, score_rejected) per task with a
-    strict A/B majority, counted in SQL."""
+    strict A/B majority, counted in SQL (one row per task comes back, not one per annotation)."""
     choice_a, choice_b = Q(payload__choice="A"), Q(payload__choice="B")
     strength = Cast(KeyTextTransform("strength", "payload"), FloatField())
     imported = KeyTransform("import", "details")
     margin = Coalesce(Cast(KeyTextTransform("margin", imported), FloatField()), strength)
-    score_chosen = Cast(KeyTextTransform("score_chosen", imported), FloatField())
-    score_rejected = Cast(KeyTextTransform("score_rejected", imported), FloatField())
-    rows = (
-        reader.annotations(TaskKind.PAIRWISE)
-        .values("task_id")
-        .annotate(
-            a=Count("id", filter=choice_a),
-            b=Count("id", filter=choice_b),
-            tie=Count("id", filter=Q(payload__choice="tie")),
-            bad=Count("id", filter=Q(payload__choice="both_bad")),
-            margin_a=Avg(margin, filter=choice_a),
-            margin_b=Avg(margin, filter=choice_b),
+    counts = {
+        "a": Count("id", filter=choice_a),
+        "b": Count("id", filter=choice_b),
+        "tie": Count("id", filter=Q(payload__choice="tie")),
+        "bad": Count("id", filter=Q(payload__choice="both_bad")),
+        "margin_a": Avg(margin, filter=choice_a),
+        "margin_b": Avg(margin, filter=choice_b),
+    }
+    if with_scores:
+        score_chosen = Cast(KeyTextTransform("score_chosen", imported), FloatField())
+        score_rejected = Cast(KeyTextTransform("score_rejected", imported), FloatField())
+        counts.update(
             sc_a=Avg(score_chosen, filter=choice_a),
             sr_a=Avg(score_rejected, filter=choice_a),
             sc_b=Avg(score_chosen, filter=choice_b),
             sr_b=Avg(score_rejected, filter=choice_b),
         )
+    rows = (
+        reader.annotations(TaskKind.PAIRWISE)
+        .values("task_id")
+        .annotate(**counts)
         .order_by("task_id")
-        .values_list("task_id", "a", "b", "tie", "bad", "margin_a", "margin_b", "sc_a", "sr_a", "sc_b", "sr_b")
+        .values_list("task_id", *counts)
         .iterator(chunk_size=CHUNK)
     )
-    for task_id, a, b, tie, bad, margin_a, margin_b, sc_a, sr_a, sc_b, sr_b in rows:
+    for task_id, a, b, tie, bad, margin_a, margin_b, *scores in rows:
         top = max(a, b, tie, bad)
-        if [a, b, tie, bad].count(top) != 1 or top not in (a, b) or top == 0:
+        if top == 0 or (a, b, tie, bad).count(top) != 1 or top not in (a, b):
             continue
+        sc_a, sr_a, sc_b, sr_b = scores or (None, None, None, None)
         if a == top:
             yield task_id, 0, 1, float(margin_a), _float(sc_a), _float(sr_a)
         else:
@@ -332,7 +342,7 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
     style = reader.style
     prompts = reader.prompts(TaskKind.PAIRWISE)
     responses = reader.responses(TaskKind.PAIRWISE)
-    for task_id, win, lose, margin, sc, sr in _pairwise_majorities(reader):
+    for task_id, win, lose, margin, sc, sr in _pairwise_majorities(reader, with_scores=with_scores):
         texts = [r[1] for r in responses.take(task_id)]
         prompt = prompts.take(task_id)
         if len(texts) != 2 or not prompt:
@@ -347,6 +357,8 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
             row["score_chosen"], row["score_rejected"] = sc, sr
         yield row
 
+    if not reader.annotations(TaskKind.RANKING).exists():
+        return
     prompts = reader.prompts(TaskKind.RANKING)
     responses = reader.responses(TaskKind.RANKING)
     ranks = (
@@ -465,7 +477,27 @@ def _sft_rows(reader: _Reader) -> Iterator[dict]:
                 yield {"messages": [*prompt[0][1], {"role": "assistant", "content": text}]}
 
 
-def _raw_rows(reader: _Reader) -> Iterator[dict]:
+def _dashed(hex32: str) -> str:
+    """A UUID stored as 32 hex digits (SQLite) in its usual 8-4-4-4-12 form."""
+    return hex32 if len(hex32) == 36 else f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
+
+
+def _iso_utc(text: str) -> str:
+    """A stored UTC timestamp as text ("2026-01-02 03:04:05.6+00" on PostgreSQL, no offset on
+    SQLite) in ISO 8601 with its offset."""
+    text = text.replace(" ", "T", 1)
+    if text.endswith("+00"):
+        return text + ":00"
+    return text if "+" in text[10:] else text + "+00:00"
+
+
+_json_string = json.encoder.encode_basestring  # the C encoder for one string, non-ASCII kept
+
+
+def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str]:
+    """Every annotation revision with its task, prompt and responses; as dicts, or as finished
+    JSON lines (built from per-task pieces: a million rows would otherwise spend most of their
+    time re-encoding the same prompt)."""
     prompts = reader.prompts("", current=False)
     responses = reader.responses("", current=False)
     rows = (
@@ -475,20 +507,22 @@ def _raw_rows(reader: _Reader) -> Iterator[dict]:
             "task_id",
             "id",
             "kind",
-            "payload",
-            "shown_order",
+            # JSON columns, ids and times as the stored text: raw writes them as text, so
+            # converting them to Python objects and back per row would only cost time.
+            Cast("payload", TextField()),
+            Cast("shown_order", TextField()),
             "author__username",
             "source",
             "seconds_spent",
             "guideline_version__number",
             "constitution_version__number",
             "rationale",
-            "details",
-            "client_id",
+            Cast("details", TextField()),
+            Cast("client_id", TextField()),
             "supersedes_id",
             "is_current",
             "is_review",
-            "created_at",
+            Cast("created_at", TextField()),
         )
         .iterator(chunk_size=CHUNK)
     )
@@ -497,6 +531,11 @@ def _raw_rows(reader: _Reader) -> Iterator[dict]:
         prompt = prompts.take(task_id)
         messages = prompt[0][1] if prompt else []
         responses_json = json.dumps(texts, ensure_ascii=False)
+        if as_lines:
+            task_part = (
+                f'"task_id": {task_id}, "prompt": {json.dumps(messages, ensure_ascii=False)}, '
+                f'"responses": {_json_string(responses_json)}'
+            )
         for (
             _,
             annotation_id,
@@ -516,26 +555,41 @@ def _raw_rows(reader: _Reader) -> Iterator[dict]:
             is_review,
             created_at,
         ) in group:
+            seconds = -1.0 if seconds is None else float(seconds)
+            if as_lines:
+                # kind and source are checked choices, ids are numbers, client id and time are
+                # plain ASCII: only free text goes through the encoder.
+                yield (
+                    f'{{"annotation_id": {annotation_id}, {task_part}, "kind": "{kind}", '
+                    f'"payload": {_json_string(payload)}, "shown_order": {_json_string(shown_order or "[]")}, '
+                    f'"author": {_json_string(author or "")}, "source": "{source}", "seconds_spent": {seconds!r}, '
+                    f'"guideline_version": {guideline or 0}, "constitution_version": {constitution or 0}, '
+                    f'"rationale": {_json_string(rationale)}, "details": {_json_string(details or "{}")}, '
+                    f'"client_id": "{_dashed(client_id)}", "supersedes_id": {supersedes or 0}, '
+                    f'"is_current": {"true" if is_current else "false"}, "is_review": {"true" if is_review else "false"}, '
+                    f'"created_at": "{_iso_utc(created_at)}"}}'
+                )
+                continue
             yield {
                 "annotation_id": annotation_id,
                 "task_id": task_id,
-                "kind": kind,
                 "prompt": messages,
                 "responses": responses_json,
-                "payload": json.dumps(payload, ensure_ascii=False, sort_keys=True),
-                "shown_order": json.dumps(shown_order or []),
+                "kind": kind,
+                "payload": payload,
+                "shown_order": shown_order or "[]",
                 "author": author or "",
                 "source": source,
-                "seconds_spent": -1.0 if seconds is None else float(seconds),
+                "seconds_spent": seconds,
                 "guideline_version": guideline or 0,
                 "constitution_version": constitution or 0,
                 "rationale": rationale,
-                "details": json.dumps(details or {}, ensure_ascii=False, sort_keys=True),
-                "client_id": str(client_id),
+                "details": details or "{}",
+                "client_id": _dashed(client_id),
                 "supersedes_id": supersedes or 0,
-                "is_current": is_current,
-                "is_review": is_review,
-                "created_at": created_at.isoformat(),
+                "is_current": bool(is_current),
+                "is_review": bool(is_review),
+                "created_at": _iso_utc(created_at),
             }
 
 
@@ -646,11 +700,11 @@ def snapshot_create(
         )
     else:
         columns = [
-            "annotation_id", "task_id", "kind", "prompt", "responses", "payload", "shown_order", "author",
+            "annotation_id", "task_id", "prompt", "responses", "kind", "payload", "shown_order", "author",
             "source", "seconds_spent", "guideline_version", "constitution_version", "rationale", "details",
             "client_id", "supersedes_id", "is_current", "is_review", "created_at",
         ]  # fmt: skip
-        rows = _raw_rows(reader)
+        rows = _raw_rows(reader, as_lines=file_format == "jsonl")
         spec.update(
             current_only=False,
             aggregation="none: every annotation revision, ordered by task and id",
@@ -712,6 +766,9 @@ class _consistent_read:
             self._atomic.__enter__()
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # The streams are long scans whose plans are cheap to make; compiling them
+                # (JIT) costs more than it saves.
+                cursor.execute("SET LOCAL jit = off")
         return self
 
     def __exit__(self, *exc):

@@ -4,6 +4,7 @@ import json
 import os
 import stat
 import uuid
+from datetime import datetime
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -485,6 +486,15 @@ def test_only_current_revisions_and_chosen_sources_are_exported(project, member,
     assert by_id[first.pk]["is_current"] is False and by_id[revised.pk]["supersedes_id"] == first.pk
     assert by_id[revised.pk]["author"] == first.author.username and json.loads(by_id[revised.pk]["responses"]) == texts
     assert by_id[revised.pk]["prompt"] == task.prompt.messages
+    assert by_id[revised.pk]["client_id"] == str(revised.client_id)
+    assert datetime.fromisoformat(by_id[revised.pk]["created_at"]) == revised.created_at
+    assert by_id[revised.pk]["seconds_spent"] == -1.0 and by_id[first.pk]["seconds_spent"] == 7.5
+
+    # The same rows through Parquet.
+    import pyarrow.parquet as pq
+
+    parquet, _ = _export(project, "raw", tmp_path, file_format="parquet", sources=("human",))
+    assert pq.read_table(parquet.path).to_pylist() == raw
 
 
 def test_unpaired_can_include_pairwise_majorities(project, member, make_task, tmp_path):
