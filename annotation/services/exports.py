@@ -733,23 +733,29 @@ def snapshot_create(
                 for row in rows:
                     sink.write(row)
             sink.close()
+            raw_file.flush()
+            os.fsync(raw_file.fileno())
         os.chmod(tmp_name, 0o444)
         os.replace(tmp_name, target)
     except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
-    return DatasetSnapshot.objects.create(
-        project=project,
-        format=format,
-        file_format=file_format,
-        spec=spec,
-        row_count=sink.rows,
-        sha256=out.sha.hexdigest(),
-        path=str(target),
-        size_bytes=out.size,
-        created_by=created_by,
-    )
+    try:
+        return DatasetSnapshot.objects.create(
+            project=project,
+            format=format,
+            file_format=file_format,
+            spec=spec,
+            row_count=sink.rows,
+            sha256=out.sha.hexdigest(),
+            path=str(target),
+            size_bytes=out.size,
+            created_by=created_by,
+        )
+    except BaseException:
+        target.unlink(missing_ok=True)  # no file without its record
+        raise
 
 
 class _consistent_read:

@@ -125,9 +125,7 @@ def split_implicit_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
     if cue >= 0:
         cut = cue + len(HH_ASSISTANT)
     else:
-        cut = n
-        if 0 < cut < min(len(chosen), len(rejected)) + 1 and chosen[cut - 1] == " ":
-            cut -= 1
+        cut = n - 1 if n > 0 and chosen[n - 1] == " " else n
     return chosen[:cut], chosen[cut:], rejected[cut:]
 
 
@@ -430,8 +428,14 @@ def _parse_stepwise(obj: dict, line: int) -> _Row:
 
 
 def _parse_sft(obj: dict, line: int) -> _Row:
+    if "messages" not in obj and {"prompt", "completion"} <= set(obj):
+        # TRL's prompt-completion form of the same thing.
+        messages, text = _prompt_field(obj["prompt"])
+        completion = _completion(obj["completion"], "completion")
+        payload = _payload(TaskKind.DEMONSTRATION, {"text": completion}, 0)
+        return _row(line, messages, text, _common(obj), kind=TaskKind.DEMONSTRATION, payload=payload)
     if "messages" not in obj:
-        raise _LineError('"messages" is missing')
+        raise _LineError('"messages" (or "prompt" and "completion") is missing')
     messages = _messages(obj["messages"], "messages")
     if messages[-1]["role"] != "assistant":
         raise _LineError("the conversation must end with an assistant turn (the demonstration)")
@@ -458,6 +462,8 @@ def detect_format(obj: dict) -> str | None:
         return "stepwise"
     if {"completion", "label"} <= keys:
         return "unpaired"
+    if {"prompt", "completion"} <= keys:
+        return "sft"
     if "turns" in keys or "question_id" in keys:
         return "prompts"
     if "messages" in keys:
@@ -903,11 +909,15 @@ def data_import(
     parse = _PARSERS.get(format) if format else None
     batch: list[_Row] = []
     with transaction.atomic():
+        seqscan = None
         if connection.vendor == "postgresql":
             # The file is written inside one transaction, so the planner's statistics lag behind
             # tables that grow by the import itself and it may pick sequential scans for the
-            # per-batch lookups, which are all by indexed keys: keep it on the indexes.
+            # per-batch lookups, which are all by indexed keys: keep it on the indexes (put back
+            # below, for a caller whose transaction goes on; a rollback puts it back by itself).
             with connection.cursor() as cursor:
+                cursor.execute("SHOW enable_seqscan")
+                seqscan = cursor.fetchone()[0]
                 cursor.execute("SET LOCAL enable_seqscan = off")
         writer = _Writer(project=project, report=report, filename=filename, created_by=created_by)
         try:
@@ -950,4 +960,7 @@ def data_import(
             raise Invalid(f"{filename or 'the file'}: nothing was imported: {shown}", code="invalid_file", fields={"file": errors})
         if batch:
             writer.write(batch)
+        if seqscan is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('enable_seqscan', %s, true)", [seqscan])
     return report

@@ -251,6 +251,13 @@ def test_sft_round_trip_is_lossless(project, tmp_path):
     assert _same_rows(rows, SFT)
 
 
+def test_prompt_completion_pairs_import_as_demonstrations(project, tmp_path):
+    report = _import(project, [{"prompt": "Say hi.", "completion": "Hi!"}, {"prompt": [{"role": "user", "content": "2+2?"}], "completion": [{"role": "assistant", "content": "4"}]}])
+    assert report.format == "sft" and report.annotations_created == 2
+    _, rows = _export(project, "sft", tmp_path)
+    assert _same_rows(rows, [SFT[0], {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}])
+
+
 def test_prompts_and_mt_bench_questions_import_as_prompts(project):
     rows = [
         {"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Now make it rhyme."], "reference": ["-"]},
@@ -280,6 +287,24 @@ def test_importing_the_same_file_twice_creates_nothing_new(project):
         assert (report.prompts_created, report.responses_created, report.tasks_created, report.annotations_created) == (0, 0, 0, 0)
         assert report.annotations_existing == len(rows) and report.tasks_existing == len(rows)
     assert _counts() == before
+
+
+def test_import_counts_hold_where_the_database_cannot_return_inserted_rows(project, monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+    report = _import(project, HH + STANDARD)
+    assert (report.prompts_created, report.responses_created, report.tasks_created, report.annotations_created) == (5, 10, 5, 5)
+    assert TaskResponse.objects.count() == 10
+    again = _import(project, HH + STANDARD)
+    assert (again.prompts_created, again.tasks_created, again.prompts_existing, again.tasks_existing) == (0, 0, 5, 5)
+
+
+def test_identical_chosen_and_rejected_come_back_as_they_were(project, tmp_path):
+    same = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}
+    _import(project, [same])
+    _, rows = _export(project, "preference", tmp_path, style="standard")
+    assert [(r["prompt"] + r["chosen"], r["prompt"] + r["rejected"]) for r in rows] == [(same["chosen"], same["rejected"])]
 
 
 def test_the_same_file_imports_into_two_projects(project, make_user):
