@@ -47,6 +47,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict, headers: dict | None = None):
         data = json.dumps(body).encode()
+        self._leave()  # out of flight before the client can see the answer and send its next request
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -61,6 +62,12 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> dict:
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
+
+    def _leave(self):
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            with self.state.lock:
+                self.state.in_flight -= 1
 
     def do_GET(self):
         st = self.state
@@ -87,6 +94,7 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.requests += 1
             st.in_flight += 1
+            self._in_flight = True
             st.peak = max(st.peak, st.in_flight)
             st.bodies.append(body)
             fail = st.fail.pop(0) if st.fail else None
@@ -111,8 +119,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(200, self._completions(body))
             self._send(404, {"error": "not found"})
         finally:
-            with st.lock:
-                st.in_flight -= 1
+            self._leave()
 
     def _chat(self, body: dict) -> dict:
         sampling = Sampling.from_dict(
