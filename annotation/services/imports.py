@@ -637,6 +637,28 @@ def _insert_ignore(model, rows: list[dict], returning: tuple[str, ...] = ()) -> 
     return inserted if can_return else None
 
 
+def _by_key(model, scope: str, scope_id: int, key: str, keys: list[str], extra: str = "") -> list[tuple]:
+    """(key, id[, extra]) of the rows of `model` with scope = scope_id and key in keys.
+
+    On PostgreSQL each key is looked up on its own (a LATERAL subquery the planner cannot merge),
+    which always takes the unique (scope, key) index: as one IN list, a planner whose statistics
+    predate the rows this import added may instead read every row of the project per batch.
+    """
+    if connection.vendor != "postgresql":
+        columns = [key, "id"] + ([KeyTextTransform(extra, "metadata")] if extra else [])
+        return list(model.objects.filter(**{scope: scope_id, f"{key}__in": keys}).values_list(*columns))
+    q = connection.ops.quote_name
+    extra_sql = f", r.metadata ->> '{extra}'" if extra else ""
+    sql = (
+        f"SELECT k.value, r.id{extra_sql} FROM json_array_elements_text(%s::json) AS k "
+        f"CROSS JOIN LATERAL (SELECT id, metadata FROM {q(model._meta.db_table)} "
+        f"WHERE {q(scope)} = %s AND {q(key)} = k.value LIMIT 1) AS r"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(keys), scope_id])
+        return cursor.fetchall()
+
+
 class _Writer:
     """Writes batches of parsed rows with a few set-based queries per batch, not per row."""
 
@@ -670,15 +692,9 @@ class _Writer:
         first: dict[str, _Row] = {}
         for r in rows:
             first.setdefault(r.phash, r)
-        base = Prompt.objects.filter(project=self.project)
 
         def lookup(hashes):
-            return {
-                h: (pk, text)
-                for h, pk, text in base.filter(content_hash__in=hashes).values_list(
-                    "content_hash", "id", KeyTextTransform("text", "metadata")
-                )
-            }
+            return {h: (pk, text) for h, pk, text in _by_key(Prompt, "project_id", self.project.pk, "content_hash", hashes, "text")}
 
         found = lookup(list(first))
         missing = [h for h in first if h not in found]
@@ -795,7 +811,7 @@ class _Writer:
                 new_per_key[key] += 1
 
         def lookup(keys):
-            return dict(Task.objects.filter(project=project, dedupe_key__in=keys).values_list("dedupe_key", "id"))
+            return dict(_by_key(Task, "project_id", project.pk, "dedupe_key", keys))
 
         found = lookup(list(tasks))
         missing = [k for k in tasks if k not in found]
