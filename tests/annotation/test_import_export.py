@@ -353,6 +353,16 @@ def test_a_bad_line_writes_nothing_and_names_the_line(project):
     assert _counts() == before
 
 
+def test_checking_goes_on_after_the_first_bad_line_up_to_fifty_problems(project):
+    data = _jsonl(UNPAIRED[:1]) + b"not json\n" * 70 + _jsonl(UNPAIRED[1:])
+    with pytest.raises(Invalid) as caught:
+        _import(project, data)
+    problems = caught.value.fields["file"]
+    assert len(problems) == 51 and problems[0].startswith("line 2: ") and problems[49].startswith("line 51: ")
+    assert problems[-1] == "stopped reading after 50 problems"
+    assert Prompt.objects.count() == 0
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
