@@ -148,3 +148,86 @@ class GenerationJob(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.done / self.total) if self.total else 100
+
+
+class TrainingMethod(models.TextChoices):
+    SFT = "sft"
+    REWARD = "reward"
+    DPO = "dpo"
+    KTO = "kto"
+    ORPO = "orpo"
+    PPO = "ppo"
+    PRM = "prm"
+
+
+class TrainingRun(models.Model):
+    """One trainer process (`python -m training.trainers.<method>`) turning a snapshot into a model.
+
+    The row is the truth: a worker claims it (`owner`, `heartbeat_at`), streams the trainer's metrics into
+    `TrainingMetric` rows and keeps the tail of its log; the reconciler fails a run whose worker stopped beating.
+    `hyperparameters` are the method's config fields as validated at launch (model, data and output_dir are
+    filled in by the launcher).
+    """
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="training_runs")
+    method = models.CharField(max_length=16, choices=TrainingMethod.choices)
+    base_model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="training_runs")
+    snapshot = models.ForeignKey("annotation.DatasetSnapshot", on_delete=models.PROTECT, related_name="training_runs")
+    snapshot_sha256 = models.CharField(max_length=64)
+    reward_model = models.ForeignKey(
+        Model, null=True, blank=True, on_delete=models.PROTECT, related_name="reward_for_runs"
+    )
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=32, default="gpu")
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+    step = models.PositiveIntegerField(default=0, help_text="Last optimizer step reported.")
+    log_tail = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="The trainer's result.json.")
+    error = models.TextField(blank=True)
+    output_dir = models.CharField(max_length=1000, blank=True)
+    output_model = models.ForeignKey(
+        Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by_runs"
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    owner = models.CharField(max_length=128, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="training_run_status_valid"),
+            models.CheckConstraint(condition=Q(method__in=TrainingMethod.values), name="training_run_method_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="training_run_active",
+                         condition=Q(status__in=["queued", "running"])),
+            models.Index(fields=["project", "-id"], name="training_run_by_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"training run {self.pk} ({self.method}, {self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+class TrainingMetric(models.Model):
+    """One scalar a trainer reported: the last value per (run, step, name) is kept."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metrics")
+    step = models.IntegerField()
+    name = models.CharField(max_length=200)
+    value = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["run", "step", "name"]
+        constraints = [models.UniqueConstraint(fields=["run", "step", "name"], name="training_metric_unique")]

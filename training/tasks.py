@@ -15,6 +15,7 @@ from annotation.services import leases_expire
 
 from .broker import purge_taken_messages
 from .services.generation import RetryLater, generation_job_run_slice, generation_jobs_reconcile
+from .services.runs import training_run_execute_now, training_runs_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,22 @@ def generation_job_run(self, job_id: int, ticket: str) -> str:
     return outcome
 
 
+@shared_task(bind=True, name="training.training_run_execute", ignore_result=True)
+def training_run_execute(self, run_id: int) -> str:
+    """Run a training run's trainer process to its end (on the `gpu` queue). Not acked late: a worker that dies
+    leaves the run to the reconciler, which fails it; a relaunch resumes from the last checkpoint."""
+    close_old_connections()
+    return training_run_execute_now(run_id=run_id, worker=self.request.hostname or "")
+
+
 @shared_task(name="training.reconcile", ignore_result=True)
 def reconcile() -> dict:
     """Periodic (beat): expire annotation leases, re-queue jobs whose worker died, clean the embedded broker."""
     close_old_connections()
     counts = generation_jobs_reconcile()
+    counts.update(training_runs_reconcile())
     counts["leases_expired"] = leases_expire()
     counts["broker_messages_purged"] = purge_taken_messages(settings.CELERY_BROKER_URL)
-    if counts["requeued"] or counts["failed"] or counts["resent"]:
+    if counts["requeued"] or counts["failed"] or counts["resent"] or counts["runs_failed"]:
         log.warning("reconciled: %s", counts)
     return counts

@@ -64,3 +64,54 @@ class GenerationJobInput(serializers.Serializer):
     task_kind = serializers.ChoiceField(choices=CandidateTasks.values, default=CandidateTasks.PAIRWISE)
     group_size = serializers.IntegerField(min_value=2, max_value=16, required=False, allow_null=True, default=None)
     task_priority = serializers.IntegerField(default=0)
+
+
+# --- training runs -------------------------------------------------------------------------
+from annotation.models import DatasetSnapshot  # noqa: E402
+
+from ..models import TrainingMethod, TrainingRun  # noqa: E402
+
+
+class TrainingRunOutput(serializers.ModelSerializer):
+    base_model = serializers.CharField(source="base_model.name", read_only=True)
+    reward_model = serializers.CharField(source="reward_model.name", default=None, read_only=True)
+    output_model = serializers.CharField(source="output_model.name", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id", "method", "status", "cancel_requested", "base_model", "snapshot", "snapshot_sha256",
+            "reward_model", "hyperparameters", "step", "output_dir", "output_model", "error", "attempts",
+            "created_by", "created_at", "enqueued_at", "started_at", "finished_at", "heartbeat_at",
+        ]
+
+
+class SnapshotField(serializers.Field):
+    """A snapshot by id or by sha256 (a unique prefix of at least 8 hex digits is enough)."""
+
+    def to_internal_value(self, data):
+        qs = DatasetSnapshot.objects.all()
+        if isinstance(data, int) or (isinstance(data, str) and data.isdigit() and len(data) < 12):
+            found = list(qs.filter(pk=int(data))[:2])
+        elif isinstance(data, str) and len(data) >= 8:
+            found = list(qs.filter(sha256__startswith=data.lower()).order_by("-id")[:2])
+            found = found[:1] if len(data) == 64 else found
+        else:
+            raise serializers.ValidationError("an id or a sha256")
+        if len(found) != 1:
+            raise serializers.ValidationError("no such snapshot" if not found else "ambiguous sha256 prefix")
+        return found[0]
+
+    def to_representation(self, value):
+        return value.pk
+
+
+class TrainingRunInput(serializers.Serializer):
+    method = serializers.ChoiceField(choices=TrainingMethod.values)
+    base_model = serializers.SlugRelatedField(slug_field="name", queryset=Model.objects.filter(is_active=True))
+    snapshot = SnapshotField()
+    reward_model = serializers.SlugRelatedField(
+        slug_field="name", queryset=Model.objects.filter(is_active=True), required=False, allow_null=True, default=None
+    )
+    hyperparameters = serializers.DictField(required=False, default=dict)

@@ -14,4 +14,11 @@ urlpatterns = [
         views.GenerationJobCancelView.as_view(),
         name="api-generation-job-cancel",
     ),
+    path(project + "training-runs/", views.TrainingRunListView.as_view(), name="api-training-runs"),
+    path(project + "training-runs/<int:run_id>/", views.TrainingRunDetailView.as_view(), name="api-training-run"),
+    path(
+        project + "training-runs/<int:run_id>/cancel/",
+        views.TrainingRunCancelView.as_view(),
+        name="api-training-run-cancel",
+    ),
 ]

@@ -91,3 +91,59 @@ class GenerationJobCancelView(GenerationJobDetailView):
     def post(self, request, slug, job_id):
         job = services.generation_job_cancel(job=self.job(job_id))
         return HttpResponse(s.GenerationJobOutput(selectors.generation_job_get(project=self.project, job_id=job.pk)).data)
+
+
+# --- training runs -------------------------------------------------------------------------
+from ..services import runs as run_services  # noqa: E402
+
+
+class TrainingRunListView(ListModelMixin, ProjectView):
+    serializer_class = s.TrainingRunOutput
+    permissions_by_method = {"*": [CanReadData], "POST": [CanManageData]}
+
+    def get_queryset(self):
+        return run_services.training_runs_for(project=self.project).order_by("-id")
+
+    def get(self, request, slug):
+        return self.list(request)
+
+    @extend_schema(request=s.TrainingRunInput, responses={201: s.TrainingRunOutput})
+    def post(self, request, slug):
+        data = _parse(s.TrainingRunInput, request)
+        run = run_services.training_run_create(project=self.project, created_by=request.user, **data)
+        return HttpResponse(s.TrainingRunOutput(run).data, status=201)
+
+
+class TrainingRunDetailView(ProjectView):
+    """A run with its log tail, result (e.g. the reward model's evaluation) and metrics as series by name."""
+
+    serializer_class = s.TrainingRunOutput
+    permissions_by_method = {"*": [CanReadData]}
+
+    def run(self, run_id):
+        run = run_services.training_run_get(project=self.project, run_id=run_id)
+        if run is None:
+            raise NotFound("no such training run")
+        return run
+
+    def get(self, request, slug, run_id):
+        run = self.run(run_id)
+        try:
+            since = int(request.query_params.get("since_step", -1))
+        except ValueError:
+            since = -1
+        data = s.TrainingRunOutput(run).data
+        data["log_tail"] = run.log_tail
+        data["result"] = run.result
+        data["metrics"] = run_services.training_run_series(run=run, since_step=since)
+        return HttpResponse(data)
+
+
+class TrainingRunCancelView(TrainingRunDetailView):
+    permissions_by_method = {"*": [CanManageData]}
+    http_method_names = ["post", "options"]
+
+    @extend_schema(request=None, responses={200: s.TrainingRunOutput})
+    def post(self, request, slug, run_id):
+        run = run_services.training_run_cancel(run=self.run(run_id))
+        return HttpResponse(s.TrainingRunOutput(self.run(run.pk)).data)

@@ -1,0 +1,383 @@
+"""Training runs: launch (validated against the method's config), cancel, run the trainer process on a worker,
+and reconcile runs whose worker died.
+
+The trainer is a plain process (`python -m training.trainers.<method> --config run.json`, see
+`training.trainers`); this module is its launcher. While it runs, the worker streams its stdout metrics into
+`TrainingMetric` rows (idempotent on (run, step, name): the last value wins, as the contract asks), keeps the
+tail of its stderr, beats, and watches the row for a cancel request, which becomes SIGTERM: the trainer writes
+a checkpoint and exits 3. A relaunch points the trainer at the same output directory, so it resumes from the
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.errors import Conflict, Invalid
+from annotation.models import DatasetSnapshot, Project
+
+from ..models import ACTIVE_STATUSES, Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
+from .registry import model_register
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 200
+CANCEL_POLL_SECONDS = 1.0
+PLATFORM_FIELDS = ("model", "data", "output_dir", "metrics_file", "metrics_stdout", "reward_model")
+SNAPSHOT_FORMATS = {
+    "sft": ("sft",), "reward": ("preference",), "dpo": ("preference",), "orpo": ("preference",),
+    "kto": ("unpaired",), "ppo": ("sft", "preference", "unpaired", "stepwise"), "prm": ("stepwise",),
+}
+EXIT_CANCELLED, EXIT_INVALID_CONFIG = 3, 2
+
+
+# --- configs ---------------------------------------------------------------------------------
+def config_class(method: str):
+    """The trainer's config dataclass for `method` (importing the trainer module is plain Python)."""
+    if method not in TrainingMethod.values:
+        raise Invalid(f"unknown method {method!r}", fields={"method": [f"one of {', '.join(TrainingMethod.values)}"]})
+    module = importlib.import_module(f"training.trainers.{method}")
+    return next(
+        v for v in vars(module).values()
+        if isinstance(v, type) and getattr(v, "method", None) == method and v.__module__ == module.__name__
+    )
+
+
+def config_fields(method: str) -> list[dict]:
+    """Every hyperparameter of the method (name, type, default, help), without those the platform fills in."""
+    from training.trainers.common import describe_config
+
+    return [f for f in describe_config(config_class(method)) if f["name"].split(".")[0] not in PLATFORM_FIELDS]
+
+
+def run_dir(run_id: int) -> Path:
+    return Path(settings.MODEL_DIR) / "runs" / str(run_id)
+
+
+def run_spec(*, method: str, base_model: Model, snapshot: DatasetSnapshot, hyperparameters: dict,
+             reward_model: Model | None, output_dir: Path) -> dict:
+    spec = {**hyperparameters, "method": method, "model": base_model.path, "data": snapshot.path,
+            "output_dir": str(output_dir)}
+    if method == TrainingMethod.PPO and reward_model is not None:
+        spec["reward_model"] = reward_model.path
+    return spec
+
+
+def _validate_spec(method: str, spec: dict) -> None:
+    from training.trainers.common import ConfigError, load_config
+
+    try:
+        load_config(config_class(method), spec)
+    except ConfigError as exc:
+        fields: dict[str, list[str]] = {}
+        for problem in exc.problems:
+            name, _, message = problem.partition(": ")
+            fields.setdefault(name.strip() or "hyperparameters", []).append(message or problem)
+        raise Invalid(f"invalid {method} hyperparameters: " + "; ".join(exc.problems), fields=fields) from None
+
+
+# --- launching ------------------------------------------------------------------------------
+@transaction.atomic
+def training_run_create(
+    *,
+    project: Project,
+    method: str,
+    base_model: Model,
+    snapshot: DatasetSnapshot,
+    hyperparameters: dict | None = None,
+    reward_model: Model | None = None,
+    created_by: AbstractBaseUser | None = None,
+    queue: str = "gpu",
+) -> TrainingRun:
+    """Validate the run against the trainer's own config loader, record it and queue it (after commit)."""
+    hyperparameters = dict(hyperparameters or {})
+    if not isinstance(hyperparameters, dict):
+        raise Invalid("hyperparameters must be an object", fields={"hyperparameters": ["must be an object"]})
+    config_class(method)
+    taken = sorted(set(hyperparameters) & set(PLATFORM_FIELDS))
+    if taken:
+        raise Invalid(f"set by the platform: {', '.join(taken)}", fields={k: ["set by the platform"] for k in taken})
+    if snapshot.project_id != project.pk:
+        raise Invalid("the snapshot belongs to another project", fields={"snapshot": ["not in this project"]})
+    if snapshot.format not in SNAPSHOT_FORMATS[method]:
+        raise Invalid(f"{method} trains on {' or '.join(SNAPSHOT_FORMATS[method])} snapshots, not {snapshot.format}",
+                      fields={"snapshot": [f"format must be {' or '.join(SNAPSHOT_FORMATS[method])}"]})
+    if not base_model.is_active or base_model.backend == Backend.OPENAI or not base_model.path:
+        raise Invalid(f"model {base_model.name} has no local weights to train",
+                      fields={"base_model": ["must be an active local model (transformers or vllm)"]})
+    if method == TrainingMethod.PPO:
+        if reward_model is None or ModelRole.REWARD not in (reward_model.roles or []) or not reward_model.path:
+            raise Invalid("PPO needs a local reward model", fields={"reward_model": ["a local model with the reward role"]})
+    elif reward_model is not None:
+        raise Invalid(f"{method} takes no reward model", fields={"reward_model": ["only for ppo"]})
+    spec = run_spec(method=method, base_model=base_model, snapshot=snapshot, hyperparameters=hyperparameters,
+                    reward_model=reward_model, output_dir=run_dir(0))
+    _validate_spec(method, spec)
+    run = TrainingRun.objects.create(
+        project=project, method=method, base_model=base_model, snapshot=snapshot, snapshot_sha256=snapshot.sha256,
+        reward_model=reward_model, hyperparameters=hyperparameters, created_by=created_by, queue=queue,
+    )
+    run.output_dir = str(run_dir(run.pk))
+    run.save(update_fields=["output_dir"])
+    _enqueue(run)
+    return run
+
+
+@transaction.atomic
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Stop a run: at once while it waits in the queue; a running trainer gets SIGTERM and saves a checkpoint."""
+    locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if locked.status not in ACTIVE_STATUSES:
+        raise Conflict(f"the run has already {locked.status}", code="run_finished")
+    locked.cancel_requested = True
+    if locked.status == JobStatus.QUEUED or not locked.owner:
+        locked.status, locked.finished_at, locked.owner = JobStatus.CANCELLED, timezone.now(), ""
+    locked.save(update_fields=["status", "finished_at", "owner", "cancel_requested"])
+    return locked
+
+
+@transaction.atomic
+def training_run_relaunch(*, run: TrainingRun) -> TrainingRun:
+    """Queue a failed or cancelled run again; the trainer resumes from its last checkpoint in the same directory."""
+    locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if locked.status in ACTIVE_STATUSES or locked.status == JobStatus.SUCCEEDED:
+        raise Conflict(f"the run is {locked.status}", code="run_not_resumable")
+    locked.status, locked.cancel_requested, locked.owner, locked.error = JobStatus.QUEUED, False, "", ""
+    locked.finished_at = None
+    locked.attempts += 1
+    locked.save(update_fields=["status", "cancel_requested", "owner", "error", "finished_at", "attempts"])
+    _enqueue(locked)
+    return locked
+
+
+def _send(run_id: int, queue_name: str) -> None:
+    from ..tasks import training_run_execute
+
+    training_run_execute.apply_async(args=[run_id], queue=queue_name)
+
+
+def _enqueue(run: TrainingRun) -> None:
+    now = timezone.now()
+    TrainingRun.objects.filter(pk=run.pk).update(enqueued_at=now)
+    run.enqueued_at = now
+    run_id, queue_name = run.pk, run.queue
+    transaction.on_commit(lambda: _send(run_id, queue_name), robust=True)
+
+
+# --- running --------------------------------------------------------------------------------
+def _heartbeat_every() -> float:
+    return max(0.5, min(10.0, settings.JOB_STALE_SECONDS / 4))
+
+
+def metrics_store(run_id: int, lines: list[str]) -> int:
+    """Parse metrics lines and upsert them (last value per (step, name)); return the highest step seen."""
+    latest: dict[tuple[int, str], float | None] = {}
+    for line in lines:
+        try:
+            item = json.loads(line)
+            key = (int(item["step"]), str(item["name"])[:200])
+        except (ValueError, TypeError, KeyError):
+            continue
+        value = item.get("value")
+        latest[key] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if not latest:
+        return -1
+    TrainingMetric.objects.bulk_create(
+        [TrainingMetric(run_id=run_id, step=s, name=n, value=v) for (s, n), v in latest.items()],
+        update_conflicts=True, unique_fields=["run", "step", "name"], update_fields=["value"], batch_size=500,
+    )
+    return max(s for s, _ in latest)
+
+
+def _pump(stream, sink) -> None:
+    for line in iter(stream.readline, ""):
+        sink(line.rstrip("\n"))
+    stream.close()
+
+
+def training_run_execute_now(*, run_id: int, worker: str = "") -> str:
+    """Claim the run, launch its trainer and follow it to the end; returns the final status (or "skipped")."""
+    owner = f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    now = timezone.now()
+    claimed = TrainingRun.objects.filter(pk=run_id, status=JobStatus.QUEUED, cancel_requested=False).update(
+        status=JobStatus.RUNNING, owner=owner, heartbeat_at=now, started_at=now, finished_at=None, error=""
+    )
+    if not claimed:
+        return "skipped"
+    run = TrainingRun.objects.select_related("base_model", "snapshot", "reward_model", "project").get(pk=run_id)
+    out = Path(run.output_dir or run_dir(run.pk))
+    out.mkdir(parents=True, exist_ok=True)
+    spec = run_spec(method=run.method, base_model=run.base_model, snapshot=run.snapshot,
+                    hyperparameters=run.hyperparameters, reward_model=run.reward_model, output_dir=out)
+    (out / "run.json").write_text(json.dumps(spec, indent=2))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"training.trainers.{run.method}", "--config", str(out / "run.json")],
+            cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        _finish(run_id, owner, JobStatus.FAILED, error=f"could not start the trainer: {exc}")
+        return JobStatus.FAILED
+    metrics: queue.SimpleQueue[str] = queue.SimpleQueue()
+    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+    readers = [threading.Thread(target=_pump, args=(process.stdout, metrics.put), daemon=True),
+               threading.Thread(target=_pump, args=(process.stderr, tail.append), daemon=True)]
+    for t in readers:
+        t.start()
+
+    def drain() -> list[str]:
+        lines = []
+        while True:
+            try:
+                lines.append(metrics.get_nowait())
+            except queue.Empty:
+                return lines
+
+    signalled, last_beat, last_look, step = False, 0.0, 0.0, run.step
+    while True:
+        exited = process.poll() is not None
+        if exited:
+            for t in readers:
+                t.join(timeout=10)
+        step = max(step, metrics_store(run_id, drain()))
+        if exited:
+            break
+        kept = True
+        if time.monotonic() - last_beat >= _heartbeat_every():
+            last_beat = time.monotonic()
+            kept = bool(TrainingRun.objects.filter(pk=run_id, owner=owner).update(
+                heartbeat_at=timezone.now(), step=max(step, 0), log_tail="\n".join(tail)
+            ))
+        if not signalled and time.monotonic() - last_look >= CANCEL_POLL_SECONDS:
+            last_look = time.monotonic()
+            cancel = TrainingRun.objects.filter(pk=run_id).values_list("cancel_requested", flat=True).first()
+            if cancel or not kept:
+                process.send_signal(signal.SIGTERM)  # the trainer finishes its step, saves a checkpoint, exits 3
+                signalled = True
+        time.sleep(0.25)
+    code = process.returncode
+    result = {}
+    try:
+        result = json.loads((out / "result.json").read_text())
+    except (OSError, ValueError):
+        pass
+    log_tail = "\n".join(tail)
+    if code == 0 and result.get("status", "succeeded") == "succeeded":
+        run.refresh_from_db()
+        output = _register_output(run, out)
+        _finish(run_id, owner, JobStatus.SUCCEEDED, result=result, log_tail=log_tail, step=step, output_model=output)
+        return JobStatus.SUCCEEDED
+    if code == EXIT_CANCELLED or signalled:
+        _finish(run_id, owner, JobStatus.CANCELLED, result=result, log_tail=log_tail, step=step)
+        return JobStatus.CANCELLED
+    last = [line for line in tail if line.strip()][-5:]
+    what = "invalid config" if code == EXIT_INVALID_CONFIG else f"the trainer exited with status {code}"
+    _finish(run_id, owner, JobStatus.FAILED, result=result, log_tail=log_tail, step=step,
+            error=(result.get("error") or what + (": " + " | ".join(last) if last else "")))
+    return JobStatus.FAILED
+
+
+def _finish(run_id: int, owner: str, status: str, *, error: str = "", result: dict | None = None,
+            log_tail: str | None = None, step: int = -1, output_model: Model | None = None) -> None:
+    fields = dict(status=status, owner="", error=error[:4000], finished_at=timezone.now(), heartbeat_at=timezone.now())
+    if result:
+        fields["result"] = result
+    if log_tail is not None:
+        fields["log_tail"] = log_tail
+    if step >= 0:
+        fields["step"] = step
+    if output_model is not None:
+        fields["output_model"] = output_model
+    TrainingRun.objects.filter(pk=run_id, owner=owner).update(**fields)
+
+
+def _register_output(run: TrainingRun, out: Path) -> Model:
+    rewardish = run.method in (TrainingMethod.REWARD, TrainingMethod.PRM)
+    return model_register(
+        name=f"{run.project.slug}-{run.method}-run{run.pk}",
+        backend=Backend.TRANSFORMERS,
+        path=str(out),
+        roles=[ModelRole.REWARD] if rewardish else [ModelRole.POLICY],
+        description=f"{run.method} run {run.pk} of {run.base_model.name} on snapshot {run.snapshot_sha256[:12]}",
+        base_model=run.base_model,
+        parent_run_id=run.pk,
+        metadata={"training_run": run.pk, "method": run.method, "snapshot_id": run.snapshot_id,
+                  "snapshot_sha256": run.snapshot_sha256, "hyperparameters": run.hyperparameters},
+    )
+
+
+# --- upkeep ---------------------------------------------------------------------------------
+def training_runs_reconcile(*, now: datetime | None = None) -> dict:
+    """Never leave a run running without a worker: a silent one is failed (cancelled when a cancel was asked);
+    a relaunch resumes it from its last checkpoint. A queued run whose message never came gets another."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    counts = {"runs_failed": 0, "runs_cancelled": 0, "runs_resent": 0}
+    silent = TrainingRun.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale)
+    for run_id in list(silent.values_list("id", flat=True)[:500]):
+        with transaction.atomic():
+            run = TrainingRun.objects.select_for_update().filter(
+                pk=run_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale).first()
+            if run is None:
+                continue
+            if run.cancel_requested:
+                run.status = JobStatus.CANCELLED
+                counts["runs_cancelled"] += 1
+            else:
+                run.status = JobStatus.FAILED
+                run.error = (f"worker {run.owner} stopped responding at step {run.step}; "
+                             "relaunch to resume from the last checkpoint")[:4000]
+                counts["runs_failed"] += 1
+            run.owner, run.finished_at = "", now
+            run.save(update_fields=["status", "error", "owner", "finished_at"])
+            log.warning("training run %s: worker silent since %s, marked %s", run.pk, run.heartbeat_at, run.status)
+    waiting = now - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS)
+    orphans = TrainingRun.objects.filter(status=JobStatus.QUEUED, owner="", enqueued_at__lt=waiting)
+    for run_id in list(orphans.values_list("id", flat=True)[:500]):
+        with transaction.atomic():
+            run = TrainingRun.objects.select_for_update().filter(
+                pk=run_id, status=JobStatus.QUEUED, owner="", enqueued_at__lt=waiting).first()
+            if run is not None:
+                _enqueue(run)
+                counts["runs_resent"] += 1
+    return counts
+
+
+# --- reads ----------------------------------------------------------------------------------
+def training_runs_for(*, project: Project):
+    return TrainingRun.objects.filter(project=project).select_related(
+        "base_model", "reward_model", "output_model", "snapshot", "created_by")
+
+
+def training_run_get(*, project: Project, run_id: int) -> TrainingRun | None:
+    return training_runs_for(project=project).filter(pk=run_id).first()
+
+
+def training_run_series(*, run: TrainingRun, since_step: int = -1) -> dict[str, list[list]]:
+    """Metrics by name as [[step, value], ...], in step order (after `since_step` when given)."""
+    series: dict[str, list[list]] = {}
+    rows = TrainingMetric.objects.filter(run=run, step__gt=since_step).order_by("step", "name")
+    for step, name, value in rows.values_list("step", "name", "value").iterator(chunk_size=2000):
+        series.setdefault(name, []).append([step, value])
+    return series
