@@ -226,6 +226,7 @@ class SnapshotInput(serializers.Serializer):
     file_format = serializers.ChoiceField(choices=["jsonl", "parquet"], default="jsonl")
     style = serializers.ChoiceField(choices=["conversational", "standard"], default="conversational")
     sources = serializers.MultipleChoiceField(choices=["human", "ai"], default=("human", "ai"))
+    aggregation = serializers.ChoiceField(choices=["majority", "dawid_skene"], default="majority")
 
 
 class ImportInput(serializers.Serializer):

@@ -457,6 +457,7 @@ class SnapshotListView(ListModelMixin, ProjectView):
             style=data["style"],
             sources=tuple(sorted(data["sources"])),
             created_by=request.user,
+            aggregation=data["aggregation"],
         )
         return HttpResponse(s.SnapshotOutput(snapshot).data, status=201)
 

@@ -37,6 +37,7 @@ from ..models import (
 from .imports import standard_prompt_text
 
 FILE_FORMATS = ("jsonl", "parquet")
+AGGREGATIONS = ("majority", "dawid_skene")
 STYLES = ("conversational", "standard")
 CHUNK = 2000
 JSONL_FLUSH_ROWS = 1000
@@ -50,6 +51,19 @@ PREFERENCE_AGGREGATION = (
     "scores of those annotations. Ranking tasks: every pair of responses, decided by majority "
     "over the annotators who ranked the two differently (equal counts dropped); margin = mean rank difference "
     "among the majority."
+)
+DAWID_SKENE_AGGREGATION = (
+    "pairwise tasks: Dawid-Skene over the task's current annotations (each rater's confusion matrix "
+    "over A, B, tie and both_bad estimated by EM, so reliable raters weigh more); a row when the "
+    "posterior's most probable class is A or B, ties and both-bad dropped; margin = (P(chosen) - "
+    "P(rejected)) x mean stated strength (1-3, 1 when none) of the votes for the chosen response. "
+    "Ranking tasks: every pair of responses, decided by majority over the annotators who ranked the two "
+    "differently (equal counts dropped); margin = mean rank difference among the majority."
+)
+REVIEW_RULE = (
+    " Reviewer adjudication wins: a task with a current reviewer revision (is_review) in the selected "
+    "sources is decided by the reviewer's revision alone (majority among reviewers if several), and the "
+    "other annotations of that task do not vote."
 )
 
 
@@ -223,20 +237,30 @@ def _messages(messages) -> list[dict]:
 class _Reader:
     """The streams one snapshot reads, all scoped to a project, current revisions and sources."""
 
-    def __init__(self, *, project: Project, sources: list[str], style: str):
+    def __init__(self, *, project: Project, sources: list[str], style: str, aggregation: str = "majority"):
         self.project = project
         self.sources = sources
         self.style = style
+        self.aggregation = aggregation
 
     def _project_tasks(self, kind: str):
         tasks = Task.objects.filter(project=self.project)
         return tasks.filter(kind=kind) if kind else tasks
 
-    def annotations(self, kind: str, *, current: bool = True):
+    def annotations(self, kind: str, *, current: bool = True, adjudicated: bool = False):
         # `task_id IN (the project's tasks)` rather than a join: SQLite then walks the annotations
         # in (task, id) order from the index instead of sorting them all for ORDER BY task.
         qs = Annotation.objects.filter(task_id__in=self._project_tasks(kind).values("id"), source__in=self.sources)
-        return qs.filter(is_current=True) if current else qs
+        if not current:
+            return qs
+        qs = qs.filter(is_current=True)
+        if adjudicated:
+            # A task a reviewer has corrected is decided by the reviewer's revision alone.
+            reviewed = Annotation.objects.filter(
+                task_id=OuterRef("task_id"), is_current=True, is_review=True, source__in=self.sources
+            )
+            qs = qs.filter(Q(is_review=True) | ~Exists(reviewed))
+        return qs
 
     def tasks(self, kind: str, *, current: bool = True):
         """The project's tasks of this kind with at least one annotation in scope."""
@@ -305,7 +329,7 @@ def _pairwise_majorities(
             sr_b=Avg(score_rejected, filter=choice_b),
         )
     rows = (
-        reader.annotations(TaskKind.PAIRWISE)
+        reader.annotations(TaskKind.PAIRWISE, adjudicated=True)
         .values("task_id")
         .annotate(**counts)
         .order_by("task_id")
@@ -321,6 +345,47 @@ def _pairwise_majorities(
             yield task_id, 0, 1, float(margin_a), _float(sc_a), _float(sr_a)
         else:
             yield task_id, 1, 0, float(margin_b), _float(sc_b), _float(sr_b)
+
+
+def _pairwise_dawid_skene(reader: _Reader) -> Iterator[tuple[int, int, int, float, None, None]]:
+    """Like `_pairwise_majorities`, but each task's label is the argmax of its Dawid-Skene posterior
+    (raters weighted by their estimated reliability); margin from the posterior and stated strength.
+    A task a reviewer has corrected is still decided by the reviewer's revision alone."""
+    from ..quality.aggregation import pairwise_soft_labels
+
+    soft = pairwise_soft_labels(project=reader.project, sources=reader.sources)
+    strength = Cast(KeyTextTransform("strength", "payload"), FloatField())
+    reviewed: dict[int, list[tuple[str, float | None]]] = {}
+    rows = (
+        reader.annotations(TaskKind.PAIRWISE)
+        .filter(is_review=True)
+        .order_by("task_id", "id")
+        .values_list("task_id", KeyTextTransform("choice", "payload"), strength)
+    )
+    for task_id, choice, s in rows:
+        reviewed.setdefault(task_id, []).append((choice, s))
+    for task_id in sorted(set(soft) | set(reviewed)):
+        if task_id in reviewed:
+            votes = reviewed[task_id]
+            counts = {c: sum(1 for v in votes if v[0] == c) for c in ("A", "B", "tie", "both_bad")}
+            top = max(counts.values())
+            if top == 0 or list(counts.values()).count(top) != 1 or counts["A"] != top and counts["B"] != top:
+                continue
+            label = "A" if counts["A"] == top else "B"
+            stated = [v[1] for v in votes if v[0] == label and v[1] is not None]
+            margin = sum(stated) / len(stated) if stated else 1.0
+        else:
+            label, margin = soft[task_id].label, soft[task_id].margin
+            if label not in ("A", "B"):
+                continue
+        win = 0 if label == "A" else 1
+        yield task_id, win, 1 - win, float(margin or 0.0), None, None
+
+
+def _pairwise_decisions(reader: _Reader, *, with_scores: bool = False):
+    if reader.aggregation == "dawid_skene":
+        return _pairwise_dawid_skene(reader)
+    return _pairwise_majorities(reader, with_scores=with_scores)
 
 
 def _ranking_pairs(ranks: list[list[int]], n: int) -> Iterator[tuple[int, int, float]]:
@@ -342,7 +407,7 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
     style = reader.style
     prompts = reader.prompts(TaskKind.PAIRWISE)
     responses = reader.responses(TaskKind.PAIRWISE)
-    for task_id, win, lose, margin, sc, sr in _pairwise_majorities(reader, with_scores=with_scores):
+    for task_id, win, lose, margin, sc, sr in _pairwise_decisions(reader, with_scores=with_scores):
         texts = [r[1] for r in responses.take(task_id)]
         prompt = prompts.take(task_id)
         if len(texts) != 2 or not prompt:
@@ -362,7 +427,7 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
     prompts = reader.prompts(TaskKind.RANKING)
     responses = reader.responses(TaskKind.RANKING)
     ranks = (
-        reader.annotations(TaskKind.RANKING)
+        reader.annotations(TaskKind.RANKING, adjudicated=True)
         .order_by("task_id", "id")
         .values_list("task_id", KeyTransform("ranks", "payload"))
         .iterator(chunk_size=CHUNK)
@@ -401,7 +466,7 @@ def _unpaired_rows(reader: _Reader, pairwise: bool) -> Iterator[dict]:
     prompts = reader.prompts(TaskKind.RATING)
     responses = reader.responses(TaskKind.RATING)
     thumbs = (
-        reader.annotations(TaskKind.RATING)
+        reader.annotations(TaskKind.RATING, adjudicated=True)
         .values("task_id")
         .annotate(up=Count("id", filter=Q(payload__thumb="up")), down=Count("id", filter=Q(payload__thumb="down")))
         .order_by("task_id")
@@ -420,7 +485,7 @@ def _unpaired_rows(reader: _Reader, pairwise: bool) -> Iterator[dict]:
         return
     prompts = reader.prompts(TaskKind.PAIRWISE)
     responses = reader.responses(TaskKind.PAIRWISE)
-    for task_id, win, lose, *_ in _pairwise_majorities(reader):
+    for task_id, win, lose, *_ in _pairwise_decisions(reader):
         texts = [r[1] for r in responses.take(task_id)]
         prompt = prompts.take(task_id)
         if len(texts) != 2 or not prompt:
@@ -433,7 +498,7 @@ def _stepwise_rows(reader: _Reader, neutral_is_correct: bool) -> Iterator[dict]:
     prompts = reader.prompts(TaskKind.STEPS)
     steps = reader.responses(TaskKind.STEPS, steps=True)
     labels = (
-        reader.annotations(TaskKind.STEPS)
+        reader.annotations(TaskKind.STEPS, adjudicated=True)
         .order_by("task_id", "id")
         .values_list("task_id", KeyTransform("labels", "payload"))
         .iterator(chunk_size=CHUNK)
@@ -619,6 +684,7 @@ def snapshot_create(
     out_path: str | os.PathLike | None = None,
     neutral_step_correct: bool = True,
     pairwise_as_unpaired: bool = False,
+    aggregation: str = "majority",
 ) -> DatasetSnapshot:
     """Write a dataset file from the project's current annotations and record it as a snapshot.
 
@@ -633,14 +699,20 @@ def snapshot_create(
         raise Invalid(f"unknown file format {file_format!r}", fields={"file_format": [f"must be one of {', '.join(FILE_FORMATS)}"]})
     if style not in STYLES:
         raise Invalid(f"unknown style {style!r}", fields={"style": [f"must be one of {', '.join(STYLES)}"]})
+    if aggregation not in AGGREGATIONS:
+        raise Invalid(
+            f"unknown aggregation {aggregation!r}", fields={"aggregation": [f"must be one of {', '.join(AGGREGATIONS)}"]}
+        )
     sources = sorted(set(sources))
     if not sources or not set(sources) <= set(AnnotationSource.values):
         raise Invalid("sources must name human and/or ai", fields={"sources": [f"choose from {', '.join(AnnotationSource.values)}"]})
     if format in (SnapshotFormat.SFT, SnapshotFormat.RAW):
         style = "conversational"  # messages either way
 
-    reader = _Reader(project=project, sources=sources, style=style)
+    reader = _Reader(project=project, sources=sources, style=style, aggregation=aggregation)
     spec: dict = {"format": format, "file_format": file_format, "style": style, "sources": sources}
+    if format in (SnapshotFormat.PREFERENCE, SnapshotFormat.UNPAIRED):
+        spec["aggregation_method"] = aggregation
     if format == SnapshotFormat.PREFERENCE:
         # Scores only when every row can have them: a column that is null in the first rows and a
         # number later does not load with `datasets` (its type is taken from the first block).
@@ -649,7 +721,8 @@ def snapshot_create(
             sc=KeyTextTransform("score_chosen", imported), sr=KeyTextTransform("score_rejected", imported)
         )
         with_scores = (
-            pairwise.exists()
+            aggregation == "majority"
+            and pairwise.exists()
             and not pairwise.filter(Q(sc__isnull=True) | Q(sr__isnull=True)).exists()
             and not reader.annotations(TaskKind.RANKING).exists()
         )
@@ -657,10 +730,19 @@ def snapshot_create(
         rows = _preference_rows(reader, with_scores)
         spec.update(
             current_only=True,
-            aggregation=PREFERENCE_AGGREGATION
-            + " score_chosen/score_rejected are included only when every selected pairwise annotation carries "
-            "imported scores and there are no ranking tasks.",
-            labels="chosen = the response the majority preferred, rejected = the other",
+            aggregation=(
+                PREFERENCE_AGGREGATION
+                + " score_chosen/score_rejected are included only when every selected pairwise annotation "
+                "carries imported scores and there are no ranking tasks."
+                if aggregation == "majority"
+                else DAWID_SKENE_AGGREGATION + " No score columns."
+            )
+            + REVIEW_RULE,
+            labels=(
+                "chosen = the response the majority preferred, rejected = the other"
+                if aggregation == "majority"
+                else "chosen = the response the Dawid-Skene posterior ranks most probable, rejected = the other"
+            ),
         )
     elif format == SnapshotFormat.UNPAIRED:
         columns = ["prompt", "completion", "label"]
@@ -670,11 +752,19 @@ def snapshot_create(
             aggregation="rating tasks: majority thumb over the task's current annotations (Likert-only "
             "annotations do not vote); an even split is dropped"
             + (
-                "; pairwise tasks with a strict A/B majority give the chosen response as label true and the "
-                "rejected one as label false"
+                (
+                    "; pairwise tasks with a strict A/B majority give the chosen response as label true and the "
+                    "rejected one as label false"
+                    if aggregation == "majority"
+                    else "; pairwise tasks whose Dawid-Skene label (most probable class of the posterior, raters "
+                    "weighted by estimated reliability) is A or B give the chosen response as label true and the "
+                    "rejected one as label false"
+                )
                 if pairwise_as_unpaired
                 else "; pairwise tasks are not included"
-            ),
+            )
+            + "."
+            + REVIEW_RULE,
             labels="thumb up -> true, thumb down -> false",
             pairwise_as_unpaired=pairwise_as_unpaired,
         )
@@ -684,7 +774,7 @@ def snapshot_create(
         spec.update(
             current_only=True,
             aggregation="per-step majority over the task's current annotations after mapping each label to "
-            "true/false; a task with any evenly split step is dropped",
+            "true/false; a task with any evenly split step is dropped." + REVIEW_RULE,
             labels="+1 -> true, -1 -> false, 0 -> "
             + ("true (a neutral step is not an error)" if neutral_step_correct else "false (a neutral step counts as an error)"),
             neutral_step_correct=neutral_step_correct,

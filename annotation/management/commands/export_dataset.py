@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.errors import DomainError
 from annotation.models import Project, SnapshotFormat
-from annotation.services.exports import FILE_FORMATS, STYLES, snapshot_create
+from annotation.services.exports import AGGREGATIONS, FILE_FORMATS, STYLES, snapshot_create
 
 
 class Command(BaseCommand):
@@ -29,6 +29,13 @@ class Command(BaseCommand):
             help="unpaired: also export each pairwise majority as one desirable and one undesirable row",
         )
 
+        parser.add_argument(
+            "--aggregation",
+            choices=AGGREGATIONS,
+            default="majority",
+            help="preference/unpaired: majority vote, or dawid_skene (raters weighted by estimated reliability)",
+        )
+
     def handle(self, *args, **options):
         project = Project.objects.filter(slug=options["project"]).first()
         if project is None:
@@ -44,6 +51,7 @@ class Command(BaseCommand):
                 out_path=options["out"],
                 neutral_step_correct=options["neutral_step"] == "correct",
                 pairwise_as_unpaired=options["pairwise_as_unpaired"],
+                aggregation=options["aggregation"],
             )
         except DomainError as e:
             raise CommandError(e.message) from None
