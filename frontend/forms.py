@@ -30,6 +30,13 @@ class ProjectSettingsForm(forms.Form):
         max_length=500,
         help_text="Aspects rated on a 1–7 scale, separated by commas. Empty: helpful, honest, harmless.",
     )
+    review_max_confidence = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        label="Review threshold",
+        help_text="Tasks whose aggregated label is at most this probable (0–1) head the review page. Empty: 0.8.",
+    )
 
     def clean_aspects(self) -> list[str]:
         raw = [a.strip().lower() for a in self.cleaned_data["aspects"].split(",")]
@@ -67,3 +74,12 @@ class SnapshotForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="Whose annotations go in.",
     )
+    aggregation = forms.ChoiceField(
+        choices=[("majority", "Majority vote"), ("dawid_skene", "Reliability-weighted (Dawid-Skene)")],
+        initial="majority",
+        required=False,
+        help_text="How pairwise labels are combined; a reviewer's correction always decides its task.",
+    )
+
+    def clean_aggregation(self):
+        return self.cleaned_data.get("aggregation") or "majority"

@@ -266,6 +266,58 @@ def review_queue(
     return list(qs.select_related("author", "task", "task__prompt").order_by("-id")[:limit])
 
 
+REVIEW_MAX_CONFIDENCE = 0.8
+
+
+def review_max_confidence(project: Project) -> float:
+    """The project's `review_max_confidence` setting: tasks whose aggregated label is at most this
+    probable go to reviewers first."""
+    try:
+        value = float((project.settings or {}).get("review_max_confidence", REVIEW_MAX_CONFIDENCE))
+    except (TypeError, ValueError):
+        return REVIEW_MAX_CONFIDENCE
+    return min(max(value, 0.0), 1.0)
+
+
+def disputed_tasks(*, project: Project, kind: str = "", limit: int = 50) -> list[dict]:
+    """Tasks whose raters disagree beyond the project's threshold (Dawid-Skene confidence at most
+    `review_max_confidence`), least certain first, leaving out tasks a reviewer has corrected or
+    accepted an annotation of.
+    Each: task id, kind, label, majority, confidence, ratings, prompt, and the annotation to open."""
+    from annotation.quality.aggregation import review_candidates
+
+    threshold = review_max_confidence(project)
+    kinds = [k for k in (TaskKind.PAIRWISE, TaskKind.RATING) if not kind or kind == k]
+    found = []
+    for k in kinds:
+        if not Annotation.objects.filter(task__project=project, kind=k, is_current=True).exists():
+            continue
+        for c in review_candidates(project=project, kind=k, max_confidence=threshold, limit=limit + 500):
+            found.append({**c, "kind": k})
+    if not found:
+        return []
+    ids = [c["task_id"] for c in found]
+    # A reviewer has settled the task: a correction, or an accepted annotation.
+    corrected = set(
+        Annotation.objects.filter(task_id__in=ids, is_current=True)
+        .filter(Q(is_review=True) | Q(details__has_key="review"))
+        .values_list("task_id", flat=True)
+    )
+    first = {}
+    for a in (
+        Annotation.objects.filter(task_id__in=ids, is_current=True, source=AnnotationSource.HUMAN)
+        .select_related("task__prompt")
+        .order_by("id")
+    ):
+        first.setdefault(a.task_id, a)
+    out = []
+    for c in sorted(found, key=lambda c: c["confidence"]):
+        if c["task_id"] in corrected or c["task_id"] not in first:
+            continue
+        out.append({**c, "annotation": first[c["task_id"]]})
+    return out[:limit]
+
+
 def project_annotation(*, project: Project, annotation_id: int) -> Annotation | None:
     return (
         Annotation.objects.filter(pk=annotation_id, task__project=project)
@@ -293,3 +345,126 @@ def snapshots(*, project: Project) -> list[DatasetSnapshot]:
 
 def snapshot(*, project: Project, snapshot_id: int) -> DatasetSnapshot | None:
     return project.snapshots.filter(pk=snapshot_id).first()
+
+
+# Quality
+
+
+def _figure(block: dict | None, label: str, kind: str) -> dict | None:
+    """One agreement figure with its bootstrap interval: alpha at the block's first level."""
+    if not block:
+        return None
+    alpha = block.get("alpha") or {}
+    level, ci = next(iter(alpha.items()), (None, None))
+    if ci is None:
+        ci, level = block.get("kendall_w"), "Kendall's W"
+    if not ci or ci.get("estimate") is None:
+        return None
+    return {
+        "label": label,
+        "kind": kind,
+        "measure": f"Krippendorff's alpha ({level})" if level != "Kendall's W" else level,
+        "estimate": ci["estimate"],
+        "low": ci.get("low"),
+        "high": ci.get("high"),
+        "ratings": block.get("ratings"),
+        "percent_agreement": (block.get("percent_agreement") or {}).get("estimate"),
+    }
+
+
+def _weighted(rows: list[tuple[float | None, float | None]]) -> float | None:
+    pairs = [(v, w) for v, w in rows if v is not None and w]
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total else None
+
+
+def quality(*, project: Project, n_resamples: int = 200) -> dict:
+    """Chart-ready quality figures from the project's quality report: agreement per kind (with
+    intervals), per-annotator agreement with the majority and gold accuracy, and the model leaderboard."""
+    from annotation.quality.report import quality_report
+
+    report = quality_report(project=project, n_resamples=n_resamples)
+    kinds = report["kinds"]
+    blocks = []  # (label, kind, block) for every categorical figure
+    if kinds.get("pairwise"):
+        blocks.append(("Pairwise choice", "pairwise", kinds["pairwise"].get("choice")))
+    rating = kinds.get("rating") or {}
+    if rating.get("thumb"):
+        blocks.append(("Rating thumb", "rating", rating["thumb"]))
+    for aspect, block in (rating.get("aspects") or {}).items():
+        blocks.append((f"Rating: {aspect}", "rating", block))
+    if kinds.get("steps"):
+        blocks.append(("Step labels", "steps", kinds["steps"].get("labels")))
+    agreement = [f for f in (_figure(b, label, kind) for label, kind, b in blocks) if f]
+    if kinds.get("ranking") and kinds["ranking"].get("kendall_w"):
+        ranking = kinds["ranking"]
+        f = _figure({"kendall_w": ranking["kendall_w"], "ratings": ranking.get("ratings")}, "Ranking", "ranking")
+        if f:
+            agreement.append(f)
+
+    # Per annotator: agreement with the majority (weighted by ratings) and gold accuracy (weighted
+    # by gold items) over the categorical figures that carry them.
+    people: dict[str, dict] = {}
+    for label, kind, block in blocks:
+        for row in (block or {}).get("annotators", []):
+            p = people.setdefault(
+                row["key"], {"annotator": row["annotator"], "source": row["source"], "agree": [], "gold": [], "ratings": 0}
+            )
+            p["ratings"] += row.get("ratings") or 0
+            p["agree"].append((row.get("majority_agreement"), row.get("ratings")))
+            p["gold"].append((row.get("gold_accuracy"), row.get("gold_items")))
+    annotators = []
+    for key, p in people.items():
+        annotators.append(
+            {
+                "key": key,
+                "annotator": p["annotator"],
+                "source": p["source"],
+                "ratings": p["ratings"],
+                "majority_agreement": _weighted(p["agree"]),
+                "gold_accuracy": _weighted(p["gold"]),
+                "gold_items": sum(w or 0 for v, w in p["gold"] if v is not None),
+            }
+        )
+    annotators.sort(key=lambda a: (-a["ratings"], a["annotator"]))
+    board = report.get("leaderboard") or {}
+    return {
+        "agreement": agreement,
+        "annotators": annotators,
+        "leaderboard": board.get("models") or [],
+        "leaderboard_votes": board.get("votes", 0),
+        "bootstrap": report["bootstrap"],
+    }
+
+
+def annotator_stats(*, project: Project) -> list[dict]:
+    """Per human annotator: annotations by kind, median seconds, agreement with the majority and
+    gold accuracy (from the quality report)."""
+    human = Annotation.objects.filter(task__project=project, source=AnnotationSource.HUMAN, supersedes__isnull=True)
+    counts: dict[str, dict] = {}
+    for row in human.values("author__username", "kind").annotate(n=Count("id")):
+        name = row["author__username"] or "(deleted)"
+        counts.setdefault(name, {})[row["kind"]] = row["n"]
+    seconds: dict[str, list[float]] = {}
+    for name, s in (
+        human.filter(seconds_spent__isnull=False).order_by("-id").values_list("author__username", "seconds_spent")[:20000]
+    ):
+        seconds.setdefault(name or "(deleted)", []).append(s)
+    figures = {a["annotator"]: a for a in quality(project=project)["annotators"] if a["source"] == AnnotationSource.HUMAN}
+    out = []
+    for name in sorted(set(counts) | set(figures)):
+        f = figures.get(name, {})
+        by_kind = counts.get(name, {})
+        out.append(
+            {
+                "username": name,
+                "annotations": sum(by_kind.values()),
+                "by_kind": [{"kind": k, "n": by_kind[k]} for k in TaskKind.values if k in by_kind],
+                "median_seconds": round(statistics.median(seconds[name]), 1) if seconds.get(name) else None,
+                "majority_agreement": f.get("majority_agreement"),
+                "gold_accuracy": f.get("gold_accuracy"),
+                "gold_items": f.get("gold_items", 0),
+            }
+        )
+    out.sort(key=lambda a: (-a["annotations"], a["username"]))
+    return out

@@ -31,6 +31,7 @@ urlpatterns = [
     path("p/<slug:slug>/constitution/", versions.constitution, name="constitution"),
     path("p/<slug:slug>/constitution/diff/", versions.constitution_diff, name="constitution_diff"),
     path("p/<slug:slug>/dashboard/", insight.dashboard, name="dashboard"),
+    path("p/<slug:slug>/annotators/", insight.annotators, name="annotators"),
     path("p/<slug:slug>/review/", review.review_list, name="review_list"),
     path("p/<slug:slug>/review/<int:annotation_id>/", review.review_detail, name="review_detail"),
     path("p/<slug:slug>/review/<int:annotation_id>/accept/", review.review_accept, name="review_accept"),

@@ -18,12 +18,19 @@ from ..forms import SnapshotForm
 @project_view(OBSERVERS)
 def dashboard(request, project):
     data = reads.dashboard(project=project)
-    return render(request, "frontend/dashboard.html", {"project": project, "data": data})
+    quality = reads.quality(project=project)
+    return render(request, "frontend/dashboard.html", {"project": project, "data": data, "quality": quality})
+
+
+@project_view(OBSERVERS)
+def annotators(request, project):
+    rows = reads.annotator_stats(project=project)
+    return render(request, "frontend/annotators.html", {"project": project, "annotators": rows})
 
 
 @project_view(ENGINEERS)
 def snapshots(request, project):
-    form = SnapshotForm(initial={"file_format": "jsonl", "style": "conversational", "sources": ["human", "ai"]})
+    form = SnapshotForm(initial={"file_format": "jsonl", "style": "conversational", "sources": ["human", "ai"], "aggregation": "majority"})
     ctx = {"project": project, "snapshots": reads.snapshots(project=project), "form": form}
     return render(request, "frontend/snapshots.html", ctx)
 

@@ -24,6 +24,10 @@ def project_settings(request, project):
                 settings["aspects"] = data["aspects"]
             else:
                 settings.pop("aspects", None)
+            if data.get("review_max_confidence") is not None:
+                settings["review_max_confidence"] = data["review_max_confidence"]
+            else:
+                settings.pop("review_max_confidence", None)
             try:
                 services.project_update(
                     project=project,
@@ -47,6 +51,7 @@ def project_settings(request, project):
                 "lease_minutes": max(1, project.lease_seconds // 60),
                 "task_kinds": (project.settings or {}).get("task_kinds", []),
                 "aspects": ", ".join((project.settings or {}).get("aspects", [])),
+                "review_max_confidence": reads.review_max_confidence(project),
             }
         )
     ctx = {"project": project, "form": form, "members": reads.members(project=project), "member_form": MemberForm()}

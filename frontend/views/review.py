@@ -29,8 +29,11 @@ def review_list(request, project):
         status = "pending"
     author = request.GET.get("author", "")[:150]
     annotations = reads.review_queue(project=project, kind=kind, author=author, status=status)
+    disputed = reads.disputed_tasks(project=project, kind=kind) if status == "pending" and not author else []
     ctx = {
         "project": project,
+        "disputed": disputed,
+        "review_max_confidence": reads.review_max_confidence(project),
         "annotations": annotations,
         "kind": kind,
         "status": status,
@@ -107,7 +110,10 @@ def review_accept(request, project, annotation_id):
 
 
 def _next_url(request, project) -> str:
-    """Back to the review list; the next pending annotation is at the top of it."""
+    """The most disputed task not yet corrected, else the next pending annotation, else the list."""
+    disputed = reads.disputed_tasks(project=project, limit=1)
+    if disputed:
+        return reverse("frontend:review_detail", args=[project.slug, disputed[0]["annotation"].pk])
     nxt = reads.review_queue(project=project, status="pending", limit=1)
     if nxt:
         return reverse("frontend:review_detail", args=[project.slug, nxt[0].pk])
