@@ -96,3 +96,138 @@ def generation_job_cancel(request, slug, job_id):
     else:
         messages.info(request, f"Generation job {job.pk} is being cancelled.")
     return redirect("training:generation_job", project.slug, job.pk)
+
+
+# --- training runs -------------------------------------------------------------------------
+import json  # noqa: E402
+
+from django.http import JsonResponse  # noqa: E402
+from django.urls import reverse  # noqa: E402
+
+from annotation.models import DatasetSnapshot  # noqa: E402
+
+from .models import Model, TrainingMethod  # noqa: E402
+from .services import runs as run_services  # noqa: E402
+
+
+def _shown_default(value) -> str:
+    # Strings as they are unless they hold characters an input field loses (a newline): those as JSON.
+    if isinstance(value, str) and value.isprintable():
+        return value
+    return json.dumps(value)
+
+
+def _parsed(text: str, type_text: str):
+    if type_text == "a string" and not text.startswith('"'):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _launch_context(project, method: str, post=None) -> dict:
+    fields = run_services.config_fields(method)
+    for f in fields:
+        f["shown"] = _shown_default(f["default"])
+        f["value"] = post.get(f"hp_{f['name']}", f["shown"]) if post is not None else f["shown"]
+    return {
+        "methods": TrainingMethod.values,
+        "method": method,
+        "hp_fields": [f for f in fields if "." not in f["name"]],
+        "base_models": Model.objects.filter(is_active=True).exclude(path="").order_by("name"),
+        "reward_models": [m for m in Model.objects.filter(is_active=True).exclude(path="").order_by("name")
+                          if "reward" in (m.roles or [])],
+        "snapshots": DatasetSnapshot.objects.filter(project=project,
+                                                    format__in=run_services.SNAPSHOT_FORMATS[method]).order_by("-id")[:50],
+    }
+
+
+@login_required
+def training_runs(request, slug):
+    project, role = _project(request, slug, OBSERVERS)
+    can_launch = role in ENGINEERS
+    method = request.POST.get("method") or request.GET.get("method") or TrainingMethod.SFT
+    if method not in TrainingMethod.values:
+        method = TrainingMethod.SFT
+    errors: dict = {}
+    launch = None
+    if request.method == "POST":
+        if not can_launch:
+            raise PermissionDenied("Only admins and engineers launch training runs.")
+        launch = _launch_context(project, method, request.POST)
+        hyper = {f["name"]: _parsed(f["value"].strip(), f["type"]) for f in launch["hp_fields"]
+                 if f["value"].strip() != f["shown"].strip()}
+        base = Model.objects.filter(name=request.POST.get("base_model", "")).first()
+        snapshot = DatasetSnapshot.objects.filter(project=project, pk=request.POST.get("snapshot") or 0).first()
+        reward = Model.objects.filter(name=request.POST.get("reward_model") or "").first()
+        if base is None or snapshot is None:
+            errors = {"base_model" if base is None else "snapshot": ["choose one"]}
+        else:
+            try:
+                run = run_services.training_run_create(project=project, method=method, base_model=base, snapshot=snapshot,
+                                                       hyperparameters=hyper, reward_model=reward,
+                                                       created_by=request.user)
+            except DomainError as exc:
+                messages.error(request, exc.message)
+                errors = exc.fields
+            else:
+                messages.success(request, f"Training run {run.pk} queued.")
+                return redirect("training:training_run", project.slug, run.pk)
+    elif can_launch:
+        launch = _launch_context(project, method)
+    if launch:
+        for f in launch["hp_fields"]:
+            f["errors"] = errors.get(f["name"], [])
+        launch["errors"] = {k: v for k, v in errors.items() if k not in {f["name"] for f in launch["hp_fields"]}}
+    runs = run_services.training_runs_for(project=project).order_by("-id")[:50]
+    ctx = _ctx(gen_project=project, runs=runs, launch=launch, can_launch=can_launch)
+    return render(request, "training/training_runs.html", ctx, status=400 if errors else 200)
+
+
+def _run_or_404(project, run_id):
+    run = run_services.training_run_get(project=project, run_id=run_id)
+    if run is None:
+        raise Http404("No such training run")
+    return run
+
+
+@login_required
+def training_run_detail(request, slug, run_id):
+    project, role = _project(request, slug, OBSERVERS)
+    run = _run_or_404(project, run_id)
+    data_url = reverse("training:training_run_data", args=[project.slug, run.pk])
+    ctx = _ctx(gen_project=project, run=run, can_launch=role in ENGINEERS, data_url=data_url,
+               evaluation=(run.result or {}).get("evaluation") or {})
+    return render(request, "training/training_run.html", ctx)
+
+
+@login_required
+def training_run_data(request, slug, run_id):
+    """What the run page polls: status, step, log tail, result and the metrics series (after `since_step`)."""
+    project, _ = _project(request, slug, OBSERVERS)
+    run = _run_or_404(project, run_id)
+    try:
+        since = int(request.GET.get("since_step", -1))
+    except ValueError:
+        since = -1
+    return JsonResponse({
+        "id": run.pk, "status": run.status, "step": run.step, "active": run.is_active, "error": run.error,
+        "cancel_requested": run.cancel_requested, "log_tail": run.log_tail, "result": run.result,
+        "output_model": run.output_model.name if run.output_model else None,
+        "metrics": run_services.training_run_series(run=run, since_step=since),
+    })
+
+
+@require_POST
+@login_required
+def training_run_cancel(request, slug, run_id):
+    project, _ = _project(request, slug, ENGINEERS)
+    run = _run_or_404(project, run_id)
+    try:
+        run_services.training_run_cancel(run=run)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.info(request, f"Training run {run.pk} is being cancelled; the trainer saves a checkpoint first.")
+    return redirect("training:training_run", project.slug, run.pk)

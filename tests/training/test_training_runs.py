@@ -162,3 +162,48 @@ def test_reconciler_fails_a_run_whose_worker_went_silent(world, monkeypatch, set
     assert run.status == JobStatus.FAILED and "stopped responding" in run.error and run.owner == ""
     assert fresh.status == JobStatus.RUNNING
     assert training_runs_reconcile()["runs_failed"] == 0
+
+
+def test_run_pages_launch_form_and_live_data(world, client, monkeypatch):
+    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    client.force_login(world["users"]["annotator"])
+    assert client.get("/training/p/p/runs/").status_code == 403
+    client.force_login(world["users"]["engineer"])
+    page = client.get("/training/p/p/runs/?method=dpo").content.decode()
+    assert "No dpo snapshot" in page
+    page = client.get("/training/p/p/runs/").content.decode()
+    assert 'name="hp_learning_rate"' in page and 'value="2e-05"' in page
+    bad = client.post("/training/p/p/runs/", {"method": "sft", "base_model": "tiny", "snapshot": world["snapshot"].pk,
+                                               "hp_learning_rate": "-1", "hp_batch_size": "8"})
+    assert bad.status_code == 400 and "must be a positive number" in bad.content.decode()
+    good = client.post("/training/p/p/runs/", {"method": "sft", "base_model": "tiny", "snapshot": world["snapshot"].pk,
+                                                "hp_max_steps": "3"})
+    run = TrainingRun.objects.get()
+    assert good.status_code == 302 and good["Location"].endswith(f"/training/p/p/runs/{run.pk}/")
+    assert run.hyperparameters == {"max_steps": 3}
+    TrainingMetric.objects.create(run=run, step=1, name="loss", value=2.5)
+    TrainingRun.objects.filter(pk=run.pk).update(result={"evaluation": {"eval/accuracy": 0.75}})
+    client.force_login(world["users"]["reviewer"])
+    page = client.get(f"/training/p/p/runs/{run.pk}/").content.decode()
+    assert "chart-4.6.1.umd.min.js" in page and 'id="chart-kl"' in page and "eval/accuracy" in page
+    assert 'id="cancel-form"' not in page
+    data = client.get(f"/training/p/p/runs/{run.pk}/data/").json()
+    assert data["metrics"] == {"loss": [[1, 2.5]]} and data["status"] == "queued"
+    assert client.get(f"/training/p/p/runs/{run.pk}/data/?since_step=1").json()["metrics"] == {}
+    assert client.post(f"/training/p/p/runs/{run.pk}/cancel/").status_code == 403
+    client.force_login(world["users"]["engineer"])
+    assert client.post(f"/training/p/p/runs/{run.pk}/cancel/").status_code == 302
+    assert TrainingRun.objects.get().status == JobStatus.CANCELLED
+
+
+def test_train_command(world, monkeypatch):
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    with pytest.raises(CommandError, match="learning_rate"):
+        call_command("train", project="p", method="sft", snapshot=world["snapshot"].sha256[:10], model="tiny",
+                     set=["learning_rate=-1"])
+    call_command("train", project="p", method="sft", snapshot=str(world["snapshot"].pk), model="tiny",
+                 set=["max_steps=2", "lr_scheduler=cosine"])
+    run = TrainingRun.objects.get()
+    assert run.hyperparameters == {"max_steps": 2, "lr_scheduler": "cosine"} and run.status == JobStatus.QUEUED

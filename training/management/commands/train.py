@@ -1,0 +1,91 @@
+"""`manage.py train`: launch a training run through the service, and optionally follow it to the end."""
+
+import json
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation.errors import DomainError
+from annotation.models import DatasetSnapshot, Project
+from training.models import ACTIVE_STATUSES, Model, TrainingMetric, TrainingRun
+from training.services.runs import training_run_create
+
+
+def _value(text: str):
+    """`--set` values are JSON where they parse (numbers, true, null, objects), strings otherwise."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class Command(BaseCommand):
+    help = "Train a model on a dataset snapshot (sft, reward, dpo, kto, orpo, ppo, prm) on the gpu queue."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="project slug")
+        parser.add_argument("--method", required=True, help="sft, reward, dpo, kto, orpo, ppo or prm")
+        parser.add_argument("--snapshot", required=True, help="snapshot id or sha256 (a unique prefix will do)")
+        parser.add_argument("--model", required=True, help="registered base model name")
+        parser.add_argument("--reward-model", default=None, help="registered reward model name (ppo)")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="a hyperparameter, e.g. --set beta=0.1 --set lora='{\"r\": 8}' (repeatable)")
+        parser.add_argument("--wait", action="store_true", help="print metrics until the run ends")
+        parser.add_argument("--timeout", type=float, default=24 * 3600, help="with --wait: give up after this long")
+
+    def handle(self, *args, **o):
+        project = Project.objects.filter(slug=o["project"]).first()
+        if project is None:
+            raise CommandError(f"no project {o['project']!r}")
+        model = Model.objects.filter(name=o["model"]).first()
+        if model is None:
+            raise CommandError(f"no model {o['model']!r}")
+        reward = None
+        if o["reward_model"]:
+            reward = Model.objects.filter(name=o["reward_model"]).first()
+            if reward is None:
+                raise CommandError(f"no model {o['reward_model']!r}")
+        key = o["snapshot"].strip().lower()
+        snapshots = DatasetSnapshot.objects.filter(project=project)
+        found = list(snapshots.filter(pk=int(key))) if key.isdigit() and len(key) < 12 else []
+        found = found or list(snapshots.filter(sha256__startswith=key)[:2]) if len(key) >= 6 else found
+        if len(found) != 1:
+            raise CommandError(f"no single snapshot {o['snapshot']!r} in {project.slug}")
+        hyper = {}
+        for item in o["set"]:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise CommandError(f"--set takes KEY=VALUE, not {item!r}")
+            hyper[name.strip()] = _value(value)
+        try:
+            run = training_run_create(project=project, method=o["method"], base_model=model, snapshot=found[0],
+                                      hyperparameters=hyper, reward_model=reward)
+        except DomainError as exc:
+            detail = "".join(f"\n  {f}: {'; '.join(m)}" for f, m in exc.fields.items())
+            raise CommandError(exc.message if not detail else f"invalid {o['method']} run:{detail}") from exc
+        self.stdout.write(f"training run {run.pk}: {run.method} of {model.name} on snapshot {run.snapshot_sha256[:12]}, "
+                          f"queued on '{run.queue}'; output {run.output_dir}")
+        if o["wait"]:
+            self._watch(run.pk, o["timeout"])
+
+    def _watch(self, run_id: int, timeout: float) -> None:
+        t0, last_step = time.monotonic(), -1
+        while True:
+            run = TrainingRun.objects.get(pk=run_id)
+            rows = TrainingMetric.objects.filter(run_id=run_id, step__gt=last_step).order_by("step", "name")
+            by_step: dict[int, list[str]] = {}
+            for step, name, value in rows.values_list("step", "name", "value"):
+                by_step.setdefault(step, []).append(f"{name}={value:.4g}" if value is not None else f"{name}=nan")
+            for step, items in by_step.items():
+                self.stdout.write(f"  step {step}: {' '.join(items)}")
+                last_step = max(last_step, step)
+            if run.status not in ACTIVE_STATUSES:
+                self.stdout.write(f"training run {run.pk} {run.status}"
+                                  + (f": {run.error}" if run.error else "")
+                                  + (f"; model {run.output_model.name}" if run.output_model else ""))
+                if run.status != "succeeded":
+                    raise CommandError(f"training run {run.pk} {run.status}")
+                return
+            if time.monotonic() - t0 > timeout:
+                raise CommandError(f"gave up waiting after {timeout:.0f} s; the run goes on")
+            time.sleep(2)
