@@ -443,6 +443,18 @@ def cpu_sample(server_pids: list[int], db: str | None) -> CpuSample:
     return CpuSample(time.process_time(), {p: _proc_cpu(p) for p in server_pids}, _postgres_cpu(db), busy, total)
 
 
+def wait_for_idle(limit_s: float, busy_below: float = 15.0) -> float:
+    """Wait (at most limit_s) until the machine is mostly idle for 3 s; returns seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s:
+        b0, tot0 = _machine_busy()
+        time.sleep(3)
+        b1, tot1 = _machine_busy()
+        if 100 * (b1 - b0) / max(tot1 - tot0, 1e-9) < busy_below:
+            break
+    return time.perf_counter() - t0
+
+
 def machine_idle_check(seconds: float = 1.0) -> str:
     """Other work on the machine takes cores from every figure below; say how much there was."""
     b0, t0 = _machine_busy()
@@ -951,6 +963,8 @@ def main() -> int:
     parser.add_argument("--worker-class", default="sync", choices=("sync", "gthread"))
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     parser.add_argument("--annotators", type=int, default=16)
+    parser.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                        help="first wait up to SECONDS for other processes to leave the CPU idle")
     parser.add_argument("--async-commit", action="store_true",
                         help="diagnostic: synchronous_commit=off on the bench database (commits stop waiting for the WAL flush)")
     parser.add_argument("--seconds", type=float, help="override the duration of each HTTP level")
@@ -969,12 +983,15 @@ def main() -> int:
     servers: list[Gunicorn] = []
     database_url = pg_url(BENCH_DB)
     t_start = time.perf_counter()
+    if args.wait_idle:
+        waited = wait_for_idle(args.wait_idle)
+        say(f"waited {waited:.0f} s for the machine to go quiet")
     idle = machine_idle_check()
     say(f"Quorum queue benchmark ({'quick' if args.quick else 'full'} run) on {N_CORES} cores; "
         f"gunicorn {args.workers} {args.worker_class} workers"
-        + (f" x {args.threads} threads" if args.worker_class == "gthread" else "")
-        + " (sync workers hold one request each and block on every query; ~2 per core keeps both cores busy "
-          "while one waits on PostgreSQL)")
+        + (f" x {args.threads} threads" if args.worker_class == "gthread" else
+           " (a sync worker holds one request and blocks on every query; ~2 per core keeps both cores busy "
+           "while one waits on PostgreSQL)"))
     say(idle)
     try:
         # 1. PostgreSQL: fresh database, migrations, bulk seed.
