@@ -14,9 +14,14 @@ from rest_framework.test import APIClient
 
 from annotation import services as annotation_services
 from annotation.models import DatasetSnapshot
-from training.models import JobStatus, Model, TrainingMetric, TrainingRun
+from training.models import JobStatus, TrainingMetric, TrainingRun
 from training.services import model_register
-from training.services.runs import training_run_cancel, training_run_create, training_runs_reconcile
+from training.services.runs import (
+    training_run_cancel,
+    training_run_create,
+    training_run_relaunch,
+    training_runs_reconcile,
+)
 from training.tasks import reconcile, training_run_execute
 from training.tiny import save_tiny_model
 from training.trainers.common import last_checkpoint
@@ -86,7 +91,8 @@ def test_sft_run_succeeds_with_metrics_and_a_registered_output_model(world, djan
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cancel_stops_the_trainer_with_a_checkpoint(world):
+def test_cancel_stops_the_trainer_with_a_checkpoint(world, monkeypatch):
+    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
     run = launch(world, max_steps=5000, save_steps=10000)
     outcome = {}
 
@@ -110,6 +116,23 @@ def test_cancel_stops_the_trainer_with_a_checkpoint(world):
     assert run.output_model is None and 0 < run.step < 5000
     with pytest.raises(Exception, match="already cancelled"):
         training_run_cancel(run=run)
+
+    # A relaunch continues from that checkpoint: the first step it reports comes after it.
+    stopped_at = run.step
+    first_before = TrainingMetric.objects.filter(run=run).order_by("-id").values_list("id", flat=True).first()
+    training_run_relaunch(run=run)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while (not TrainingMetric.objects.filter(run=run, id__gt=first_before).exists()
+           and time.monotonic() < deadline and thread.is_alive()):
+        time.sleep(0.2)
+    training_run_cancel(run=run)
+    thread.join(timeout=120)
+    run.refresh_from_db()
+    resumed = TrainingMetric.objects.filter(run=run, id__gt=first_before).order_by("step").first()
+    assert run.status == JobStatus.CANCELLED and run.attempts == 1
+    assert resumed is not None and resumed.step > stopped_at, (resumed.step, stopped_at)
 
 
 def test_invalid_hyperparameters_are_a_400_with_field_messages(world):
@@ -145,6 +168,21 @@ def test_roles_launch_read_and_cancel(world, monkeypatch):
     response = api(world["users"]["admin"]).post(f"{url}{run_id}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     assert api(world["users"]["admin"]).post(f"{url}{run_id}/cancel/").status_code == 409
+    assert api(world["users"]["reviewer"]).post(f"{url}{run_id}/relaunch/").status_code == 403
+    response = api(world["users"]["engineer"]).post(f"{url}{run_id}/relaunch/")
+    assert response.status_code == 200 and response.json()["status"] == "queued" and response.json()["attempts"] == 1
+    assert api(world["users"]["engineer"]).post(f"{url}{run_id}/relaunch/").status_code == 409
+
+
+def test_a_trainer_that_fails_ends_the_run_failed_with_its_log(world, monkeypatch, tmp_path):
+    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    monkeypatch.setattr("training.tasks.close_old_connections", lambda: None)
+    run = launch(world)
+    DatasetSnapshot.objects.filter(pk=world["snapshot"].pk).update(path=str(tmp_path / "gone.jsonl"))
+    assert training_run_execute.apply(args=[run.pk]).get() == JobStatus.FAILED
+    run.refresh_from_db()
+    assert run.status == JobStatus.FAILED and run.owner == "" and run.error and run.log_tail
+    assert run.output_model is None
 
 
 def test_reconciler_fails_a_run_whose_worker_went_silent(world, monkeypatch, settings):

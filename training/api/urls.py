@@ -21,4 +21,9 @@ urlpatterns = [
         views.TrainingRunCancelView.as_view(),
         name="api-training-run-cancel",
     ),
+    path(
+        project + "training-runs/<int:run_id>/relaunch/",
+        views.TrainingRunRelaunchView.as_view(),
+        name="api-training-run-relaunch",
+    ),
 ]

@@ -147,3 +147,15 @@ class TrainingRunCancelView(TrainingRunDetailView):
     def post(self, request, slug, run_id):
         run = run_services.training_run_cancel(run=self.run(run_id))
         return HttpResponse(s.TrainingRunOutput(self.run(run.pk)).data)
+
+
+class TrainingRunRelaunchView(TrainingRunDetailView):
+    """Queue a failed or cancelled run again; the trainer resumes from the last checkpoint in its directory."""
+
+    permissions_by_method = {"*": [CanManageData]}
+    http_method_names = ["post", "options"]
+
+    @extend_schema(request=None, responses={200: s.TrainingRunOutput})
+    def post(self, request, slug, run_id):
+        run = run_services.training_run_relaunch(run=self.run(run_id))
+        return HttpResponse(s.TrainingRunOutput(self.run(run.pk)).data)

@@ -109,9 +109,9 @@ def training_run_create(
     queue: str = "gpu",
 ) -> TrainingRun:
     """Validate the run against the trainer's own config loader, record it and queue it (after commit)."""
-    hyperparameters = dict(hyperparameters or {})
-    if not isinstance(hyperparameters, dict):
+    if not isinstance(hyperparameters or {}, dict):
         raise Invalid("hyperparameters must be an object", fields={"hyperparameters": ["must be an object"]})
+    hyperparameters = dict(hyperparameters or {})
     config_class(method)
     taken = sorted(set(hyperparameters) & set(PLATFORM_FIELDS))
     if taken:
@@ -124,9 +124,10 @@ def training_run_create(
     if not base_model.is_active or base_model.backend == Backend.OPENAI or not base_model.path:
         raise Invalid(f"model {base_model.name} has no local weights to train",
                       fields={"base_model": ["must be an active local model (transformers or vllm)"]})
-    if method == TrainingMethod.PPO:
+    if method == TrainingMethod.PPO and (reward_model is not None or not hyperparameters.get("reward_function")):
         if reward_model is None or ModelRole.REWARD not in (reward_model.roles or []) or not reward_model.path:
-            raise Invalid("PPO needs a local reward model", fields={"reward_model": ["a local model with the reward role"]})
+            raise Invalid("PPO needs a local reward model (or a reward_function)",
+                          fields={"reward_model": ["a local model with the reward role"]})
     elif reward_model is not None:
         raise Invalid(f"{method} takes no reward model", fields={"reward_model": ["only for ppo"]})
     spec = run_spec(method=method, base_model=base_model, snapshot=snapshot, hyperparameters=hyperparameters,
