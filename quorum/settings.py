@@ -154,6 +154,8 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "annotation.models.Role",
         "SnapshotFormatEnum": "annotation.models.SnapshotFormat",
         "ImportFormatEnum": ["prompts", "preference", "unpaired", "stepwise", "sft"],
+        "TaskStatusEnum": "annotation.models.TaskStatus",
+        "JobStatusEnum": "training.models.JobStatus",
     },
 }
 

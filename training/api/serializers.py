@@ -1,5 +1,7 @@
 """Input serializers parse and validate at the edge; output serializers render."""
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import Backend, CandidateTasks, GenerationJob, Model, ModelRole
@@ -87,6 +89,7 @@ class TrainingRunOutput(serializers.ModelSerializer):
         ]
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class SnapshotField(serializers.Field):
     """A snapshot by id or by sha256 (a unique prefix of at least 8 hex digits is enough)."""
 
