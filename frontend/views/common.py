@@ -3,12 +3,13 @@
 import json
 import uuid
 
-from annotation.errors import Invalid
+from annotation import services
+from annotation.errors import DomainError, Invalid
 from annotation.models import TaskKind
 from annotation.payloads import LIKERT_MAX, LIKERT_MIN, to_shown
 
 from .. import reads
-from ..taskforms import PAIRWISE_LABELS, SKIP_REASONS, STEP_LABELS, STRENGTH_LABELS, form_state
+from ..taskforms import PAIRWISE_LABELS, SKIP_REASONS, STEP_LABELS, STRENGTH_LABELS, form_state, parse_payload
 
 LETTERS = "ABCDEFGHIJKLMNOP"
 PAIRWISE_KEYS = {"A": ("1", "a"), "B": ("2", "b"), "tie": ("3", "t"), "both_bad": ("4", "x")}
@@ -127,3 +128,28 @@ def client_id_from(data) -> uuid.UUID:
         return uuid.UUID(data.get("client_id", ""))
     except ValueError:
         raise Invalid("The form is out of date; reload the page.") from None
+
+
+def revise_from_post(request, annotation, *, aspects, as_reviewer: bool = False) -> tuple[str, dict | None, str]:
+    """Write the posted form as a new revision of `annotation` (My work edits and review corrections).
+
+    Returns (error, state, rationale): on success error is "" and state None; on a refused edit the
+    error message and the posted form's state, so the page shows what the person entered.
+    """
+    task = annotation.task
+    rationale = request.POST.get("rationale", "")[:20000]
+    try:
+        payload = parse_payload(task.kind, request.POST, n_steps=task.n_steps, aspects=aspects)
+        services.annotation_revise(
+            annotation=annotation,
+            author=request.user,
+            payload=payload,
+            rationale=rationale,
+            seconds_spent=seconds_from(request.POST),
+            client_id=client_id_from(request.POST),
+            as_reviewer=as_reviewer,
+        )
+    except DomainError as exc:
+        state = state_from_post(task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects)
+        return exc.message, state, rationale
+    return "", None, rationale

@@ -7,13 +7,10 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from annotation import services
-from annotation.errors import DomainError
 
 from .. import reads
 from ..access import project_view
-from ..taskforms import parse_payload
-from .common import client_id_from, seconds_from, shown_state, state_from_post, task_context
+from .common import revise_from_post, shown_state, task_context
 
 
 @project_view()
@@ -37,23 +34,8 @@ def my_work_edit(request, project, annotation_id):
     state = None
     rationale = annotation.rationale
     if request.method == "POST":
-        rationale = request.POST.get("rationale", "")[:20000]
-        try:
-            payload = parse_payload(task.kind, request.POST, n_steps=task.n_steps, aspects=aspects)
-            services.annotation_revise(
-                annotation=annotation,
-                author=request.user,
-                payload=payload,
-                rationale=rationale,
-                seconds_spent=seconds_from(request.POST),
-                client_id=client_id_from(request.POST),
-            )
-        except DomainError as exc:
-            error = exc.message
-            state = state_from_post(
-                task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects
-            )
-        else:
+        error, state, rationale = revise_from_post(request, annotation, aspects=aspects)
+        if not error:
             messages.success(request, "Saved as a new revision.")
             return redirect("frontend:my_work", project.slug)
     if state is None:

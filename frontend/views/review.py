@@ -8,15 +8,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from annotation import services
 from annotation.errors import DomainError
 from annotation.models import TaskKind
 from annotation.services.review import annotation_accept
 
 from .. import reads
 from ..access import REVIEWERS, project_view
-from ..taskforms import parse_payload
-from .common import client_id_from, seconds_from, shown_state, state_from_post, task_context
+from .common import revise_from_post, shown_state, task_context
 
 
 @project_view(REVIEWERS)
@@ -58,24 +56,8 @@ def review_detail(request, project, annotation_id):
     state, error = None, ""
     rationale = annotation.rationale
     if request.method == "POST":
-        rationale = request.POST.get("rationale", "")[:20000]
-        try:
-            payload = parse_payload(task.kind, request.POST, n_steps=task.n_steps, aspects=aspects)
-            services.annotation_revise(
-                annotation=annotation,
-                author=request.user,
-                payload=payload,
-                rationale=rationale,
-                seconds_spent=seconds_from(request.POST),
-                client_id=client_id_from(request.POST),
-                as_reviewer=True,
-            )
-        except DomainError as exc:
-            error = exc.message
-            state = state_from_post(
-                task.kind, request.POST, n_responses=task.n_responses, n_steps=task.n_steps, aspects=aspects
-            )
-        else:
+        error, state, rationale = revise_from_post(request, annotation, aspects=aspects, as_reviewer=True)
+        if not error:
             messages.success(request, "Correction saved as a reviewed revision.")
             return redirect(_next_url(request, project))
     if state is None:
