@@ -295,3 +295,55 @@ class DatasetSnapshot(models.Model):
 
     class Meta:
         constraints = [models.CheckConstraint(condition=Q(format__in=SnapshotFormat.values), name="snapshot_format_valid")]
+
+
+class WebhookEvent(models.TextChoices):
+    TASK_COMPLETED = "task.completed"
+    SNAPSHOT_CREATED = "snapshot.created"
+    RUN_FINISHED = "run.finished"
+    GENERATION_FINISHED = "generation.finished"
+    PING = "ping"
+
+
+class Webhook(models.Model):
+    """A URL a project's events are POSTed to, signed with the webhook's secret."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    events = models.JSONField(default=list, help_text="Event names this URL receives.")
+    secret = models.CharField(max_length=200, help_text="HMAC-SHA256 key of the X-Quorum-Signature header.")
+    active = models.BooleanField(default=True)
+    description = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event sent (or being sent) to one webhook, with the outcome of its last attempt."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    key = models.CharField(max_length=200, help_text="The event's identity: one delivery per webhook and key.")
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    response_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["webhook", "key"], name="webhook_delivery_unique_key"),
+            models.CheckConstraint(condition=Q(status__in=DeliveryStatus.values), name="webhook_delivery_status_valid"),
+        ]
+        indexes = [models.Index(fields=["webhook", "-id"], name="webhook_delivery_recent")]
