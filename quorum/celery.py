@@ -28,6 +28,8 @@ app.conf.beat_schedule = {
         "schedule": _reconcile_every,
         "options": {"expires": _reconcile_every, "queue": "default"},
     },
+    # Webhook deliveries whose message was lost (annotation.tasks.webhook_reconcile).
+    "webhooks": {"task": "annotation.webhook_reconcile", "schedule": 60.0, "options": {"expires": 60.0, "queue": "default"}},
 }
 
 if app.conf.broker_url.startswith("sqla+"):

@@ -11,6 +11,7 @@ from django.utils import timezone
 from ..errors import Conflict, NotAllowed, NotFound
 from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Task, TaskStatus
 from ..payloads import DEFAULT_ASPECTS, validate_payload
+from .webhooks import webhook_task_submitted
 
 
 def project_aspects(project) -> tuple[str, ...]:
@@ -99,6 +100,7 @@ def annotation_submit(
                     default=F("status"),
                 ),
             )
+            webhook_task_submitted(task_id=task.pk, project_id=project.pk)  # task.completed, after commit
             return annotation
     except IntegrityError:
         # The client id is taken: a concurrent retry of this submit won (return its row),
