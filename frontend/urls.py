@@ -3,6 +3,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
+from quorum import login_limit
+
 from .views import annotate, insight, mywork, project_admin, review, versions
 
 app_name = "frontend"
@@ -11,7 +13,7 @@ urlpatterns = [
     path("", annotate.home, name="home"),
     path(
         "login/",
-        auth_views.LoginView.as_view(template_name="frontend/login.html", redirect_authenticated_user=True),
+        login_limit.LoginView.as_view(template_name="frontend/login.html", redirect_authenticated_user=True),
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page=reverse_lazy("frontend:login")), name="logout"),

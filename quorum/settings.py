@@ -125,6 +125,17 @@ STORAGES = {
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
+# Failed sign-ins allowed per username (five times as many per address) in one window (quorum/login_limit.py).
+LOGIN_MAX_FAILURES = env_int("QUORUM_LOGIN_MAX_FAILURES", 10)
+LOGIN_WINDOW_SECONDS = env_int("QUORUM_LOGIN_WINDOW_SECONDS", 300)
+# Django's cache: a directory shared by one host's processes, or Redis (QUORUM_CACHE_URL) shared by every host.
+CACHE_URL = env_str("QUORUM_CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}
+}
+
 # Uploads: imports stream from a temporary file and are capped.
 IMPORT_MAX_BYTES = env_int("QUORUM_IMPORT_MAX_BYTES", 512 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -13,6 +13,8 @@ from rest_framework.response import Response as HttpResponse
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from quorum import login_limit
+
 from .. import selectors, services
 from ..errors import Invalid, NotFound
 from ..models import (
@@ -71,9 +73,15 @@ class TokenView(APIView):
     @extend_schema(request=s.TokenInput, responses={200: dict})
     def post(self, request):
         data = _parse(s.TokenInput, request)
+        wait = login_limit.retry_after(request, data["username"])
+        if wait:
+            body = {"code": "too_many_failures", "detail": f"too many failed sign-ins; try again in {wait} s"}
+            return HttpResponse(body, status=429, headers={"Retry-After": str(wait)})
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None:
+            login_limit.failure_record(request, data["username"])
             return HttpResponse({"code": "bad_credentials", "detail": "wrong username or password"}, status=400)
+        login_limit.success_record(request, data["username"])
         token, _ = Token.objects.get_or_create(user=user)
         return HttpResponse({"token": token.key})
 
