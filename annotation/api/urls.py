@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import quality_views, views
+from . import bulk_views, quality_views, views
 
 project = "projects/<slug:slug>/"
 
@@ -16,7 +16,9 @@ urlpatterns = [
     path(project + "constitutions/<int:number>/", views.ConstitutionDetailView.as_view(), name="api-constitution"),
     path(project + "prompts/", views.PromptListView.as_view(), name="api-prompts"),
     path(project + "responses/", views.ResponseListView.as_view(), name="api-responses"),
+    path(project + "responses/bulk/", bulk_views.ResponseBulkView.as_view(), name="api-responses-bulk"),
     path(project + "tasks/", views.TaskListView.as_view(), name="api-tasks"),
+    path(project + "tasks/bulk/", bulk_views.TaskBulkView.as_view(), name="api-tasks-bulk"),
     path(project + "tasks/<int:task_id>/", views.TaskDetailView.as_view(), name="api-task"),
     path(project + "next-task/", views.NextTaskView.as_view(), name="api-next-task"),
     path(project + "annotations/", views.AnnotationListView.as_view(), name="api-annotations"),

@@ -1,0 +1,487 @@
+"""The Quorum client: one object per server and token, one method per thing an engineer does.
+
+    from quorum_client import Client
+
+    client = Client("http://127.0.0.1:8000", token="...")      # or Client.login(url, username, password)
+    client.push_prompts("my-project", ["What is 2+2?", "Name a prime."])
+    df = client.annotations_df("my-project")
+    snap = client.create_snapshot("my-project", format="preference")
+    ds = client.snapshot_dataset("my-project", snap)             # a datasets.Dataset, sha256 checked
+    run = client.train("my-project", method="dpo", base_model="smollm2", snapshot=snap.sha256)
+    run.wait()                                                   # "succeeded", with a progress bar
+
+Requests that are safe to repeat (reads, idempotent imports, submissions with a client id, bulk writes with
+keys) are retried with exponential backoff on 5xx answers, timeouts and dropped connections; others are
+retried only when the connection failed before anything was sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import httpx
+
+from . import data as _data
+from .config import load_config
+from .errors import ApiError, ChecksumMismatch, ConnectionFailed, QuorumError, ServerError, error_from_response
+from .jobs import Job
+from .types import (
+    Annotation,
+    ImportReport,
+    LeasedTask,
+    Membership,
+    Model,
+    Project,
+    Prompt,
+    Response,
+    Snapshot,
+    Task,
+    from_dict,
+)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+PAGE_SIZE = 500
+IMPORT_CHUNK = 5000
+BULK_CHUNK = 500
+
+
+class Client:
+    """A connection to one Quorum server with one API token.
+
+    `url` and `token` default to `QUORUM_URL` / `QUORUM_TOKEN`, then to the file `quorum login` writes.
+    `retries` is how many times a retryable request is repeated (with backoff starting at `backoff` seconds,
+    doubling, with jitter); `timeout` is per request, in seconds.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
+                 retries: int = 3, backoff: float = 0.5, verify: bool = True):
+        if url is None or token is None:
+            cfg = load_config()
+            url = url or cfg.url
+            token = token if token is not None else cfg.token
+        if not url:
+            raise QuorumError("no server URL: pass url=, set QUORUM_URL or run `quorum login`")
+        self.url = url.rstrip("/")
+        self.token = token or ""
+        self.retries, self.backoff = max(0, retries), backoff
+        headers = {"Accept": "application/json", "User-Agent": "quorum-client/0.1"}
+        if self.token:
+            headers["Authorization"] = f"Token {self.token}"
+        self._http = httpx.Client(base_url=self.url + "/api/v1/", headers=headers, timeout=timeout, verify=verify)
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def request(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
+                files: dict | None = None, data: dict | None = None, retry: bool | None = None) -> httpx.Response:
+        """Send one request under /api/v1/ and return the response, or raise.
+
+        `retry` says whether the request may be repeated after a 5xx, a timeout or a dropped connection;
+        by default only for GET/HEAD/OPTIONS/PUT/DELETE. Raises an `ApiError` subclass for 4xx/5xx (with the
+        server's message and field errors) and `ConnectionFailed` when the server cannot be reached.
+        """
+        method = method.upper()
+        retry = method in SAFE_METHODS if retry is None else retry
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path.lstrip("/"), params=params, json=json, files=files,
+                                              data=data)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Nothing reached the server: repeating is safe for any request.
+                if attempt < self.retries:
+                    attempt = self._sleep(attempt)
+                    continue
+                raise ConnectionFailed(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if retry and attempt < self.retries:
+                    attempt = self._sleep(attempt)
+                    continue
+                raise ConnectionFailed(f"no answer from {self.url}: {exc or type(exc).__name__}") from exc
+            if response.status_code in RETRY_STATUSES and retry and attempt < self.retries:
+                attempt = self._sleep(attempt)
+                continue
+            if response.status_code >= 400:
+                raise self._error(response)
+            return response
+
+    def _sleep(self, attempt: int) -> int:
+        time.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random() / 2))
+        return attempt + 1
+
+    @staticmethod
+    def _error(response: httpx.Response) -> ApiError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return error_from_response(response.status_code, body, method=response.request.method,
+                                   url=str(response.request.url), text=response.text if body is None else "")
+
+    def _get(self, path: str, **params) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+
+    def _post(self, path: str, body: Any = None, *, retry: bool | None = None) -> Any:
+        response = self.request("POST", path, json=body if body is not None else {}, retry=retry)
+        return response.json() if response.content else None
+
+    def _pages(self, path: str, **params) -> Iterator[dict]:
+        """Every item of a paginated list, page after page."""
+        offset = 0
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            page = self._get(path, **params, limit=PAGE_SIZE, offset=offset)
+            if isinstance(page, list):  # an unpaginated list
+                yield from page
+                return
+            results = page.get("results", [])
+            yield from results
+            offset += len(results)
+            if not page.get("next") or not results:
+                return
+
+    @staticmethod
+    def _p(project: str | Project) -> str:
+        return f"projects/{project.slug if isinstance(project, Project) else project}/"
+
+    # --- auth ---------------------------------------------------------------------------------
+    @classmethod
+    def login(cls, url: str, username: str, password: str, **kwargs) -> "Client":
+        """Exchange a username and password for a token and return a client that uses it (`client.token`)."""
+        anonymous = cls(url, token="", **kwargs)
+        try:
+            token = anonymous._post("auth/token/", {"username": username, "password": password})["token"]
+        finally:
+            anonymous.close()
+        return cls(url, token=token, **kwargs)
+
+    def logout(self) -> None:
+        """Revoke this client's token on the server."""
+        self.request("DELETE", "auth/token/")
+
+    # --- projects and members -----------------------------------------------------------------
+    def projects(self) -> list[Project]:
+        """The projects the caller is a member of."""
+        return [from_dict(Project, p) for p in self._pages("projects/")]
+
+    def project(self, slug: str) -> Project:
+        return from_dict(Project, self._get(self._p(slug)))
+
+    def create_project(self, name: str, slug: str, *, description: str = "", required_annotations: int | None = None,
+                       lease_seconds: int | None = None, settings: dict | None = None) -> Project:
+        """Create a project (staff only); the caller becomes its admin."""
+        body = {"name": name, "slug": slug, "description": description, "required_annotations": required_annotations,
+                "lease_seconds": lease_seconds, "settings": settings}
+        return from_dict(Project, self._post("projects/", {k: v for k, v in body.items() if v is not None}))
+
+    def update_project(self, project: str | Project, **changes) -> Project:
+        """Change name, description, required_annotations, lease_seconds or settings (project admins)."""
+        return from_dict(Project, self.request("PATCH", self._p(project), json=changes, retry=True).json())
+
+    def members(self, project: str | Project) -> list[Membership]:
+        return [from_dict(Membership, m) for m in self._pages(self._p(project) + "members/")]
+
+    def add_member(self, project: str | Project, username: str, role: str) -> Membership:
+        """Give `username` a role in the project: admin, engineer, reviewer or annotator (project admins)."""
+        body = {"username": username, "role": role}
+        return from_dict(Membership, self._post(self._p(project) + "members/", body, retry=True))
+
+    # --- prompts, responses, tasks ------------------------------------------------------------
+    def push_prompts(self, project: str | Project, data: Any, *, chunk_size: int = IMPORT_CHUNK) -> ImportReport:
+        """Import prompts from a list of strings or dicts, a DataFrame or a Dataset.
+
+        Each row has `prompt` (text or a message list) or `messages`, and optionally `external_id` (or `id`),
+        `metadata` and `tags`. Idempotent: a prompt already in the project (same conversation) is counted in
+        `prompts_existing`, not duplicated. Sent as JSON Lines through the import endpoint, `chunk_size` rows
+        per request, each chunk all-or-nothing.
+        """
+        return self.push_records(project, data, format="prompts", chunk_size=chunk_size)
+
+    def push_records(self, project: str | Project, data: Any, *, format: str | None = None,
+                     chunk_size: int = IMPORT_CHUNK, filename: str = "records.jsonl") -> ImportReport:
+        """Import labelled rows in a training format (preference, unpaired, stepwise, sft) or prompts.
+
+        The rows become prompts, responses, tasks and annotations, as `manage.py import_data` does; the format
+        is told from the keys when not given. Idempotent (see `push_prompts`).
+        """
+        rows = _data.records(data)
+        if not rows:
+            raise ValueError("nothing to push")
+        total: ImportReport | None = None
+        for chunk in _data.chunks(rows, chunk_size):
+            files = {"file": (filename, _data.jsonl_bytes(chunk), "application/jsonl")}
+            body = self.request("POST", self._p(project) + "imports/", files=files,
+                                data={"format": format} if format else None, retry=True).json()
+            report = from_dict(ImportReport, body)
+            total = report if total is None else total + report
+        assert total is not None
+        return total
+
+    def import_file(self, project: str | Project, path: str | Path, *, format: str | None = None) -> ImportReport:
+        """Upload a JSON Lines file as it is (idempotent, all-or-nothing)."""
+        path = Path(path)
+        with path.open("rb") as f:
+            content = f.read()
+        files = {"file": (path.name, content, "application/jsonl")}
+        body = self.request("POST", self._p(project) + "imports/", files=files,
+                            data={"format": format} if format else None, retry=True).json()
+        return from_dict(ImportReport, body)
+
+    def prompts(self, project: str | Project) -> list[Prompt]:
+        return [from_dict(Prompt, p) for p in self._pages(self._p(project) + "prompts/")]
+
+    def push_responses(self, project: str | Project, data: Any, *, chunk_size: int = BULK_CHUNK) -> list[Response]:
+        """Add responses from rows with `prompt` (a prompt id) or `prompt_external_id`, and `content`; optional
+        `origin` (imported, generated, demonstration), `model_name`, `steps`, `metadata` and `key`.
+
+        A row with a `key` is written once: pushing it again returns the same response. Rows without keys get
+        one from their prompt and content, so a retried push never duplicates. Each chunk is all-or-nothing.
+        """
+        rows = [_keyed(r, ("prompt", "prompt_external_id", "content")) for r in _data.records(data)]
+        out: list[Response] = []
+        for chunk in _data.chunks(rows, chunk_size):
+            body = self._post(self._p(project) + "responses/bulk/", {"items": chunk}, retry=True)
+            out.extend(from_dict(Response, r) for r in body["items"])
+        return out
+
+    def responses(self, project: str | Project, *, prompt: int | None = None) -> list[Response]:
+        return [from_dict(Response, r) for r in self._pages(self._p(project) + "responses/", prompt=prompt)]
+
+    def push_tasks(self, project: str | Project, data: Any, *, chunk_size: int = BULK_CHUNK) -> list[Task]:
+        """Create tasks from existing responses: rows with `kind` (pairwise, ranking, rating, steps,
+        demonstration), `prompt` (id) or `prompt_external_id`, `responses` (response ids in order), and optional
+        `priority`, `required`, `gold`, `flags`, `metadata`, `key` (same idempotence as `push_responses`)."""
+        rows = [_keyed(r, ("kind", "prompt", "prompt_external_id", "responses")) for r in _data.records(data)]
+        out: list[Task] = []
+        for chunk in _data.chunks(rows, chunk_size):
+            body = self._post(self._p(project) + "tasks/bulk/", {"items": chunk}, retry=True)
+            out.extend(from_dict(Task, t) for t in body["items"])
+        return out
+
+    def tasks(self, project: str | Project, *, kind: str | None = None, status: str | None = None) -> list[Task]:
+        return [from_dict(Task, t) for t in self._pages(self._p(project) + "tasks/", kind=kind, status=status)]
+
+    def task(self, project: str | Project, task_id: int) -> Task:
+        return from_dict(Task, self._get(self._p(project) + f"tasks/{task_id}/"))
+
+    # --- labelling (what the web UI does, for scripts and bots) ---------------------------------
+    def next_task(self, project: str | Project) -> LeasedTask | None:
+        """Lease the next task for the caller (or the one already held); None when nothing is left."""
+        response = self.request("POST", self._p(project) + "next-task/", retry=True)
+        return None if response.status_code == 204 or not response.content else from_dict(LeasedTask, response.json())
+
+    def submit(self, assignment: int | LeasedTask, payload: dict, *, client_id: str | uuid.UUID | None = None,
+               seconds_spent: float | None = None, rationale: str = "") -> dict:
+        """Answer a leased task. `payload` is in the positions shown (e.g. {"choice": "A", "strength": 2}).
+        The client id makes a retried submission land once."""
+        assignment_id = assignment.assignment if isinstance(assignment, LeasedTask) else int(assignment)
+        body = {"payload": payload, "client_id": str(client_id or uuid.uuid4()), "rationale": rationale}
+        if seconds_spent is not None:
+            body["seconds_spent"] = seconds_spent
+        return self._post(f"assignments/{assignment_id}/submit/", body, retry=True)
+
+    def skip(self, assignment: int | LeasedTask, reason: str = "") -> dict:
+        assignment_id = assignment.assignment if isinstance(assignment, LeasedTask) else int(assignment)
+        return self._post(f"assignments/{assignment_id}/skip/", {"reason": reason}, retry=True)
+
+    # --- annotations --------------------------------------------------------------------------
+    def annotations(self, project: str | Project, *, current: bool = True, task: int | None = None) -> list[Annotation]:
+        """Annotations the caller may see (annotators see only their own); `current` leaves out superseded
+        edits."""
+        params = {"current": "1" if current else None, "task": task}
+        return [from_dict(Annotation, a) for a in self._pages(self._p(project) + "annotations/", **params)]
+
+    def annotations_df(self, project: str | Project, *, current: bool = True, task: int | None = None):
+        """The annotations as a pandas DataFrame, one row per annotation, with the payload's keys spread into
+        `payload.<key>` columns beside the `payload` dict."""
+        import pandas as pd
+
+        rows = []
+        for a in self.annotations(project, current=current, task=task):
+            row = dict(a.raw)
+            for key, value in (a.payload or {}).items():
+                row[f"payload.{key}"] = value
+            rows.append(row)
+        columns = list(Annotation.__dataclass_fields__)[:-1]
+        frame = pd.DataFrame(rows)
+        return frame if rows else pd.DataFrame(columns=columns)
+
+    # --- snapshots ----------------------------------------------------------------------------
+    def create_snapshot(self, project: str | Project, format: str, *, file_format: str = "jsonl",
+                        style: str = "conversational", sources: Iterable[str] = ("human", "ai"),
+                        aggregation: str = "majority") -> Snapshot:
+        """Write an immutable dataset snapshot: `format` is preference, unpaired, stepwise, sft or raw;
+        `file_format` jsonl or parquet; `aggregation` majority or dawid_skene (preference labels)."""
+        body = {"format": format, "file_format": file_format, "style": style, "sources": sorted(sources),
+                "aggregation": aggregation}
+        return from_dict(Snapshot, self._post(self._p(project) + "snapshots/", body))
+
+    def snapshots(self, project: str | Project) -> list[Snapshot]:
+        return [from_dict(Snapshot, s) for s in self._pages(self._p(project) + "snapshots/")]
+
+    def snapshot(self, project: str | Project, ref: int | str | Snapshot) -> Snapshot:
+        """A snapshot by id, by sha256 or by a unique sha256 prefix (at least 8 hex digits)."""
+        if isinstance(ref, Snapshot):
+            return ref
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit() and len(ref) < 12):
+            return from_dict(Snapshot, self._get(self._p(project) + f"snapshots/{int(ref)}/"))
+        ref = str(ref).lower()
+        if len(ref) < 8:
+            raise ValueError("give a snapshot id or at least 8 hex digits of its sha256")
+        found = [s for s in self.snapshots(project) if s.sha256.startswith(ref)]
+        if len(found) != 1:
+            raise QuorumError(f"no snapshot with sha256 {ref}" if not found else f"sha256 prefix {ref} is ambiguous")
+        return found[0]
+
+    def download_snapshot(self, project: str | Project, snapshot: int | str | Snapshot,
+                          path: str | Path | None = None) -> Path:
+        """Download the snapshot's file to `path` (a file or a directory; default: the current directory) and
+        check its sha256 against the one the server recorded. Returns the file's path."""
+        snap = self.snapshot(project, snapshot)
+        slug = project.slug if isinstance(project, Project) else project
+        name = f"{slug}-{snap.format}-{snap.sha256[:12]}.{snap.file_format}"
+        target = Path(path) if path is not None else Path(name)
+        if target.is_dir():
+            target = target / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        attempt = 0
+        while True:
+            try:
+                digest = self._download(self._p(project) + f"snapshots/{snap.id}/download/", partial)
+                break
+            except (ConnectionFailed, ServerError):
+                if attempt >= self.retries:
+                    raise
+                attempt = self._sleep(attempt)
+        if digest != snap.sha256:
+            partial.unlink(missing_ok=True)
+            raise ChecksumMismatch(f"snapshot {snap.id}: downloaded sha256 {digest} != recorded {snap.sha256}")
+        partial.replace(target)
+        return target
+
+    def _download(self, path: str, target: Path) -> str:
+        sha = hashlib.sha256()
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response)
+                with target.open("wb") as f:
+                    for block in response.iter_bytes(1 << 20):
+                        sha.update(block)
+                        f.write(block)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"download from {self.url} failed: {exc or type(exc).__name__}") from exc
+        return sha.hexdigest()
+
+    def snapshot_dataset(self, project: str | Project, snapshot: int | str | Snapshot,
+                         cache_dir: str | Path | None = None):
+        """The snapshot as a `datasets.Dataset` (downloaded and checked first), ready for TRL's trainers."""
+        import datasets
+
+        snap = self.snapshot(project, snapshot)
+        cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "quorum" / "snapshots"
+        cache.mkdir(parents=True, exist_ok=True)
+        slug = project.slug if isinstance(project, Project) else project
+        path = cache / f"{slug}-{snap.format}-{snap.sha256}.{snap.file_format}"
+        if not path.exists() or _sha256(path) != snap.sha256:
+            self.download_snapshot(project, snap, path)
+        if snap.file_format == "parquet":
+            import pyarrow.parquet as pq
+
+            return datasets.Dataset(pq.read_table(path))
+        rows = list(_data.iter_jsonl(path.read_text(encoding="utf-8").splitlines(), source=str(path)))
+        return datasets.Dataset.from_list(rows)
+
+    # --- models and jobs ----------------------------------------------------------------------
+    def models(self, *, archived: bool = False) -> list[Model]:
+        """The model registry (everyone signed in may read it)."""
+        return [from_dict(Model, m) for m in self._pages("models/", archived="1" if archived else None)]
+
+    def model(self, ref: int | str) -> Model:
+        """A model by id or by name, with its lineage (base models, oldest last)."""
+        if isinstance(ref, str) and not ref.isdigit():
+            found = [m for m in self.models(archived=True) if m.name == ref]
+            if not found:
+                raise QuorumError(f"no model named {ref!r}")
+            ref = found[0].id
+        return from_dict(Model, self._get(f"models/{int(ref)}/"))
+
+    def register_model(self, name: str, backend: str, *, path: str = "", base_url: str = "", served_name: str = "",
+                       roles: list[str] | None = None, sampling: dict | None = None, description: str = "",
+                       base_model: str | None = None, options: dict | None = None) -> Model:
+        """Register a model (staff only): backend transformers/vllm with a `path` on the server, or openai
+        with a `base_url`."""
+        body = {"name": name, "backend": backend, "path": path, "base_url": base_url, "served_name": served_name,
+                "roles": roles or [], "sampling": sampling or {}, "description": description,
+                "base_model": base_model, "options": options or {}}
+        return from_dict(Model, self._post("models/", body))
+
+    def generate(self, project: str | Project, model: str, *, n: int = 2, prompt_filter: dict | None = None,
+                 sampling: dict | None = None, task_kind: str = "pairwise", group_size: int | None = None,
+                 task_priority: int = 0) -> Job:
+        """Launch a generation job: `n` samples per prompt from `model` (a registered name), grouped into tasks
+        of `task_kind` (pairwise, ranking, rating, none). `prompt_filter` may hold ids, external_ids, tags,
+        limit, without_model_responses. Returns a `Job`; `.wait()` follows it."""
+        body = {"model": model, "n": n, "prompt_filter": prompt_filter or {}, "sampling": sampling or {},
+                "task_kind": task_kind, "group_size": group_size, "task_priority": task_priority}
+        info = self._post(self._p(project) + "generation-jobs/", body)
+        return Job(self, project, "generation", info["id"], info)
+
+    def train(self, project: str | Project, *, method: str, base_model: str, snapshot: int | str | Snapshot,
+              hyperparameters: dict | None = None, reward_model: str | None = None) -> Job:
+        """Launch a training run (sft, reward, dpo, kto, orpo, ppo, prm) of `base_model` on a snapshot given by
+        id, sha256 (or a unique prefix) or object. Hyperparameters are checked by the trainer's own config
+        before anything is queued (a 400 names the bad fields)."""
+        ref = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
+        body = {"method": method, "base_model": base_model, "snapshot": str(ref),
+                "hyperparameters": hyperparameters or {}, "reward_model": reward_model}
+        info = self._post(self._p(project) + "training-runs/", body)
+        return Job(self, project, "training", info["id"], info)
+
+    def job(self, project: str | Project, kind: str, job_id: int) -> Job:
+        """An existing job: kind "generation" or "training"."""
+        job = Job(self, project, kind, int(job_id), {})
+        job.refresh()
+        return job
+
+    def generation_jobs(self, project: str | Project) -> list[Job]:
+        return [Job(self, project, "generation", j["id"], j) for j in self._pages(self._p(project) + "generation-jobs/")]
+
+    def training_runs(self, project: str | Project) -> list[Job]:
+        return [Job(self, project, "training", r["id"], r) for r in self._pages(self._p(project) + "training-runs/")]
+
+
+def _keyed(row: dict, fields: tuple[str, ...]) -> dict:
+    """Give a row without a key one derived from its content, so that a retried push writes it once."""
+    if row.get("key"):
+        return row
+    import json
+
+    basis = json.dumps({k: row.get(k) for k in fields}, sort_keys=True, ensure_ascii=False)
+    return {**row, "key": "h:" + hashlib.sha256(basis.encode("utf-8")).hexdigest()[:40]}
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
