@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import bulk_views, quality_views, views
+from . import bulk_views, quality_views, views, webhook_views
 
 project = "projects/<slug:slug>/"
 
@@ -30,6 +30,17 @@ urlpatterns = [
     path("assignments/<int:assignment_id>/skip/", views.SkipView.as_view(), name="api-skip"),
     path("annotations/<int:annotation_id>/", views.AnnotationDetailView.as_view(), name="api-annotation"),
     path("annotations/<int:annotation_id>/revise/", views.AnnotationReviseView.as_view(), name="api-revise"),
+    path(project + "snapshots/<int:snapshot_id>/card/", webhook_views.SnapshotCardView.as_view(), name="api-snapshot-card"),
+    path(project + "imports/datasets/", webhook_views.DatasetImportView.as_view(), name="api-imports-datasets"),
+    path(project + "webhooks/", webhook_views.WebhookListView.as_view(), name="api-webhooks"),
+    path(project + "webhooks/<int:webhook_id>/", webhook_views.WebhookDetailView.as_view(), name="api-webhook"),
+    path(project + "webhooks/<int:webhook_id>/ping/", webhook_views.WebhookPingView.as_view(), name="api-webhook-ping"),
+    path(project + "webhook-deliveries/", webhook_views.DeliveryListView.as_view(), name="api-webhook-deliveries"),
+    path(
+        project + "webhook-deliveries/<int:delivery_id>/redeliver/",
+        webhook_views.DeliveryRedeliverView.as_view(),
+        name="api-webhook-redeliver",
+    ),
     path(project + "quality/", quality_views.QualityView.as_view(), name="api-quality"),
     path(project + "leaderboard/", quality_views.LeaderboardView.as_view(), name="api-leaderboard"),
 ]

@@ -34,6 +34,7 @@ from ..models import (
     TaskKind,
     TaskResponse,
 )
+from .cards import snapshot_published
 from .imports import standard_prompt_text
 
 FILE_FORMATS = ("jsonl", "parquet")
@@ -670,7 +671,8 @@ def _target_path(project: Project, fmt: str, file_format: str, out_path) -> Path
             )
         return path
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    return Path(settings.SNAPSHOT_DIR).resolve() / project.slug / f"{fmt}-{stamp}.{file_format}"
+    # One directory per snapshot: the data file and its dataset card (README.md), loadable by `datasets` as is.
+    return Path(settings.SNAPSHOT_DIR).resolve() / project.slug / f"{fmt}-{stamp}" / f"data.{file_format}"
 
 
 def snapshot_create(
@@ -832,7 +834,7 @@ def snapshot_create(
             os.unlink(tmp_name)
         raise
     try:
-        return DatasetSnapshot.objects.create(
+        snapshot = DatasetSnapshot.objects.create(
             project=project,
             format=format,
             file_format=file_format,
@@ -846,6 +848,8 @@ def snapshot_create(
     except BaseException:
         target.unlink(missing_ok=True)  # no file without its record
         raise
+    snapshot_published(snapshot=snapshot)  # dataset card beside the file; snapshot.created webhooks
+    return snapshot
 
 
 class _consistent_read:
