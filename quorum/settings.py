@@ -167,6 +167,7 @@ SPECTACULAR_SETTINGS = {
         "ImportFormatEnum": ["prompts", "preference", "unpaired", "stepwise", "sft"],
         "TaskStatusEnum": "annotation.models.TaskStatus",
         "JobStatusEnum": "training.models.JobStatus",
+        "ResponseOriginInputEnum": ["imported", "generated", "demonstration"],
     },
 }
 

@@ -126,6 +126,12 @@ MATRIX = {
         lambda w: (P + "tasks/", {"kind": "pairwise", "prompt": w["task"].prompt_id, "responses": _response_ids(w)[::-1]}),
         DATA_MANAGERS, OUT),
     ("GET", "api-task"): (lambda w: (P + f"tasks/{w['task'].pk}/", None), DATA_READERS, OUT),
+    ("POST", "api-responses-bulk"): (
+        lambda w: (P + "responses/bulk/", {"items": [{"prompt": w["task"].prompt_id, "content": "Hello.", "key": "k"}]}),
+        DATA_MANAGERS, OUT),
+    ("POST", "api-tasks-bulk"): (
+        lambda w: (P + "tasks/bulk/", {"items": [{"kind": "pairwise", "responses": _response_ids(w)[::-1]}]}),
+        DATA_MANAGERS, OUT),
     ("POST", "api-next-task"): (lambda w: (P + "next-task/", None), LABELLERS, OUT),
     ("GET", "api-annotations"): (lambda w: (P + "annotations/", None), EVERY_MEMBER, OUT),
     ("POST", "api-imports"): (lambda w: (P + "imports/", "upload"), DATA_MANAGERS, OUT),
