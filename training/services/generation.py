@@ -33,6 +33,7 @@ from annotation.services import response_create, task_create
 
 from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole
+from ..webhooks import generation_finished
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +388,7 @@ def _finish(job_id: int, owner: str, status: str) -> str:
     )
     if not updated:
         raise LostClaim()
+    generation_finished(job_id=job_id)  # generation.finished webhooks
     return status
 
 
@@ -400,9 +402,10 @@ def _hand_on(job_id: int, owner: str) -> None:
 
 
 def _fail(job_id: int, owner: str, message: str) -> None:
-    GenerationJob.objects.filter(pk=job_id, owner=owner).update(
+    if GenerationJob.objects.filter(pk=job_id, owner=owner).update(
         status=JobStatus.FAILED, owner="", error=message[:4000], finished_at=timezone.now()
-    )
+    ):
+        generation_finished(job_id=job_id)  # generation.finished webhooks
 
 
 def retry_delay(attempt: int) -> float:

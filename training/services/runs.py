@@ -36,6 +36,7 @@ from annotation.errors import Conflict, Invalid
 from annotation.models import DatasetSnapshot, Project
 
 from ..models import ACTIVE_STATUSES, Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
+from ..webhooks import run_finished
 from .registry import model_register
 
 log = logging.getLogger(__name__)
@@ -310,7 +311,8 @@ def _finish(run_id: int, owner: str, status: str, *, error: str = "", result: di
         fields["step"] = step
     if output_model is not None:
         fields["output_model"] = output_model
-    TrainingRun.objects.filter(pk=run_id, owner=owner).update(**fields)
+    if TrainingRun.objects.filter(pk=run_id, owner=owner).update(**fields):
+        run_finished(run_id=run_id)  # run.finished webhooks
 
 
 def _register_output(run: TrainingRun, out: Path) -> Model:
