@@ -231,3 +231,6 @@ class TrainingMetric(models.Model):
     class Meta:
         ordering = ["run", "step", "name"]
         constraints = [models.UniqueConstraint(fields=["run", "step", "name"], name="training_metric_unique")]
+
+
+from .rounds.models import Round  # noqa: E402,F401  (the loop's rounds live with their services)

@@ -16,6 +16,8 @@ from annotation.services import leases_expire
 from .broker import purge_taken_messages
 from .services.generation import RetryLater, generation_job_run_slice, generation_jobs_reconcile
 from .services.runs import training_run_execute_now, training_runs_reconcile
+from .rounds.services import rounds_reconcile
+from .rounds.tasks import round_advance  # noqa: F401  (registers the loop's task with the worker)
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,9 @@ def reconcile() -> dict:
     close_old_connections()
     counts = generation_jobs_reconcile()
     counts.update(training_runs_reconcile())
+    counts.update(rounds_reconcile())
     counts["leases_expired"] = leases_expire()
     counts["broker_messages_purged"] = purge_taken_messages(settings.CELERY_BROKER_URL)
-    if counts["requeued"] or counts["failed"] or counts["resent"] or counts["runs_failed"]:
+    if counts["requeued"] or counts["failed"] or counts["resent"] or counts["runs_failed"] or counts["rounds_requeued"]:
         log.warning("reconciled: %s", counts)
     return counts

@@ -1,0 +1,1 @@
+"""Rounds of the loop: generate → select → label → export → train → evaluate → generate."""

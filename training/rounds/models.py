@@ -1,0 +1,121 @@
+"""A round of the loop: the policy that generated, the tasks it produced, the snapshot of their labels, the runs
+trained on it and the model that came out, which generates the next round.
+
+Lineage is stored as links, never copied: model → generation job → tasks (metadata `round`) → annotations →
+snapshot (sha256 kept on the row as well) → training run → output model.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class LabelMode(models.TextChoices):
+    AI = "ai", "AI judge only"
+    HUMAN = "human", "people only (waits for the human quota)"
+    BOTH = "both", "AI judge and people (waits for the human quota)"
+
+
+class RoundStage(models.TextChoices):
+    GENERATE = "generate"
+    SELECT = "select"
+    LABEL = "label"
+    EXPORT = "export"
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    DONE = "done"
+
+
+STAGE_ORDER = [s.value for s in RoundStage]
+
+
+class RoundStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"  # for a job, a run or human labels: no worker holds it, a message will look again
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ROUND_ACTIVE = (RoundStatus.QUEUED, RoundStatus.RUNNING, RoundStatus.WAITING)
+
+
+class Round(models.Model):
+    """One turn of generate → select → label → export → train → evaluate. The row is the truth: a worker claims it
+    (`owner`, `heartbeat_at`), does what it can, and hands it on to a later message while it waits; the reconciler
+    re-sends a round nobody holds and takes back one whose worker stopped beating."""
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    policy = models.ForeignKey("training.Model", on_delete=models.PROTECT, related_name="rounds_as_policy",
+                               help_text="The model that generated this round's candidates.")
+    judge = models.ForeignKey("training.Model", null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="rounds_as_judge", help_text="AI judge for labels and win rates.")
+    reward_model = models.ForeignKey("training.Model", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="rounds_as_reward",
+                                     help_text="Reward model (or ensemble) for active selection and checks.")
+    label_mode = models.CharField(max_length=8, choices=LabelMode.choices, default=LabelMode.AI)
+    human_quota = models.PositiveIntegerField(default=0, help_text="Human annotations on this round's tasks to wait for.")
+    config = models.JSONField(default=dict, blank=True, help_text="Sizes, sampling, selection and training settings.")
+    rounds_after = models.PositiveIntegerField(default=0, help_text="Further rounds to start when this one succeeds.")
+    previous = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next_round")
+
+    prompt_ids = models.JSONField(default=list, blank=True, help_text="Training prompts this round generated for.")
+    generation_job = models.ForeignKey("training.GenerationJob", null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="rounds")
+    snapshot = models.ForeignKey("annotation.DatasetSnapshot", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="rounds")
+    snapshot_sha256 = models.CharField(max_length=64, blank=True)
+    training_run = models.ForeignKey("training.TrainingRun", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="rounds")
+    reward_run = models.ForeignKey("training.TrainingRun", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="reward_rounds", help_text="Optional reward model trained on the snapshot.")
+    output_model = models.ForeignKey("training.Model", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="rounds_as_output", help_text="Becomes the next round's policy.")
+    output_reward_model = models.ForeignKey("training.Model", null=True, blank=True, on_delete=models.PROTECT,
+                                            related_name="rounds_as_output_reward")
+
+    status = models.CharField(max_length=16, choices=RoundStatus.choices, default=RoundStatus.QUEUED)
+    stage = models.CharField(max_length=16, choices=RoundStage.choices, default=RoundStage.GENERATE)
+    waiting_for = models.CharField(max_length=300, blank=True)
+    stage_times = models.JSONField(default=dict, blank=True, help_text="stage -> {started, finished, seconds}.")
+    evaluation = models.JSONField(default=dict, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    ticket = models.CharField(max_length=32, blank=True)
+    owner = models.CharField(max_length=128, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When the next message is due.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
+            models.CheckConstraint(condition=Q(status__in=RoundStatus.values), name="round_status_valid"),
+            models.CheckConstraint(condition=Q(stage__in=RoundStage.values), name="round_stage_valid"),
+            models.CheckConstraint(condition=Q(label_mode__in=LabelMode.values), name="round_label_mode_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="round_active",
+                         condition=Q(status__in=["queued", "running", "waiting"])),
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.number} of {self.project_id} ({self.status}, {self.stage})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ROUND_ACTIVE
+
+    @property
+    def task_key(self) -> str:
+        """The dedupe-key prefix of the tasks this round created."""
+        return f"round:{self.pk}:"
