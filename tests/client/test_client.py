@@ -1,0 +1,282 @@
+"""The Python client round-trips every call against the live server; refusals carry the server's message."""
+
+import hashlib
+import http.server
+import threading
+import uuid
+
+import datasets
+import pandas as pd
+import pytest
+
+from annotation.models import Annotation, Prompt, Response, Task
+from quorum_client import (
+    BadRequest,
+    Client,
+    ConnectionFailed,
+    Forbidden,
+    Job,
+    NotFound,
+    ServerError,
+    Unauthorized,
+)
+from training.services import model_register
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_login_exchanges_a_password_for_a_token_and_a_wrong_one_is_refused(world):
+    client = Client.login(world["url"], "eng", "correct-horse-battery")
+    assert [p.slug for p in client.projects()] == ["lab"]
+    with pytest.raises(BadRequest) as info:
+        Client.login(world["url"], "eng", "wrong")
+    assert info.value.status == 400 and "wrong username or password" in str(info.value)
+    client.logout()
+    with pytest.raises(Unauthorized):
+        client.projects()
+
+
+def test_projects_are_created_by_staff_and_refused_to_others_with_the_servers_message(client_for, world):
+    boss = client_for("boss")
+    created = boss.create_project("Second", "second", description="more", required_annotations=3)
+    assert (created.slug, created.required_annotations, created.description) == ("second", 3, "more")
+    assert {p.slug for p in boss.projects()} == {"lab", "second"}
+    assert boss.project("second").id == created.id
+    assert boss.update_project("second", description="changed").description == "changed"
+    with pytest.raises(Forbidden) as info:
+        client_for("engineer").create_project("Mine", "mine")
+    assert info.value.status == 403 and "Only staff may create projects." in str(info.value)
+    with pytest.raises(BadRequest) as info:
+        boss.create_project("Dup", "not a slug!")
+    assert "slug" in info.value.fields
+    # A project the caller is not in does not exist for them.
+    with pytest.raises(NotFound):
+        client_for("outsider").project("lab")
+    member = boss.add_member("second", "ann", "annotator")
+    assert (member.username, member.role) == ("ann", "annotator")
+    assert [m.username for m in boss.members("second")] == ["ann", "boss"]
+
+
+def test_prompts_pushed_from_a_list_a_dataframe_and_a_dataset_are_stored_once(client_for, world):
+    eng = client_for("engineer")
+    first = eng.push_prompts("lab", ["What is 2+2?", {"prompt": "Name a prime.", "external_id": "p2", "tags": ["math"]}])
+    assert (first.prompts_created, first.prompts_existing) == (2, 0)
+    frame = pd.DataFrame({"prompt": ["What is 2+2?", "Why is the sky blue?"], "external_id": ["p1", "p3"]})
+    again = eng.push_prompts("lab", frame)
+    assert (again.prompts_created, again.prompts_existing) == (1, 1)
+    ds = datasets.Dataset.from_list([{"messages": [{"role": "system", "content": "Be brief."},
+                                                   {"role": "user", "content": "Define entropy."}]}])
+    assert eng.push_prompts("lab", ds).prompts_created == 1
+    stored = eng.prompts("lab")
+    assert Prompt.objects.filter(project=world["project"]).count() == len(stored) == 4
+    by_text = {p.messages[-1]["content"]: p for p in stored}
+    assert by_text["Name a prime."].external_id == "p2" and by_text["Name a prime."].tags == ["math"]
+    assert by_text["Define entropy."].messages[0] == {"role": "system", "content": "Be brief."}
+    # Chunks are separate requests; the totals add up.
+    many = eng.push_prompts("lab", [f"Question {i}?" for i in range(7)], chunk_size=3)
+    assert many.prompts_created == 7 and many.records == 7
+
+
+def test_responses_and_tasks_pushed_in_bulk_round_trip_and_a_retry_writes_nothing_twice(client_for, world):
+    eng = client_for("engineer")
+    eng.push_prompts("lab", [{"prompt": "Capital of France?", "external_id": "q1"}])
+    rows = [{"prompt_external_id": "q1", "content": "Paris.", "model_name": "me"},
+            {"prompt_external_id": "q1", "content": "Lyon."}]
+    responses = eng.push_responses("lab", rows)
+    assert [r.content for r in responses] == ["Paris.", "Lyon."] and responses[0].model_name == "me"
+    assert [r.id for r in eng.push_responses("lab", rows)] == [r.id for r in responses]
+    assert Response.objects.count() == 2
+    assert {r.id for r in eng.responses("lab", prompt=responses[0].prompt)} == {r.id for r in responses}
+
+    tasks = eng.push_tasks("lab", pd.DataFrame([{"kind": "pairwise", "responses": [r.id for r in responses],
+                                                 "priority": 5},
+                                                {"kind": "rating", "responses": [responses[0].id], "key": "r1"}]))
+    assert [(t.kind, t.responses, t.prompt) for t in tasks] == [
+        ("pairwise", [responses[0].id, responses[1].id], responses[0].prompt),
+        ("rating", [responses[0].id], responses[0].prompt),
+    ]
+    assert tasks[0].priority == 5
+    assert [t.id for t in eng.push_tasks("lab", [{"kind": "rating", "responses": [responses[0].id], "key": "r1"}])] \
+        == [tasks[1].id]
+    assert {t.id for t in eng.tasks("lab", kind="pairwise")} == {tasks[0].id}
+    assert eng.task("lab", tasks[0].id).responses == tasks[0].responses
+
+    # One bad item refuses the whole request, naming the item and field; nothing is written.
+    with pytest.raises(BadRequest) as info:
+        eng.push_tasks("lab", [{"kind": "pairwise", "responses": [responses[0].id, responses[1].id], "key": "ok"},
+                               {"kind": "pairwise", "prompt_external_id": "nope", "responses": [responses[0].id]}])
+    assert "items[1].prompt_external_id" in info.value.fields
+    assert "no prompt with this external id" in str(info.value)
+    assert Task.objects.count() == 2
+    with pytest.raises(BadRequest) as info:
+        eng.push_responses("lab", [{"prompt_external_id": "q1"}])
+    assert "content" in str(info.value)
+
+
+def test_a_403_raises_forbidden_with_the_servers_message(client_for, world):
+    annotator = client_for("annotator")
+    with pytest.raises(Forbidden) as info:
+        annotator.push_prompts("lab", ["Sneaky?"])
+    error = info.value
+    assert error.status == 403 and error.message and str(error).startswith("403: ")
+    assert "permission" in error.message.lower() or "only" in error.message.lower()
+    with pytest.raises(Forbidden):
+        annotator.create_snapshot("lab", "preference")
+    assert Prompt.objects.count() == 0
+
+
+def test_labelling_through_the_client_and_annotations_as_a_dataframe(client_for, world):
+    eng, annotator = client_for("engineer"), client_for("annotator")
+    eng.push_records("lab", [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}], format="preference")
+    eng.push_prompts("lab", [{"prompt": "Pick one.", "external_id": "pick"}])
+    pair = eng.push_responses("lab", [{"prompt_external_id": "pick", "content": c} for c in ("Left.", "Right.")])
+    eng.push_tasks("lab", [{"kind": "pairwise", "responses": [r.id for r in pair]}])
+
+    leased = annotator.next_task("lab")
+    assert leased is not None and leased.kind == "pairwise" and len(leased.responses) == 2
+    client_id = uuid.uuid4()
+    first = annotator.submit(leased, {"choice": "A", "strength": 2}, client_id=client_id, seconds_spent=3.5)
+    again = annotator.submit(leased.assignment, {"choice": "A", "strength": 2}, client_id=client_id)
+    assert first["id"] == again["id"] and Annotation.objects.filter(source="human", author__username="ann").count() == 1
+    assert annotator.next_task("lab") is None  # the imported task is already labelled; one annotation each
+
+    frame = eng.annotations_df("lab")
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 2
+    mine = frame[frame["author"] == "ann"].iloc[0]
+    # The payload is stored in the task's own order, whatever order the annotator was shown.
+    canonical = "A" if leased.responses[0]["id"] == pair[0].id else "B"
+    assert mine["task"] == leased.task and mine["payload.choice"] == canonical and mine["seconds_spent"] == 3.5
+    assert {"id", "kind", "source", "payload", "guideline_version", "created_at"} <= set(frame.columns)
+    # Annotators see only their own work.
+    assert [a.author for a in annotator.annotations("lab")] == ["ann"]
+
+
+def test_snapshots_are_created_downloaded_with_their_sha256_and_loaded_as_datasets(client_for, world, tmp_path):
+    eng = client_for("engineer")
+    rows = [{"prompt": f"Q{i}?", "chosen": f"Good answer {i}.", "rejected": f"Bad {i}."} for i in range(5)]
+    eng.push_records("lab", rows)
+    snap = eng.create_snapshot("lab", "preference")
+    assert snap.row_count == 5 and len(snap.sha256) == 64 and snap.format == "preference"
+    path = eng.download_snapshot("lab", snap, tmp_path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == snap.sha256
+    assert eng.snapshot("lab", snap.sha256[:10]).id == snap.id
+    assert [s.id for s in eng.snapshots("lab")] == [snap.id]
+
+    ds = eng.snapshot_dataset("lab", snap.id, cache_dir=tmp_path / "cache")
+    assert isinstance(ds, datasets.Dataset) and len(ds) == 5
+    assert {"prompt", "chosen", "rejected"} <= set(ds.column_names)
+    assert sorted(r["chosen"][-1]["content"] for r in ds) == sorted(r["chosen"] for r in rows)
+
+    parquet = eng.create_snapshot("lab", "preference", file_format="parquet", style="standard")
+    table = eng.snapshot_dataset("lab", parquet, cache_dir=tmp_path / "cache")
+    assert len(table) == 5 and sorted(table["chosen"]) == sorted(r["chosen"] for r in rows)
+    with pytest.raises(NotFound):
+        eng.snapshot("lab", 999999)
+
+
+def test_models_are_listed_and_a_bad_training_launch_names_the_fields(client_for, world, tiny_model_dir):
+    boss = client_for("boss")
+    model = boss.register_model("tiny", "transformers", path=str(tiny_model_dir), roles=["policy"])
+    child = boss.register_model("tiny-child", "transformers", path=str(tiny_model_dir), base_model="tiny")
+    assert [m.name for m in client_for("annotator").models()] == ["tiny", "tiny-child"]
+    assert boss.model("tiny-child").lineage[:2] == ["tiny-child", "tiny"] or boss.model(child.id).base_model == "tiny"
+    assert boss.model(model.id).roles == ["policy"]
+
+    eng = client_for("engineer")
+    eng.push_records("lab", [{"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
+    snap = eng.create_snapshot("lab", "preference")
+    with pytest.raises(BadRequest) as info:
+        eng.train("lab", method="dpo", base_model="tiny", snapshot=snap.sha256, hyperparameters={"beta": "strong"})
+    assert "beta" in info.value.fields
+    with pytest.raises(BadRequest) as info:
+        eng.train("lab", method="kto", base_model="tiny", snapshot=snap)
+    assert "snapshot" in info.value.fields and "unpaired" in str(info.value)
+
+
+@pytest.mark.slow
+def test_generation_and_training_jobs_are_followed_to_their_end(client_for, world, tiny_model_dir, inline_worker):
+    model_register(name="tiny", backend="transformers", path=str(tiny_model_dir),
+                   sampling={"max_new_tokens": 6, "temperature": 1.0})
+    eng = client_for("engineer")
+    eng.push_prompts("lab", ["One?", "Two?"])
+    job = eng.generate("lab", "tiny", n=2)
+    assert isinstance(job, Job) and job.kind == "generation" and job.ref == f"gen-{job.id}"
+    assert job.wait(timeout=240, poll_interval=0.3, progress=True) == "succeeded"
+    assert job.progress() == (4, 4) and job.info.tasks_created == 2
+    assert len(eng.tasks("lab", kind="pairwise")) == 2
+
+    eng.push_records("lab", [{"messages": [{"role": "user", "content": f"Say {i}."},
+                                           {"role": "assistant", "content": f"{i}."}]} for i in range(4)])
+    snap = eng.create_snapshot("lab", "sft")
+    run = eng.train("lab", method="sft", base_model="tiny", snapshot=snap.sha256[:12],
+                    hyperparameters={"max_steps": 2, "batch_size": 2, "max_length": 32, "num_threads": 1})
+    assert run.status == "queued"
+    assert run.wait(timeout=240, poll_interval=0.5) == "succeeded"
+    assert run.progress() == (2, 2) and run.info.output_model
+    assert run.info.output_model in {m.name for m in eng.models()}
+    assert eng.job("lab", "training", run.id).status == "succeeded"
+    assert [j.id for j in eng.training_runs("lab")] == [run.id]
+    assert [j.id for j in eng.generation_jobs("lab")] == [job.id]
+
+
+# --- retries and connection failures, against a small real HTTP server -----------------------
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    failures_left = 0
+    seen: list = []
+
+    def _answer(self):
+        type(self).seen.append(self.command)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if type(self).failures_left > 0:
+            type(self).failures_left -= 1
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"busy")
+            return
+        body = b'{"count": 1, "next": null, "results": [{"id": 1, "name": "P", "slug": "p"}]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Flaky.seen = []
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_reads_are_retried_after_5xx_and_writes_are_not(flaky_server):
+    _, url = flaky_server
+    client = Client(url, token="t", retries=3, backoff=0.01)
+    _Flaky.failures_left = 2
+    assert [p.slug for p in client.projects()] == ["p"]
+    assert _Flaky.seen == ["GET", "GET", "GET"]
+    _Flaky.seen, _Flaky.failures_left = [], 5
+    with pytest.raises(ServerError) as info:
+        client.create_snapshot("p", "preference")
+    assert info.value.status == 503 and _Flaky.seen == ["POST"]
+    _Flaky.seen, _Flaky.failures_left = [], 10
+    with pytest.raises(ServerError):
+        client.projects()
+    assert len(_Flaky.seen) == 4  # the first try and three retries
+
+
+def test_an_unreachable_server_raises_connection_failed():
+    client = Client("http://127.0.0.1:9", token="t", retries=1, backoff=0.01, timeout=2)
+    with pytest.raises(ConnectionFailed) as info:
+        client.projects()
+    assert "cannot reach http://127.0.0.1:9" in str(info.value)
