@@ -71,7 +71,8 @@ class TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
-        if not (path / "config.json").exists():
+        # A LoRA run saved without merging leaves adapters only; transformers loads them onto their base via peft.
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise BackendError(f"no model at {path} (config.json missing)")
         device = pick_device(device)
         try:
@@ -180,6 +181,8 @@ class TransformersBackend:
             raise BackendError("candidates must be non-empty strings")
         torch = _torch()
         candidate_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates]
+        if all(len(ids) == 1 for ids in candidate_ids):
+            return self._next_token_logprobs(conversations, candidates, [ids[0] for ids in candidate_ids], prefix)
         rows, spans = [], []
         for conversation in conversations:
             context = self.tokenizer(self.render(conversation, prefix), add_special_tokens=False)["input_ids"]
@@ -206,6 +209,28 @@ class TransformersBackend:
         for i in range(len(conversations)):
             block = scores[i * len(candidates) : (i + 1) * len(candidates)]
             out.append(dict(zip(candidates, block)))
+        return out
+
+    def _next_token_logprobs(self, conversations, candidates, token_ids: list[int], prefix: str) -> list[dict[str, float]]:
+        """Single-token candidates (a judge's "A"/"B"): one row per conversation, read at its last position,
+        instead of one full row per candidate."""
+        torch = _torch()
+        rows = [self.tokenizer(self.render(c, prefix), add_special_tokens=False)["input_ids"] for c in conversations]
+        pad = self.tokenizer.pad_token_id
+        out: list[dict[str, float]] = []
+        index = torch.tensor(token_ids, device=self.device)
+        for start in range(0, len(rows), self.max_batch_size):
+            chunk = rows[start : start + self.max_batch_size]
+            width = max(len(r) for r in chunk)
+            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk], device=self.device)
+            attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], device=self.device)
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=1
+                ).logits[:, -1].float()
+            picked = torch.log_softmax(logits, dim=-1)[:, index].tolist()
+            out.extend(dict(zip(candidates, map(float, row))) for row in picked)
         return out
 
     def close(self) -> None:
