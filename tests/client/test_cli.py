@@ -1,0 +1,173 @@
+"""The `quorum` command: exit codes a script can rely on (0 ok, 1 refused with the server's message on stderr,
+2 usage, 3 no connection, 4 a waited-for job did not succeed), and --json output that parses."""
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from annotation.models import Prompt
+from quorum_client.cli import main
+from training.services import model_register
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def cli(world, tmp_path, monkeypatch, capsys):
+    """cli(*args, role=...) -> (exit code, stdout, stderr), run in this process through main()."""
+    monkeypatch.setenv("QUORUM_CONFIG", str(tmp_path / "config.json"))
+    for name in ("QUORUM_URL", "QUORUM_TOKEN", "QUORUM_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args, role: str | None = "engineer", stdin: str | None = None):
+        argv = [str(a) for a in args]
+        if role:
+            argv = ["--url", world["url"], "--token", world["tokens"][role], *argv]
+        if stdin is not None:
+            import io
+
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse on bad usage
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_login_stores_the_url_and_token_privately_and_later_commands_use_them(cli, world, tmp_path):
+    code, out, err = cli("login", "--url", world["url"], "--username", "eng", "--password-stdin", "--project", "lab",
+                         "--json", role=None, stdin="correct-horse-battery\n")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["url"] == world["url"] and saved["project"] == "lab" and len(saved["token"]) == 40
+    assert stat.S_IMODE(os.stat(tmp_path / "config.json").st_mode) == 0o600
+    assert json.loads(out)["user"] == "eng" and saved["token"] not in out
+    code, out, _ = cli("projects", "--json", role=None)
+    assert code == 0 and [p["slug"] for p in json.loads(out)] == ["lab"]
+    code, _, err = cli("login", "--url", world["url"], "--username", "eng", "--password-stdin", role=None,
+                       stdin="wrong\n")
+    assert code == 1 and "wrong username or password" in err
+    code, out, _ = cli("logout", "--json", role=None)
+    assert code == 0 and not (tmp_path / "config.json").exists()
+    code, _, err = cli("projects", role=None)
+    assert code == 2 and "not logged in" in err
+
+
+def test_push_prompts_from_a_file_prints_what_it_wrote(cli, world, tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "What is 2+2?", "id": "a"}\n{"prompt": "Name a prime."}\n')
+    code, out, err = cli("push", "prompts", path, "--project", "lab", "--json")
+    assert code == 0, err
+    assert json.loads(out)["prompts_created"] == 2
+    code, out, _ = cli("push", "prompts", path, "-p", "lab")
+    assert code == 0 and "prompts existing 2" in out
+    csv = tmp_path / "more.csv"
+    csv.write_text("prompt,external_id\nWhy?,w\n")
+    assert cli("push", "prompts", csv, "-p", "lab")[0] == 0
+    assert Prompt.objects.count() == 3
+    code, out, _ = cli("prompts", "lab", "--json")
+    assert code == 0 and {p["external_id"] for p in json.loads(out)} == {"a", "", "w"}
+
+
+def test_a_bad_request_exits_1_with_the_servers_message(cli, world, tmp_path):
+    code, out, err = cli("train", "lab", "--method", "dpo", "--snapshot", "deadbeefdeadbeef", "--base-model", "nope")
+    assert code == 1 and out == ""
+    assert err.startswith("error: 400") and "no such snapshot" in err and "base_model" in err
+    # A bad line in a pushed file: the server names the line.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"nothing": 1}\n')
+    code, _, err = cli("push", "prompts", bad, "-p", "lab")
+    assert code == 1 and "line 2" in err
+    # A role that may not: 403, and its message.
+    code, _, err = cli("push", "prompts", bad, "-p", "lab", role="annotator")
+    assert code == 1 and err.startswith("error: 403")
+
+
+def test_usage_and_connection_errors_have_their_own_exit_codes(cli, world, tmp_path):
+    assert cli("frobnicate")[0] == 2
+    assert cli("train", "lab", "--method", "dpo")[0] == 2  # required options missing
+    code, _, err = cli("push", "prompts", tmp_path / "missing.jsonl", "-p", "lab")
+    assert code == 2 and "no such file" in err
+    code, _, err = cli("push", "prompts", tmp_path / "missing.jsonl")
+    assert code == 2
+    code, _, err = cli("--url", "http://127.0.0.1:9", "--token", "x", "--timeout", "2", "models", role=None)
+    assert code == 3 and "cannot reach" in err
+
+
+def test_export_writes_the_snapshot_file_and_lists_parse_as_json(cli, world, tmp_path):
+    records = tmp_path / "prefs.jsonl"
+    records.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) + "\n"
+                               for i in range(3)))
+    assert cli("push", "records", records, "-p", "lab")[0] == 0
+    out_file = tmp_path / "out" / "prefs.jsonl"
+    code, out, err = cli("export", "lab", "--format", "preference", "-o", out_file, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["path"] == str(out_file) and result["snapshot"]["row_count"] == 3
+    assert hashlib.sha256(out_file.read_bytes()).hexdigest() == result["snapshot"]["sha256"]
+    assert len(out_file.read_text().splitlines()) == 3
+    code, out, _ = cli("snapshots", "lab", "--json")
+    assert code == 0 and [s["sha256"] for s in json.loads(out)] == [result["snapshot"]["sha256"]]
+    again = tmp_path / "again.jsonl"
+    code, _, _ = cli("export", "lab", "--snapshot", result["snapshot"]["sha256"][:12], "-o", again)
+    assert code == 0 and again.read_bytes() == out_file.read_bytes()
+    for command in (["tasks", "lab"], ["annotations", "lab"], ["members", "lab"], ["models"], ["jobs", "list", "lab"]):
+        code, out, err = cli(*command, "--json", role="boss")
+        assert code == 0, (command, err)
+        assert isinstance(json.loads(out), list)
+    code, out, _ = cli("tasks", "lab", role="boss")
+    assert code == 0 and out.splitlines()[0].split()[:2] == ["ID", "KIND"]
+
+
+@pytest.mark.slow
+def test_train_and_watch_a_run_to_its_end(cli, world, tmp_path, tiny_model_dir, inline_worker):
+    model_register(name="tiny", backend="transformers", path=str(tiny_model_dir))
+    records = tmp_path / "sft.jsonl"
+    records.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}."},
+                                                        {"role": "assistant", "content": f"{i}."}]}) + "\n"
+                               for i in range(4)))
+    assert cli("push", "records", records, "-p", "lab")[0] == 0
+    code, out, _ = cli("export", "lab", "--format", "sft", "-o", tmp_path, "--json")
+    sha = json.loads(out)["snapshot"]["sha256"]
+    code, out, err = cli("train", "lab", "--method", "sft", "--snapshot", sha[:16], "--base-model", "tiny",
+                         "--set", "max_steps=2", "--set", "batch_size=2", "--hyperparameters",
+                         '{"max_length": 32, "num_threads": 1}', "--json")
+    assert code == 0, err
+    launched = json.loads(out)
+    assert launched["status"] == "queued" and launched["ref"].startswith("run-")
+    code, out, err = cli("jobs", "watch", launched["ref"], "-p", "lab", "--poll", "0.5", "--json")
+    assert code == 0, err
+    final = json.loads(out)
+    assert final["status"] == "succeeded" and final["step"] == 2 and final["output_model"]
+    code, out, _ = cli("models", "--json")
+    assert final["output_model"] in {m["name"] for m in json.loads(out)}
+    # Cancelling a finished run is refused by the server (409), exit 1.
+    code, _, err = cli("jobs", "cancel", launched["ref"], "-p", "lab")
+    assert code == 1 and "409" in err
+
+
+def test_the_installed_command_runs_as_its_own_process(world):
+    """Run as a separate process (`python -m quorum_client`): JSON on stdout, the refusal on stderr."""
+    env = {**os.environ, "QUORUM_URL": world["url"], "QUORUM_TOKEN": world["tokens"]["engineer"],
+           "QUORUM_CONFIG": "/nonexistent/quorum.json"}
+    ok = subprocess.run([sys.executable, "-m", "quorum_client", "projects", "--json"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert [p["slug"] for p in json.loads(ok.stdout)] == ["lab"]
+    refused = subprocess.run([sys.executable, "-m", "quorum_client", "export", "lab", "--format", "preference",
+                              "--file-format", "parquet", "-o", "/tmp/never-written.parquet"],
+                             cwd=ROOT, env={**env, "QUORUM_TOKEN": world["tokens"]["annotator"]},
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith("error: 403") and "permission" in refused.stderr.lower()
