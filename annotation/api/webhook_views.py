@@ -84,15 +84,17 @@ class WebhookListView(ListModelMixin, ProjectView):
         return HttpResponse(WebhookWithSecretOutput(webhook).data, status=201)
 
 
-class WebhookDetailView(ProjectView):
-    serializer_class = WebhookOutput
-    permissions_by_method = {"*": [CanManageData], "PATCH": [IsProjectAdmin], "DELETE": [IsProjectAdmin]}
-
+class _OneWebhook(ProjectView):
     def _webhook(self, webhook_id) -> Webhook:
         webhook = hooks.webhooks_of(project=self.project).filter(pk=webhook_id).first()
         if webhook is None:
             raise NotFound("no such webhook")
         return webhook
+
+
+class WebhookDetailView(_OneWebhook):
+    serializer_class = WebhookOutput
+    permissions_by_method = {"*": [CanManageData], "PATCH": [IsProjectAdmin], "DELETE": [IsProjectAdmin]}
 
     def get(self, request, slug, webhook_id):
         return HttpResponse(WebhookOutput(self._webhook(webhook_id)).data)
@@ -109,7 +111,7 @@ class WebhookDetailView(ProjectView):
         return HttpResponse(status=204)
 
 
-class WebhookPingView(WebhookDetailView):
+class WebhookPingView(_OneWebhook):
     serializer_class = DeliveryOutput
     permissions_by_method = {"*": [IsProjectAdmin]}
 

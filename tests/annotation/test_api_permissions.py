@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import Annotation, DatasetSnapshot, Role
+from annotation.services.webhooks import webhook_create, webhook_ping
 from training.models import GenerationJob, TrainingRun
 from training.services import generation_job_create, model_register
 from training.services.runs import training_run_cancel, training_run_create
@@ -85,8 +86,11 @@ def world(db, make_user, make_task, tmp_path, settings):
     stopped = training_run_create(project=project, method="sft", base_model=model, snapshot=snapshot,
                                   hyperparameters={"max_steps": 1})
     training_run_cancel(run=stopped)
+    webhook = webhook_create(project=project, url="http://127.0.0.1:9/hook", events=["task.completed"])
+    delivery = webhook_ping(webhook=webhook)
     return {"users": users, "project": project, "other": other, "task": task, "lease": lease, "annotation": annotation,
-            "snapshot": snapshot, "model": model, "job": job, "run": run, "stopped": stopped}
+            "snapshot": snapshot, "model": model, "job": job, "run": run, "stopped": stopped, "webhook": webhook,
+            "delivery": delivery}
 
 
 # (method, URL name) -> (path and body from the world, roles allowed, roles that get 404 rather than 403).
@@ -165,6 +169,16 @@ MATRIX = {
     ("GET", "api-training-run"): (lambda w: (P + f"training-runs/{w['run'].pk}/", None), DATA_READERS, OUT),
     ("POST", "api-training-run-cancel"): (lambda w: (P + f"training-runs/{w['run'].pk}/cancel/", None), DATA_MANAGERS, OUT),
     ("POST", "api-training-run-relaunch"): (lambda w: (P + f"training-runs/{w['stopped'].pk}/relaunch/", None), DATA_MANAGERS, OUT),
+    ("GET", "api-snapshot-card"): (lambda w: (P + f"snapshots/{w['snapshot'].pk}/card/", None), DATA_MANAGERS, OUT),
+    ("POST", "api-imports-datasets"): (lambda w: (P + "imports/datasets/", "parquet-upload"), DATA_MANAGERS, OUT),
+    ("GET", "api-webhooks"): (lambda w: (P + "webhooks/", None), DATA_MANAGERS, OUT),
+    ("POST", "api-webhooks"): (lambda w: (P + "webhooks/", {"url": "http://127.0.0.1:9/b", "events": ["run.finished"]}), ADMINS, OUT),
+    ("GET", "api-webhook"): (lambda w: (P + f"webhooks/{w['webhook'].pk}/", None), DATA_MANAGERS, OUT),
+    ("PATCH", "api-webhook"): (lambda w: (P + f"webhooks/{w['webhook'].pk}/", {"active": False}), ADMINS, OUT),
+    ("DELETE", "api-webhook"): (lambda w: (P + f"webhooks/{w['webhook'].pk}/", None), ADMINS, OUT),
+    ("POST", "api-webhook-ping"): (lambda w: (P + f"webhooks/{w['webhook'].pk}/ping/", None), ADMINS, OUT),
+    ("GET", "api-webhook-deliveries"): (lambda w: (P + "webhook-deliveries/", None), DATA_MANAGERS, OUT),
+    ("POST", "api-webhook-redeliver"): (lambda w: (P + f"webhook-deliveries/{w['delivery'].pk}/redeliver/", None), ADMINS, OUT),
     # The schema and its docs are public: they describe the API, not any project's data.
     ("GET", "schema"): (lambda w: ("/api/schema/", None), EVERYONE, NOBODY),
     ("GET", "api-docs"): (lambda w: ("/api/docs/", None), EVERYONE, NOBODY),
@@ -226,6 +240,15 @@ def _request(world, role, method, name):
         upload = io.BytesIO(b'{"prompt": "What is 2+2?"}\n')
         upload.name = "prompts.jsonl"
         return client.post(url, {"file": upload}, format="multipart")
+    if body == "parquet-upload":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"prompt": ["What is 3+3?"]}), buffer)
+        buffer.seek(0)
+        buffer.name = "prompts.parquet"
+        return client.post(url, {"file": buffer}, format="multipart")
     if body == "credentials":
         username = "newcomer" if role == "anonymous" else role
         password = "x" if role == "anonymous" else PASSWORD
