@@ -51,6 +51,11 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
+    # An AI rater: a model that labels through the same queue and submit as people (source=ai).
+    is_ai = models.BooleanField(default=False)
+    counts_toward_overlap = models.BooleanField(
+        default=True, help_text="AI raters: take a slot of the task's overlap, or label beside the people."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -263,6 +268,10 @@ class Annotation(models.Model):
             models.CheckConstraint(condition=Q(source__in=AnnotationSource.values), name="annotation_source_valid"),
             models.CheckConstraint(
                 condition=Q(seconds_spent__isnull=True) | Q(seconds_spent__gte=0), name="annotation_seconds_nonnegative"
+            ),
+            # An AI rater labels a task once: a later label (a new constitution version) supersedes it.
+            models.UniqueConstraint(
+                fields=["task", "author"], condition=Q(source="ai", is_current=True), name="annotation_one_current_ai_label"
             ),
         ]
         indexes = [

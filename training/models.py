@@ -234,3 +234,74 @@ class TrainingMetric(models.Model):
 
 
 from .rounds.models import Round  # noqa: E402,F401  (the loop's rounds live with their services)
+
+
+class FeedbackKind(models.TextChoices):
+    CRITIQUE_REVISION = "critique_revision", "critique → revision (supervised CAI)"
+    JUDGE = "judge", "AI judge labels tasks (RL-CAI)"
+
+
+class FeedbackJob(models.Model):
+    """AI feedback under a constitution version: critique→revision chains over prompts, or AI labels on tasks.
+
+    Same pattern as `GenerationJob`: the row is the truth, a worker claims it (owner, heartbeat), commits each
+    batch of items with the cursor in one transaction, hands on after JOB_SLICE_SECONDS, and the reconciler
+    re-queues a job whose worker went silent. Rows it writes are keyed by (job, item, round/principle), so a
+    retried job never duplicates them. Items that fail are recorded in `failures` and retried once at the end.
+    """
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="feedback_jobs")
+    kind = models.CharField(max_length=24, choices=FeedbackKind.choices)
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="feedback_jobs",
+                              help_text="The judge, or the model that critiques and revises.")
+    constitution = models.ForeignKey("annotation.ConstitutionVersion", on_delete=models.PROTECT, related_name="+")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+", help_text="The AI rater the labels are written as (judge jobs).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    scope = models.JSONField(default=dict, blank=True, help_text="The filter as asked for.")
+    item_ids = models.JSONField(default=list, help_text="Prompt ids (chains) or task ids (judge), resolved at launch.")
+    parameters = models.JSONField(default=dict, blank=True, help_text="rounds, cot, principles, seed, overlap, export…")
+    batch_items = models.PositiveSmallIntegerField(default=8)
+    queue = models.CharField(max_length=32, default="gpu")
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+    cursor = models.PositiveIntegerField(default=0, help_text="Items fully processed.")
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    failures = models.JSONField(default=list, blank=True, help_text="[{item, error, attempts}] of items that failed.")
+    retried = models.BooleanField(default=False, help_text="Failed items were given their second try.")
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    ticket = models.CharField(max_length=32, blank=True)
+    owner = models.CharField(max_length=128, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="feedback_job_status_valid"),
+            models.CheckConstraint(condition=Q(kind__in=FeedbackKind.values), name="feedback_job_kind_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="feedback_job_active",
+                         condition=Q(status__in=["queued", "running"])),
+            models.Index(fields=["project", "-id"], name="feedback_job_by_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"feedback job {self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 100

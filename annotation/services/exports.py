@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Avg, Count, Exists, FloatField, OuterRef, Q, TextField
+from django.db.models import Avg, Case, Count, Exists, FloatField, OuterRef, Q, Sum, TextField, Value, When
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce
 
@@ -238,11 +238,14 @@ def _messages(messages) -> list[dict]:
 class _Reader:
     """The streams one snapshot reads, all scoped to a project, current revisions and sources."""
 
-    def __init__(self, *, project: Project, sources: list[str], style: str, aggregation: str = "majority"):
+    def __init__(
+        self, *, project: Project, sources: list[str], style: str, aggregation: str = "majority", ai_weight: float = 1.0
+    ):
         self.project = project
         self.sources = sources
         self.style = style
         self.aggregation = aggregation
+        self.ai_weight = ai_weight
 
     def _project_tasks(self, kind: str):
         tasks = Task.objects.filter(project=self.project)
@@ -312,11 +315,18 @@ def _pairwise_majorities(
     strength = Cast(KeyTextTransform("strength", "payload"), FloatField())
     imported = KeyTransform("import", "details")
     margin = Coalesce(Cast(KeyTextTransform("margin", imported), FloatField()), strength)
+    if reader.ai_weight == 1.0:
+        vote = lambda condition: Count("id", filter=condition)  # noqa: E731
+    else:
+        # An AI label's vote weighs `ai_weight` against a person's 1.
+        weight = Case(When(source=AnnotationSource.AI, then=Value(reader.ai_weight)), default=Value(1.0),
+                      output_field=FloatField())
+        vote = lambda condition: Coalesce(Sum(weight, filter=condition), Value(0.0))  # noqa: E731
     counts = {
-        "a": Count("id", filter=choice_a),
-        "b": Count("id", filter=choice_b),
-        "tie": Count("id", filter=Q(payload__choice="tie")),
-        "bad": Count("id", filter=Q(payload__choice="both_bad")),
+        "a": vote(choice_a),
+        "b": vote(choice_b),
+        "tie": vote(Q(payload__choice="tie")),
+        "bad": vote(Q(payload__choice="both_bad")),
         "margin_a": Avg(margin, filter=choice_a),
         "margin_b": Avg(margin, filter=choice_b),
     }
@@ -687,6 +697,7 @@ def snapshot_create(
     neutral_step_correct: bool = True,
     pairwise_as_unpaired: bool = False,
     aggregation: str = "majority",
+    ai_weight: float = 1.0,
 ) -> DatasetSnapshot:
     """Write a dataset file from the project's current annotations and record it as a snapshot.
 
@@ -694,6 +705,7 @@ def snapshot_create(
     keeps annotations by source (human, ai). Stepwise: +1 -> true, -1 -> false, 0 -> true unless
     `neutral_step_correct` is False. Unpaired: thumbs on rating tasks, plus, with
     `pairwise_as_unpaired`, each pairwise majority as one desirable and one undesirable row.
+    `ai_weight` (majority aggregation, pairwise votes): an AI label's vote against a person's 1; 0 < w <= 1.
     """
     if format not in SnapshotFormat.values:
         raise Invalid(f"unknown dataset format {format!r}", fields={"format": [f"must be one of {', '.join(SnapshotFormat.values)}"]})
@@ -705,16 +717,26 @@ def snapshot_create(
         raise Invalid(
             f"unknown aggregation {aggregation!r}", fields={"aggregation": [f"must be one of {', '.join(AGGREGATIONS)}"]}
         )
+    try:
+        ai_weight = float(ai_weight)
+    except (TypeError, ValueError):
+        ai_weight = -1.0
+    if not 0 < ai_weight <= 1:
+        raise Invalid("ai_weight must be in (0, 1]", fields={"ai_weight": ["a number in (0, 1]"]})
+    if ai_weight != 1.0 and aggregation != "majority":
+        raise Invalid("ai_weight applies to majority aggregation", fields={"ai_weight": ["only with majority"]})
     sources = sorted(set(sources))
     if not sources or not set(sources) <= set(AnnotationSource.values):
         raise Invalid("sources must name human and/or ai", fields={"sources": [f"choose from {', '.join(AnnotationSource.values)}"]})
     if format in (SnapshotFormat.SFT, SnapshotFormat.RAW):
         style = "conversational"  # messages either way
 
-    reader = _Reader(project=project, sources=sources, style=style, aggregation=aggregation)
+    reader = _Reader(project=project, sources=sources, style=style, aggregation=aggregation, ai_weight=ai_weight)
     spec: dict = {"format": format, "file_format": file_format, "style": style, "sources": sources}
     if format in (SnapshotFormat.PREFERENCE, SnapshotFormat.UNPAIRED):
         spec["aggregation_method"] = aggregation
+        if AnnotationSource.AI in sources:
+            spec["ai_weight"] = ai_weight
     if format == SnapshotFormat.PREFERENCE:
         # Scores only when every row can have them: a column that is null in the first rows and a
         # number later does not load with `datasets` (its type is taken from the first block).
@@ -813,7 +835,30 @@ def snapshot_create(
             },
         )
     spec["columns"] = columns
+    return _write(project=project, format=format, file_format=file_format, style=style, columns=columns, rows=rows,
+                  spec=spec, created_by=created_by, out_path=out_path)
 
+
+def snapshot_from_rows(
+    *,
+    project: Project,
+    format: str,
+    rows: Iterable[dict],
+    spec: dict,
+    created_by: AbstractBaseUser | None = None,
+    out_path: str | os.PathLike | None = None,
+) -> DatasetSnapshot:
+    """Record rows built elsewhere (e.g. AI revisions as SFT data) as a JSONL snapshot, written, hashed and
+    published exactly as `snapshot_create` does. `spec` says where the rows came from."""
+    columns = {SnapshotFormat.SFT: ["messages"], SnapshotFormat.PREFERENCE: ["prompt", "chosen", "rejected"]}.get(format)
+    if columns is None:
+        raise Invalid(f"rows can be recorded as sft or preference, not {format!r}", fields={"format": ["sft or preference"]})
+    spec = {"format": format, "file_format": "jsonl", "style": "conversational", **spec, "columns": columns}
+    return _write(project=project, format=format, file_format="jsonl", style="conversational", columns=columns,
+                  rows=rows, spec=spec, created_by=created_by, out_path=out_path)
+
+
+def _write(*, project, format, file_format, style, columns, rows, spec, created_by, out_path) -> DatasetSnapshot:
     target = _target_path(project, format, file_format, out_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
