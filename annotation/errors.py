@@ -32,3 +32,10 @@ class Invalid(DomainError):
 
     status = 400
     code = "invalid"
+
+
+class TooLarge(DomainError):
+    """An upload declared larger than the limit (refused before its body is read)."""
+
+    status = 413
+    code = "too_large"

@@ -1,5 +1,6 @@
 """Thin API views: parse with an input serializer, call a service or selector, render."""
 
+from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.db.models import Prefetch
 from django.http import FileResponse
@@ -16,7 +17,7 @@ from rest_framework.views import APIView
 from quorum import login_limit
 
 from .. import selectors, services
-from ..errors import Invalid, NotFound
+from ..errors import Invalid, NotFound, TooLarge
 from ..models import (
     Annotation,
     ConstitutionVersion,
@@ -431,6 +432,11 @@ class ImportView(ProjectView):
     def post(self, request, slug):
         from ..services.imports import data_import
 
+        # Refuse an upload declared larger than the limit before reading (and spooling) its body.
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > settings.IMPORT_MAX_BYTES + 64 * 1024:
+            message = f"the upload is larger than the import limit of {settings.IMPORT_MAX_BYTES:,} bytes"
+            raise TooLarge(message, code="too_large", fields={"file": [message]})
         data = _parse(s.ImportInput, request)
         upload = data["file"]
         report = data_import(

@@ -549,6 +549,8 @@ def _decode(number: int, raw) -> dict | None:
     except ValueError as e:
         detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
         raise _LineError(f"not valid JSON ({detail})") from None
+    except RecursionError:
+        raise _LineError("JSON nested too deeply to read") from None
     if not isinstance(obj, dict):
         raise _LineError(f"expected a JSON object {{...}}, got {_kind_of(obj)}")
     if "\\u" in text:
