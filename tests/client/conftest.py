@@ -45,7 +45,7 @@ def world(transactional_db, live_server, tmp_path, settings):
     services.membership_set(project=project, user=users["engineer"], role="engineer")
     services.membership_set(project=project, user=users["annotator"], role="annotator")
     tokens = {role: Token.objects.create(user=u).key for role, u in users.items()}
-    return {"url": live_server.url, "users": users, "tokens": tokens, "project": project}
+    return {"url": live_server.url, "users": users, "tokens": tokens, "project": project, "tmp": tmp_path}
 
 
 @pytest.fixture
