@@ -249,8 +249,8 @@ def webhook_task_submitted(*, task_id: int, project_id: int) -> None:
 
 def retry_delay(attempts: int) -> float:
     """Seconds before the next attempt after `attempts` failed ones: base × 2^(attempts−1), capped."""
-    base = float(_setting("WEBHOOK_RETRY_BASE_SECONDS", 10))
-    return min(float(_setting("WEBHOOK_RETRY_MAX_SECONDS", 3600)), base * 2 ** max(0, attempts - 1))
+    base = float(_setting("WEBHOOK_RETRY_BASE_SECONDS", 10.0))
+    return min(float(_setting("WEBHOOK_RETRY_MAX_SECONDS", 3600.0)), base * 2 ** max(0, attempts - 1))
 
 
 def delivery_body(delivery: WebhookDelivery) -> bytes:
@@ -289,7 +289,7 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
                 webhook.url,
                 content=body,
                 headers=headers,
-                timeout=float(_setting("WEBHOOK_TIMEOUT_SECONDS", 10)),
+                timeout=float(_setting("WEBHOOK_TIMEOUT_SECONDS", 10.0)),
                 follow_redirects=False,
             )
             code = answer.status_code

@@ -1,0 +1,354 @@
+"""Webhooks: a real Celery worker process POSTs signed deliveries to a local HTTP server; a failing receiver is
+retried with growing delays and then marked failed; roles decide who manages webhooks and reads deliveries.
+
+The worker uses the test database and a broker file of its own (so it never takes another run's messages); this
+process sends to the same broker. Retry delays are shortened through the worker's environment.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from annotation import services
+from annotation.models import DeliveryStatus, Role, WebhookDelivery
+from annotation.services.exports import snapshot_create
+from annotation.services.webhooks import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    signature_for,
+    signature_verify,
+    webhook_create,
+    webhook_emit,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE = 60
+RETRY_BASE = 0.5
+MAX_ATTEMPTS = 3
+
+
+# --- a receiver -----------------------------------------------------------------------------
+class Receiver:
+    """A local HTTP server that records every POST; /fail answers 500, anything else 200."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
+                     "at": time.monotonic()}
+                )
+                status = 500 if self.path.startswith("/fail") else 200
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"receiver is down" if status == 500 else b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def on(self, path: str) -> list[dict]:
+        return [r for r in self.requests if r["path"] == path]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+# --- a real worker --------------------------------------------------------------------------
+def _database_url() -> str:
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, django_db_blocker):
+    """One Celery worker process for this module, on a broker of its own that this process sends to."""
+    from quorum.celery import app
+
+    workdir = Path(tempfile.mkdtemp(prefix="quorum-webhooks-"))
+    broker = f"sqla+sqlite:///{workdir / 'broker.sqlite3'}"
+    with django_db_blocker.unblock():
+        url = _database_url()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": broker,
+        "QUORUM_WEBHOOK_RETRY_BASE_SECONDS": str(RETRY_BASE),
+        "QUORUM_WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "QUORUM_WEBHOOK_TIMEOUT_SECONDS": "5",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "QUORUM_DB_CONN_MAX_AGE": "0",
+    }
+    log_path = workdir / "worker.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "quorum", "worker", "-Q", "default", "-P", "solo",
+         "-n", f"hooks-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "--loglevel", "INFO"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    old_url = app.conf.broker_url
+    app.conf.broker_url = broker
+    app._pool = None
+    app.amqp._producer_pool = None
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while "ready" not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        yield log_path
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+        log.close()
+        app.conf.broker_url = old_url
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait(predicate, what: str, log_path: Path | None = None):
+    deadline = time.monotonic() + DEADLINE
+    while not predicate():
+        if time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace")[-3000:] if log_path else ""
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
+        time.sleep(0.1)
+
+
+def _submit(annotator, project, choice="A"):
+    assignment = services.task_next_for(annotator=annotator, project=project)
+    return services.annotation_submit(
+        assignment=assignment, annotator=annotator, payload={"choice": choice, "strength": 2}, client_id=uuid.uuid4()
+    )
+
+
+# --- signatures -----------------------------------------------------------------------------
+def test_signature_is_hmac_sha256_of_timestamp_and_body_and_refuses_tampering_and_replays():
+    secret, body, ts = "s3cret-s3cret-s3cret", b'{"event":"ping"}', str(int(time.time()))
+    expected = "sha256=" + hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    assert signature_for(secret=secret, timestamp=ts, body=body) == expected
+    assert signature_verify(secret=secret, body=body, timestamp=ts, signature=expected)
+    assert not signature_verify(secret=secret, body=body + b" ", timestamp=ts, signature=expected)
+    assert not signature_verify(secret="another-secret-value", body=body, timestamp=ts, signature=expected)
+    old = str(int(time.time()) - 3600)
+    assert not signature_verify(
+        secret=secret, body=body, timestamp=old, signature=signature_for(secret=secret, timestamp=old, body=body)
+    )
+
+
+# --- deliveries through a real worker -------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_completed_task_is_delivered_once_signed_and_logged(transactional_db, worker, receiver, project, member, make_task):
+    hook = webhook_create(project=project, url=receiver.url("/hooks/quorum"), events=["task.completed"])
+    other = webhook_create(project=project, url=receiver.url("/hooks/runs"), events=["run.finished"])
+    task = make_task("pairwise")  # the project wants 2 annotations per task
+    first, second = member(Role.ANNOTATOR), member(Role.ANNOTATOR)
+
+    _submit(first, project)
+    time.sleep(1.0)  # a worker has had time to send anything it was given
+    assert receiver.requests == [] and not WebhookDelivery.objects.exists()  # half done is not complete
+
+    _submit(second, project, choice="B")
+    _wait(lambda: WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED).exists(), "the delivery", worker)
+    got = receiver.on("/hooks/quorum")
+    assert len(got) == 1 and receiver.on("/hooks/runs") == []
+    request = got[0]
+    headers = request["headers"]
+    assert headers[EVENT_HEADER.lower()] == "task.completed"
+    assert signature_verify(
+        secret=hook.secret, body=request["body"], timestamp=headers[TIMESTAMP_HEADER.lower()],
+        signature=headers[SIGNATURE_HEADER.lower()],
+    )  # fmt: skip
+    assert not signature_verify(
+        secret=other.secret, body=request["body"], timestamp=headers[TIMESTAMP_HEADER.lower()],
+        signature=headers[SIGNATURE_HEADER.lower()],
+    )  # fmt: skip
+    body = json.loads(request["body"])
+    assert body["event"] == "task.completed" and body["project"]["slug"] == project.slug
+    assert body["data"]["task"]["id"] == task.pk and body["data"]["task"]["submitted_count"] == 2
+    delivery = WebhookDelivery.objects.get()
+    assert str(delivery.pk) == headers[DELIVERY_HEADER.lower()] == str(body["id"])
+    assert (delivery.webhook_id, delivery.attempts, delivery.response_code, delivery.last_error) == (hook.pk, 1, 200, "")
+    assert delivery.finished_at is not None
+
+    # The same event reported again (e.g. by a racing submit) is not sent twice.
+    assert webhook_emit(project=project, event="task.completed", key=f"task.completed:{task.pk}", data={}) == []
+    time.sleep(1.0)
+    assert len(receiver.on("/hooks/quorum")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_failing_receiver_is_retried_with_growing_delays_then_marked_failed(
+    transactional_db, worker, receiver, project, tmp_path, settings, make_task, member
+):
+    settings.SNAPSHOT_DIR = tmp_path / "snapshots"
+    webhook_create(project=project, url=receiver.url("/fail"), events=["snapshot.created"])
+    good = webhook_create(project=project, url=receiver.url("/ok"), events=["snapshot.created"])
+    make_task("pairwise")
+    annotator = member(Role.ANNOTATOR)
+    _submit(annotator, project)
+    snapshot = snapshot_create(project=project, format="raw")
+
+    failing = lambda: WebhookDelivery.objects.filter(webhook__url__endswith="/fail").first()  # noqa: E731
+    _wait(lambda: failing() is not None and failing().status == DeliveryStatus.FAILED, "the failed delivery", worker)
+    attempts = receiver.on("/fail")
+    assert len(attempts) == MAX_ATTEMPTS
+    gaps = [b["at"] - a["at"] for a, b in zip(attempts, attempts[1:])]
+    # base × 2^(n−1): 0.5 s, then 1 s (plus the worker's latency, never less).
+    assert gaps[0] >= RETRY_BASE * 0.9 and gaps[1] >= 2 * RETRY_BASE * 0.9, gaps
+    assert gaps[1] > gaps[0] * 1.4, gaps
+    delivery = failing()
+    assert (delivery.attempts, delivery.response_code) == (MAX_ATTEMPTS, 500)
+    assert "HTTP 500" in delivery.last_error and "receiver is down" in delivery.last_error
+    assert delivery.finished_at is not None
+    # Every attempt is signed afresh and carries the same delivery id.
+    assert len({r["headers"][DELIVERY_HEADER.lower()] for r in attempts}) == 1
+
+    # The healthy receiver got its copy once, with the snapshot's hash.
+    _wait(lambda: WebhookDelivery.objects.filter(webhook=good, status=DeliveryStatus.SUCCEEDED).exists(), "the good one")
+    (ok,) = receiver.on("/ok")
+    data = json.loads(ok["body"])["data"]["snapshot"]
+    assert (data["id"], data["sha256"], data["row_count"]) == (snapshot.pk, snapshot.sha256, snapshot.row_count)
+    assert data["card"].endswith(f"/snapshots/{snapshot.pk}/card/")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_delivery_failed_earlier_can_be_sent_again(transactional_db, worker, receiver, project, make_user):
+    admin = make_user("hookadmin")
+    services.membership_set(project=project, user=admin, role=Role.ADMIN)
+    client = APIClient()
+    client.force_authenticate(admin)
+    base = f"/api/v1/projects/{project.slug}/"
+    created = client.post(base + "webhooks/", {"url": receiver.url("/ok"), "events": ["run.finished"]}, format="json")
+    assert created.status_code == 201
+    ping = client.post(base + f"webhooks/{created.data['id']}/ping/")
+    assert ping.status_code == 201 and ping.data["event"] == "ping"
+    _wait(lambda: WebhookDelivery.objects.filter(pk=ping.data["id"], status=DeliveryStatus.SUCCEEDED).exists(), "the ping")
+    again = client.post(base + f"webhook-deliveries/{ping.data['id']}/redeliver/")
+    assert again.status_code == 200
+    _wait(lambda: len(receiver.on("/ok")) == 2, "the second send")
+    first, second = receiver.on("/ok")
+    assert json.loads(first["body"])["id"] == json.loads(second["body"])["id"] == ping.data["id"]
+    assert signature_verify(
+        secret=created.data["secret"], body=second["body"], timestamp=second["headers"][TIMESTAMP_HEADER.lower()],
+        signature=second["headers"][SIGNATURE_HEADER.lower()],
+    )  # fmt: skip
+
+
+# --- the API and roles ----------------------------------------------------------------------
+@pytest.fixture
+def clients(project, member, make_user):
+    out = {}
+    for role in (Role.ADMIN, Role.ENGINEER, Role.REVIEWER, Role.ANNOTATOR):
+        client = APIClient()
+        client.force_authenticate(member(role))
+        out[role] = client
+    stranger = APIClient()
+    stranger.force_authenticate(make_user("stranger"))
+    out["outsider"] = stranger
+    return out
+
+
+def test_admins_manage_webhooks_engineers_read_them_and_others_cannot(db, project, clients):
+    base = f"/api/v1/projects/{project.slug}/webhooks/"
+    body = {"url": "https://example.org/hook", "events": ["task.completed", "snapshot.created"], "description": "CI"}
+    for role in (Role.ENGINEER, Role.REVIEWER, Role.ANNOTATOR):
+        assert clients[role].post(base, body, format="json").status_code == 403
+    assert clients["outsider"].post(base, body, format="json").status_code == 404
+    created = clients[Role.ADMIN].post(base, body, format="json")
+    assert created.status_code == 201
+    secret = created.data["secret"]
+    assert len(secret) >= 32 and created.data["events"] == ["snapshot.created", "task.completed"]
+
+    listed = clients[Role.ENGINEER].get(base)
+    assert listed.status_code == 200
+    (row,) = listed.data["results"]
+    assert "secret" not in row and row["secret_hint"] == "…" + secret[-4:]
+    for role in (Role.REVIEWER, Role.ANNOTATOR):
+        assert clients[role].get(base).status_code == 403
+        assert clients[role].get(f"/api/v1/projects/{project.slug}/webhook-deliveries/").status_code == 403
+    assert clients[Role.ENGINEER].get(f"/api/v1/projects/{project.slug}/webhook-deliveries/").status_code == 200
+
+    one = f"{base}{row['id']}/"
+    assert clients[Role.ENGINEER].patch(one, {"active": False}, format="json").status_code == 403
+    assert clients[Role.ENGINEER].delete(one).status_code == 403
+    rotated = clients[Role.ADMIN].patch(one, {"rotate_secret": True, "active": False}, format="json")
+    assert rotated.status_code == 200 and rotated.data["secret"] != secret and rotated.data["active"] is False
+    assert clients[Role.ADMIN].delete(one).status_code == 204
+    assert clients[Role.ADMIN].get(one).status_code == 404
+
+
+def _fields(response) -> dict:
+    return response.data.get("fields", response.data)
+
+
+def test_bad_webhook_input_gets_field_messages(db, project, clients):
+    base = f"/api/v1/projects/{project.slug}/webhooks/"
+    admin = clients[Role.ADMIN]
+    bad_url = admin.post(base, {"url": "ftp://example.org/x", "events": ["task.completed"]}, format="json")
+    assert bad_url.status_code == 400 and "url" in _fields(bad_url)
+    bad_event = admin.post(base, {"url": "https://example.org/x", "events": ["task.exploded"]}, format="json")
+    assert bad_event.status_code == 400 and "events" in _fields(bad_event)
+    no_event = admin.post(base, {"url": "https://example.org/x", "events": []}, format="json")
+    assert no_event.status_code == 400 and "events" in _fields(no_event)
+    short = admin.post(base, {"url": "https://example.org/x", "events": ["run.finished"], "secret": "short"}, format="json")
+    assert short.status_code == 400 and "secret" in _fields(short)
+    bad_filter = admin.get(f"/api/v1/projects/{project.slug}/webhook-deliveries/?status=lost")
+    assert bad_filter.status_code == 400 and "status" in _fields(bad_filter)
+
+
+def test_an_event_reaches_only_the_active_webhooks_that_subscribed(db, project):
+    wanted = webhook_create(project=project, url="https://example.org/a", events=["snapshot.created"])
+    webhook_create(project=project, url="https://example.org/b", events=["task.completed"])
+    webhook_create(project=project, url="https://example.org/c", events=["snapshot.created"], active=False)
+    ids = webhook_emit(project=project, event="snapshot.created", key="snapshot.created:1", data={"snapshot": {"id": 1}})
+    assert [WebhookDelivery.objects.get(pk=i).webhook_id for i in ids] == [wanted.pk]
