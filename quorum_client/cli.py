@@ -202,9 +202,20 @@ def cmd_projects(args) -> int:
 def cmd_push(args) -> int:
     client = _client(args)
     project = _project(args)
-    rows = _rows(args.file)
-    if not rows:
+    if args.what == "dataset":
+        if not Path(args.file).exists():
+            raise UsageError(f"no such file or directory: {args.file}")
+        rows = []
+    else:
+        rows = _rows(args.file)
+    if not rows and args.what != "dataset":
         raise UsageError(f"{args.file} holds no rows")
+    if args.what == "dataset":
+        report = client.import_dataset(project, args.file, format=args.format, split=args.split)
+        counts = {k: v for k, v in report.raw.items() if isinstance(v, int)}
+        human = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v and k not in ("lines",))
+        _emit(args, {**report.raw}, f"{project}: {human or 'nothing new'}")
+        return EXIT_OK
     if args.what in ("prompts", "records"):
         fmt = "prompts" if args.what == "prompts" else args.format
         report = client.push_records(project, rows, format=fmt, filename=Path(args.file).name or "stdin.jsonl")
@@ -265,6 +276,9 @@ def cmd_export(args) -> int:
                                       sources=sources, aggregation=args.aggregation)
     path = client.download_snapshot(args.project_pos, snap, args.output) if args.output != "" else None
     payload = {"snapshot": snap.raw, "path": str(path) if path else None}
+    if args.card:
+        Path(args.card).write_text(client.snapshot_card(args.project_pos, snap), encoding="utf-8")
+        payload["card"] = args.card
     _emit(args, payload, f"snapshot {snap.id}  {snap.format}  {snap.row_count} rows  sha256 {snap.sha256}"
           + (f"\nwritten to {path}" if path else ""))
     return EXIT_OK
@@ -362,11 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--required", type=int, help="annotations required per task")
 
     p = add("push", cmd_push, "push rows from a JSONL, JSON, CSV or Parquet file ('-' for JSONL on stdin)")
-    p.add_argument("what", choices=["prompts", "records", "responses", "tasks"])
+    p.add_argument("what", choices=["prompts", "records", "responses", "tasks", "dataset"],
+                   help="dataset: a .parquet/.arrow file or a save_to_disk directory, uploaded as it is")
     p.add_argument("file")
     p.add_argument("--project", "-p")
     p.add_argument("--format", choices=["preference", "unpaired", "stepwise", "sft", "prompts"],
-                   help="records: the format (default: told from the keys)")
+                   help="records, dataset: the format (default: told from the keys)")
+    p.add_argument("--split", help="dataset: the split of a DatasetDict")
 
     for name, help in (("models", "list the model registry"),):
         p = add(name, cmd_list, help)
@@ -389,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregation", choices=["majority", "dawid_skene"], default="majority")
     p.add_argument("--snapshot", help="download this existing snapshot (id or sha256) instead of writing one")
     p.add_argument("-o", "--output", default=None, help="file or directory (default: a name in the current one)")
+    p.add_argument("--card", metavar="PATH", help="also write the snapshot's dataset card (README.md) there")
 
     p = add("train", cmd_train, "launch a training run on a snapshot", project=True)
     p.add_argument("--method", required=True, choices=["sft", "reward", "dpo", "kto", "orpo", "ppo", "prm"])

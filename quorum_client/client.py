@@ -243,6 +243,29 @@ class Client:
                             data={"format": format} if format else None, retry=True).json()
         return from_dict(ImportReport, body)
 
+    def import_dataset(self, project: str | Project, path: str | Path, *, format: str | None = None,
+                       split: str | None = None) -> ImportReport:
+        """Upload a Hugging Face dataset as it is on disk: a .parquet or .arrow file, or a `save_to_disk`
+        directory (zipped here on the fly); `split` picks one split of a DatasetDict. Rows are read as
+        `push_records` reads them (formats and idempotence alike)."""
+        import io
+        import zipfile
+
+        path = Path(path)
+        if path.is_dir():
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                for item in sorted(path.rglob("*")):
+                    if item.is_file():
+                        archive.write(item, Path(path.name) / item.relative_to(path))
+            name, content = path.name + ".zip", buffer.getvalue()
+        else:
+            name, content = path.name, path.read_bytes()
+        fields = {k: v for k, v in (("format", format), ("split", split)) if v}
+        body = self.request("POST", self._p(project) + "imports/datasets/", files={"file": (name, content)},
+                            data=fields or None, retry=True).json()
+        return from_dict(ImportReport, body)
+
     def prompts(self, project: str | Project) -> list[Prompt]:
         return [from_dict(Prompt, p) for p in self._pages(self._p(project) + "prompts/")]
 
@@ -390,6 +413,12 @@ class Client:
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"download from {self.url} failed: {exc or type(exc).__name__}") from exc
         return sha.hexdigest()
+
+    def snapshot_card(self, project: str | Project, snapshot: int | str | Snapshot) -> str:
+        """The snapshot's dataset card (a README.md in Hugging Face's style: fields, counts, aggregation,
+        guideline and constitution versions, license), as markdown."""
+        snap = self.snapshot(project, snapshot)
+        return self.request("GET", self._p(project) + f"snapshots/{snap.id}/card/").text
 
     def snapshot_dataset(self, project: str | Project, snapshot: int | str | Snapshot,
                          cache_dir: str | Path | None = None):

@@ -171,3 +171,21 @@ def test_the_installed_command_runs_as_its_own_process(world):
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.startswith("error: 403") and "permission" in refused.stderr.lower()
+
+
+def test_push_a_dataset_directory_and_export_with_its_card(cli, world, tmp_path):
+    import datasets
+
+    folder = tmp_path / "prefs"
+    datasets.Dataset.from_list([{"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}
+                                for i in range(3)]).save_to_disk(str(folder))
+    code, out, err = cli("push", "dataset", folder, "-p", "lab", "--json")
+    assert code == 0, err
+    assert json.loads(out)["records"] == 3
+    card = tmp_path / "README.md"
+    code, out, err = cli("export", "lab", "--format", "preference", "-o", tmp_path / "data.jsonl", "--card", card,
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["snapshot"]["sha256"] in card.read_text()
+    code, _, err = cli("push", "dataset", tmp_path / "nowhere", "-p", "lab")
+    assert code == 2 and "no such file" in err

@@ -280,3 +280,22 @@ def test_an_unreachable_server_raises_connection_failed():
     with pytest.raises(ConnectionFailed) as info:
         client.projects()
     assert "cannot reach http://127.0.0.1:9" in str(info.value)
+
+
+def test_hugging_face_datasets_go_in_as_they_are_on_disk_and_snapshots_come_with_a_card(client_for, world, tmp_path):
+    eng = client_for("engineer")
+    rows = [{"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."} for i in range(4)]
+    folder = tmp_path / "prefs"
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    report = eng.import_dataset("lab", folder)
+    assert report.format == "preference" and report.records == 4 and report.annotations_created == 4
+    assert eng.import_dataset("lab", folder).annotations_existing == 4
+    parquet = tmp_path / "prompts.parquet"
+    datasets.Dataset.from_list([{"prompt": "From parquet?"}]).to_parquet(str(parquet))
+    assert eng.import_dataset("lab", parquet, format="prompts").prompts_created == 1
+
+    snap = eng.create_snapshot("lab", "preference")
+    card = eng.snapshot_card("lab", snap)
+    assert snap.sha256 in card and "4" in card
+    with pytest.raises(Forbidden):
+        client_for("annotator").import_dataset("lab", parquet)
