@@ -3,6 +3,7 @@
 from django.urls import path
 
 from . import views
+from .rounds import views as round_views
 
 app_name = "training"
 
@@ -15,4 +16,7 @@ urlpatterns = [
     path("p/<slug:slug>/runs/<int:run_id>/", views.training_run_detail, name="training_run"),
     path("p/<slug:slug>/runs/<int:run_id>/data/", views.training_run_data, name="training_run_data"),
     path("p/<slug:slug>/runs/<int:run_id>/cancel/", views.training_run_cancel, name="training_run_cancel"),
+    path("p/<slug:slug>/rounds/", round_views.round_list, name="rounds"),
+    path("p/<slug:slug>/rounds/<int:number>/", round_views.round_detail, name="round"),
+    path("p/<slug:slug>/rounds/<int:number>/cancel/", round_views.round_cancel, name="round_cancel"),
 ]

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from ..rounds import api as round_api
 from . import views
 
 project = "projects/<slug:slug>/"
@@ -26,4 +27,7 @@ urlpatterns = [
         views.TrainingRunRelaunchView.as_view(),
         name="api-training-run-relaunch",
     ),
+    path(project + "rounds/", round_api.RoundListView.as_view(), name="api-rounds"),
+    path(project + "rounds/<int:number>/", round_api.RoundDetailView.as_view(), name="api-round"),
+    path(project + "rounds/<int:number>/cancel/", round_api.RoundCancelView.as_view(), name="api-round-cancel"),
 ]

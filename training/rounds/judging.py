@@ -1,38 +1,45 @@
-"""Pairwise AI judgments for the loop, read from the judge's log-probabilities of "(A)" and "(B)" in both orders.
-
-The product's AI judge (`training.feedback.judge`) is used when it is installed; until then this module asks the
-judge model itself through the backends' `logprobs(conversations, candidates)`: each pair is shown once as (A, B)
-and once swapped, and the two probabilities that the first response is better are averaged, which cancels the
-judge's position bias.
-"""
+"""Pairwise AI judgments for the loop: the product's AI judge (`training.feedback.judge.judge_pairs`), which reads
+the judge model's probabilities of "(A)" and "(B)" with each pair shown in both orders and averages them, so the
+judge's position bias cancels. This module adapts its verdicts to what rounds store and count."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 from ..backends.base import GenerationBackend
+from ..feedback.judge import PairItem, Verdict, judge_pairs
 
 QUESTION = "Which response is more helpful, honest and harmless?"
-CANDIDATES = ("(A)", "(B)")
-PREFIX = "The better response is "
 
 
 @dataclass(frozen=True)
 class PairJudgment:
-    """P(first response is better), as shown first and swapped, and their mean."""
+    """P(first response is better), averaged over both orders, with the judge's verdict for provenance."""
 
-    p_first: float
-    p_first_swapped: float
+    verdict: Verdict
 
     @property
     def p(self) -> float:
-        return (self.p_first + self.p_first_swapped) / 2
+        return float(self.verdict.p_first)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.ok
+
+    @property
+    def p_first(self) -> float:
+        """P(first) with the first response shown as (A)."""
+        return float(self.verdict.order_ab[0])
+
+    @property
+    def p_first_swapped(self) -> float:
+        """P(first) with the first response shown as (B)."""
+        return float(self.verdict.order_ba[1])
 
     @property
     def choice(self) -> str:
-        return "A" if self.p > 0.5 else "B" if self.p < 0.5 else "tie"
+        return self.verdict.choice
 
     @property
     def outcome(self) -> float:
@@ -40,46 +47,16 @@ class PairJudgment:
         return 1.0 if self.p > 0.5 else 0.0 if self.p < 0.5 else 0.5
 
     def details(self) -> dict:
-        return {"p_a": round(self.p, 6), "p_a_as_shown": round(self.p_first, 6),
-                "p_a_swapped": round(self.p_first_swapped, 6), "both_orders": True}
-
-
-def judge_conversation(messages: Sequence[dict], first: str, second: str, question: str = QUESTION) -> list[dict]:
-    asked = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-    return [{
-        "role": "user",
-        "content": (
-            f"Here is a conversation:\n{asked}\n\nResponse (A):\n{first}\n\nResponse (B):\n{second}\n\n"
-            f"{question} Answer with (A) or (B)."
-        ),
-    }]
-
-
-def _p_first(scores: dict[str, float]) -> float:
-    a, b = scores[CANDIDATES[0]], scores[CANDIDATES[1]]
-    top = max(a, b)
-    ea, eb = math.exp(a - top), math.exp(b - top)
-    return ea / (ea + eb)
+        return {**self.verdict.details(), "p_a": round(self.p, 6), "both_orders": True}
 
 
 def compare_pairs(
-    backend: GenerationBackend, items: Sequence[tuple[Sequence[dict], str, str]], *, question: str = QUESTION
+    backend: GenerationBackend, items: Sequence[tuple[Sequence[dict], str, str]], *, question: str = QUESTION,
+    batch_size: int = 8,
 ) -> list[PairJudgment]:
-    """Judge each (messages, first, second) in both orders with one batched log-probability call."""
+    """Judge each (messages, first, second) in both orders; one verdict per item, in order."""
     if not items:
         return []
-    shown = [judge_conversation(m, a, b, question) for m, a, b in items]
-    swapped = [judge_conversation(m, b, a, question) for m, a, b in items]
-    scores = backend.logprobs(shown + swapped, list(CANDIDATES), prefix=PREFIX)
-    n = len(items)
-    # Swapped, the first response of the pair is shown as (B).
-    return [PairJudgment(_p_first(scores[i]), 1.0 - _p_first(scores[n + i])) for i in range(n)]
-
-
-def product_judge():
-    """The product's batched judge when it is installed (None until then)."""
-    try:
-        from ..feedback import judge  # noqa: F401
-    except ImportError:
-        return None
-    return judge
+    verdicts = judge_pairs(backend, [PairItem(list(m), a, b, question, key=i) for i, (m, a, b) in enumerate(items)],
+                           batch_size=batch_size)
+    return [PairJudgment(v) for v in verdicts]

@@ -130,10 +130,13 @@ def round_config(*, project: Project, overrides: dict | None = None) -> dict:
 
 def heldout_prompt_ids(*, project: Project, count: int) -> list[int]:
     """Prompts kept out of training for evaluation: those tagged `heldout`, or else the `count` prompts with the
-    lowest content hash (stable as prompts are added: a new prompt enters only if its hash is lower)."""
+    lowest content hash, at most half of them (stable as prompts are added: a new prompt enters only if its hash
+    is lower)."""
     tagged = [pk for pk, tags in Prompt.objects.filter(project=project).values_list("id", "tags") if HELDOUT_TAG in (tags or [])]
     if tagged:
         return sorted(tagged)
+    # Never more than half the prompts: the rest must stay for training.
+    count = min(count, Prompt.objects.filter(project=project).count() // 2)
     if count <= 0:
         return []
     return list(Prompt.objects.filter(project=project).order_by("content_hash", "id").values_list("id", flat=True)[:count])
@@ -564,12 +567,13 @@ def _ai_labels(rnd: Round, owner: str) -> None:
         for task in chunk:
             responses = [tr.response for tr in sorted(task.task_responses.all(), key=lambda tr: tr.position)]
             items.append((task.prompt.messages, responses[0].content, responses[1].content))
-        judgments = judging.compare_pairs(backend, items)
+        judgments = judging.compare_pairs(backend, items, batch_size=batch)
         with transaction.atomic():
             if not Round.objects.select_for_update().filter(pk=rnd.pk, owner=owner).exists():
                 raise LostClaim()
             for task, j in zip(chunk, judgments):
-                _ai_annotation(task, judge, j, rnd)
+                if j.ok:  # a pair the judge could not read (too long for it) stays unlabelled
+                    _ai_annotation(task, judge, j, rnd)
 
 
 def _ai_annotation(task: Task, judge: Model, judgment: judging.PairJudgment, rnd: Round | None) -> Annotation:
@@ -735,20 +739,23 @@ def evaluate_round(rnd: Round) -> dict:
                 ))
         out["evaluation_project"] = target.slug
         if rnd.judge is not None:
-            judgments = judging.compare_pairs(backend_for(rnd.judge),
-                                              [(p.messages, a.content, b.content)
-                                               for p, a, b in zip(prompts, new_answers, old_answers)])
+            judged = judging.compare_pairs(backend_for(rnd.judge),
+                                           [(p.messages, a.content, b.content)
+                                            for p, a, b in zip(prompts, new_answers, old_answers)],
+                                           batch_size=config["judge_batch"])
             with transaction.atomic():
                 labelled = set(Annotation.objects.filter(task__in=tasks, source=AnnotationSource.AI,
                                                          details__judge_model=rnd.judge.name).values_list("task_id", flat=True))
-                for task, j in zip(tasks, judgments):
-                    if task.pk not in labelled:
+                for task, j in zip(tasks, judged):
+                    if task.pk not in labelled and j.ok:
                         _ai_annotation(task, rnd.judge, j, rnd)
+            judgments = [j for j in judged if j.ok]
             out["win_rate"] = {**evaluation.win_rate([j.outcome for j in judgments], seed=seed),
+                               "judge_errors": len(judged) - len(judgments),
+                               "soft": round(sum(j.p for j in judgments) / max(1, len(judgments)), 4),
                                "judge": rnd.judge.name, "new": new.name, "previous": old.name, "both_orders": True,
-                               "mean_p_new": round(sum(j.p for j in judgments) / len(judgments), 4),
                                "position_consistency": round(sum(
-                                   (j.p_first > 0.5) == (j.p_first_swapped > 0.5) for j in judgments) / len(judgments), 4)}
+                                   not j.verdict.flipped for j in judgments) / max(1, len(judgments)), 4)}
         try:
             from annotation.quality.report import leaderboard_report
 

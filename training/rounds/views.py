@@ -1,0 +1,80 @@
+"""Round pages: the list with the figures across rounds and a form to run rounds (admins and engineers), and one
+round's page with its lineage, figures and stage times. Reviewers may look; annotators may not."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation.errors import DomainError
+
+from ..views import ENGINEERS, OBSERVERS, _ctx, _project
+from . import services
+from .forms import RoundForm
+
+
+@login_required
+def round_list(request, slug):
+    project, role = _project(request, slug, OBSERVERS)
+    can_run = role in ENGINEERS
+    form, status = None, 200
+    if request.method == "POST":
+        if not can_run:
+            raise PermissionDenied("Only admins and engineers run rounds.")
+        form = RoundForm(request.POST)
+        if form.is_valid():
+            try:
+                rnd = services.round_create(project=project, created_by=request.user, **form.service_kwargs())
+            except DomainError as exc:
+                messages.error(request, exc.message)
+                for field, errors in exc.fields.items():
+                    name = field if field in form.fields else None
+                    for error in errors:
+                        form.add_error(name, error)
+                status = 409 if exc.status == 409 else 400
+            else:
+                messages.success(request, f"Round {rnd.number} queued.")
+                return redirect("training:round", project.slug, rnd.number)
+        else:
+            status = 400
+    elif can_run:
+        form = RoundForm()
+    rounds = list(services.rounds_for(project=project)[:100])
+    series = services.rounds_series(project=project)
+    ctx = _ctx(gen_project=project, rounds=rounds, series=series, form=form, can_run=can_run,
+               active=any(r.is_active for r in rounds))
+    return render(request, "training/rounds.html", ctx, status=status)
+
+
+def _round_or_404(project, number):
+    rnd = services.round_get(project=project, number=number)
+    if rnd is None:
+        raise Http404("No such round")
+    return rnd
+
+
+@login_required
+def round_detail(request, slug, number):
+    project, role = _project(request, slug, OBSERVERS)
+    rnd = _round_or_404(project, number)
+    e = rnd.evaluation or {}
+    ctx = _ctx(gen_project=project, rnd=rnd, can_run=role in ENGINEERS, lineage=services.round_lineage(rnd),
+               e=e, syco=e.get("sycophancy") or {}, lengths=e.get("lengths") or {},
+               stages=[(k, v) for k, v in (rnd.stage_times or {}).items()])
+    return render(request, "training/round.html", ctx)
+
+
+@require_POST
+@login_required
+def round_cancel(request, slug, number):
+    project, _ = _project(request, slug, ENGINEERS)
+    rnd = _round_or_404(project, number)
+    try:
+        services.round_cancel(rnd=rnd)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.info(request, f"Round {rnd.number} is being cancelled.")
+    return redirect("training:round", project.slug, rnd.number)
