@@ -1,9 +1,12 @@
-"""manage.py export_dataset --project SLUG --format F --out PATH: write a dataset snapshot."""
+"""manage.py export_dataset --project SLUG --format F --out PATH: write a dataset snapshot and its dataset card."""
+
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.errors import DomainError
 from annotation.models import Project, SnapshotFormat
+from annotation.services.cards import card_path
 from annotation.services.exports import AGGREGATIONS, FILE_FORMATS, STYLES, snapshot_create
 
 
@@ -16,7 +19,12 @@ class Command(BaseCommand):
         parser.add_argument("--file-format", choices=FILE_FORMATS, default="jsonl")
         parser.add_argument("--style", choices=STYLES, default="conversational")
         parser.add_argument("--sources", default="human,ai", help="comma-separated: human, ai")
-        parser.add_argument("--out", required=True, help="file to write (read-only once written)")
+        parser.add_argument(
+            "--out",
+            required=True,
+            help="file to write (read-only once written), or a directory (ending in / or existing) to write "
+            "DIR/data.<ext> and DIR/README.md, which datasets.load_dataset(DIR) loads",
+        )
         parser.add_argument(
             "--neutral-step",
             choices=("correct", "error"),
@@ -41,6 +49,12 @@ class Command(BaseCommand):
         if project is None:
             raise CommandError(f"no project with slug {options['project']!r}")
         sources = [s.strip() for s in options["sources"].split(",") if s.strip()]
+        out = options["out"]
+        if out.endswith(("/", "\\")) or Path(out).is_dir():
+            directory = Path(out)
+            if directory.is_dir() and any(directory.iterdir()):
+                raise CommandError(f"{directory} is not empty; a dataset directory holds one snapshot and its card")
+            out = str(directory / f"data.{options['file_format']}")
         try:
             snapshot = snapshot_create(
                 project=project,
@@ -48,11 +62,13 @@ class Command(BaseCommand):
                 file_format=options["file_format"],
                 style=options["style"],
                 sources=sources,
-                out_path=options["out"],
+                out_path=out,
                 neutral_step_correct=options["neutral_step"] == "correct",
                 pairwise_as_unpaired=options["pairwise_as_unpaired"],
                 aggregation=options["aggregation"],
             )
         except DomainError as e:
             raise CommandError(e.message) from None
-        self.stdout.write(f"rows: {snapshot.row_count}\nsha256: {snapshot.sha256}\npath: {snapshot.path}")
+        self.stdout.write(
+            f"rows: {snapshot.row_count}\nsha256: {snapshot.sha256}\npath: {snapshot.path}\ncard: {card_path(snapshot)}"
+        )
