@@ -84,10 +84,16 @@ def _type(prop: dict, schemas: dict) -> str:
     return text + (" \\| null" if prop.get("nullable") else "")
 
 
+# The database's own integer range (it differs between SQLite and PostgreSQL): not a documented limit.
+_DB_INT_BOUNDS = {2**15 - 1, -(2**15), 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)}
+
+
 def _limits(prop: dict) -> str:
     out = []
     for key, label in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "length ≥"), ("maxLength", "length ≤"),
                        ("maxItems", "items ≤")):
+        if key in ("minimum", "maximum") and prop.get(key) in _DB_INT_BOUNDS:
+            continue
         if key in prop:
             out.append(f"{label} {prop[key]}")
     if "default" in prop:
