@@ -100,6 +100,7 @@ def generation_job_cancel(request, slug, job_id):
 
 # --- training runs -------------------------------------------------------------------------
 import json  # noqa: E402
+import re  # noqa: E402
 
 from django.http import JsonResponse  # noqa: E402
 from django.urls import reverse  # noqa: E402
@@ -197,9 +198,57 @@ def training_run_detail(request, slug, run_id):
     project, role = _project(request, slug, OBSERVERS)
     run = _run_or_404(project, run_id)
     data_url = reverse("training:training_run_data", args=[project.slug, run.pk])
+    evaluation = (run.result or {}).get("evaluation") or {}
     ctx = _ctx(gen_project=project, run=run, can_launch=role in ENGINEERS, data_url=data_url,
-               evaluation=(run.result or {}).get("evaluation") or {})
+               evaluation=evaluation, **_evaluation_view(evaluation))
     return render(request, "training/training_run.html", ctx)
+
+
+SHOWN_PAIRS = 100
+
+
+def _evaluation_view(evaluation: dict) -> dict:
+    """What the run page shows of a stored evaluation: the reward model's report (accuracy with its interval,
+    reward against length, score distributions, ensemble disagreement, most disputed pairs first), the PRM's
+    (step accuracy, best-of-N against the outcome model), and every other value as a flat table."""
+    view: dict = {"reward_eval": None, "prm_eval": None, "score_histograms": None}
+    shown: set[str] = set()
+    if isinstance(evaluation.get("accuracy_ci95"), list) and "pairs" in evaluation:
+        reward = dict(evaluation)
+        ensemble = evaluation.get("ensemble")
+        if isinstance(ensemble, dict):
+            pairs = sorted(ensemble.get("per_pair") or [], key=lambda p: (p["agreement"], -p["margin_std"]))
+            reward["ensemble"] = {**ensemble, "disputed": pairs[:SHOWN_PAIRS], "listed": len(pairs)}
+        view["reward_eval"] = reward
+        scores = evaluation.get("scores") or {}
+        chosen, rejected = scores.get("histogram_chosen") or {}, scores.get("histogram_rejected") or {}
+        if chosen.get("edges"):
+            view["score_histograms"] = {"edges": chosen["edges"], "chosen": chosen.get("counts", []),
+                                        "rejected": rejected.get("counts", [])}
+        shown |= {"pairs", "accuracy", "accuracy_ci95", "loss", "mean_margin", "length", "scores", "ensemble"}
+    if isinstance(evaluation.get("best_of_n"), dict) and isinstance(evaluation.get("step"), dict):
+        view["prm_eval"] = evaluation
+        shown |= {"step", "best_of_n", "scores"}
+    view["evaluation_rows"] = _flat_rows({k: v for k, v in evaluation.items() if k not in shown})
+    return view
+
+
+def _flat_rows(data: dict, prefix: str = "") -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(_flat_rows(value, name + "."))
+        elif isinstance(value, float):
+            rows.append((name, f"{value:.4g}"))
+        elif isinstance(value, list):
+            if len(value) <= 8 and all(isinstance(v, (int, float, str)) or v is None for v in value):
+                rows.append((name, ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)))
+            else:
+                rows.append((name, f"{len(value)} values (in the API's result)"))
+        else:
+            rows.append((name, "" if value is None else str(value)))
+    return rows
 
 
 @login_required
@@ -215,8 +264,29 @@ def training_run_data(request, slug, run_id):
         "id": run.pk, "status": run.status, "step": run.step, "active": run.is_active, "error": run.error,
         "cancel_requested": run.cancel_requested, "log_tail": run.log_tail, "result": run.result,
         "output_model": run.output_model.name if run.output_model else None,
-        "metrics": run_services.training_run_series(run=run, since_step=since),
+        "metrics": (series := run_services.training_run_series(run=run, since_step=since)),
+        "groups": chart_groups(series),
     })
+
+
+# The run page's four charts and the metric names each plots (names are the trainers' own: "loss",
+# "member0/loss", "loss/policy", "rewards/margins", "eval/accuracy", "kl", "approx_kl", "response_length", ...).
+CHARTS = {
+    "loss": re.compile(r"(^|[/_])loss($|[/_])"),
+    "reward": re.compile(r"reward|accurac|margin|best_of_n"),
+    "kl": re.compile(r"(^|[/_])kl($|[/_])"),
+    "length": re.compile(r"length|(^|[/_])len$"),
+}
+
+
+def chart_groups(names) -> dict[str, list[str]]:
+    """Metric names by chart; a name goes to the first chart that claims it (a loss is never a reward)."""
+    groups: dict[str, list[str]] = {key: [] for key in CHARTS}
+    for name in sorted(names):
+        key = next((k for k, pattern in CHARTS.items() if pattern.search(name)), None)
+        if key is not None:
+            groups[key].append(name)
+    return groups
 
 
 @require_POST
