@@ -74,6 +74,28 @@ def generation_job_run(self, job_id: int, ticket: str) -> str:
     return outcome
 
 
+@shared_task(bind=True, name="training.feedback_job_run", acks_late=True, ignore_result=True, max_retries=None)
+def feedback_job_run(self, job_id: int, ticket: str) -> str:
+    """Run one slice of a feedback job (critique-revision or AI judge), as `generation_job_run` does."""
+    from .feedback.jobs import RetryLater as FeedbackRetryLater
+    from .feedback.jobs import feedback_job_run_slice
+
+    close_old_connections()
+    _wait_for_preload()
+    try:
+        outcome = feedback_job_run_slice(job_id=job_id, ticket=ticket, worker=self.request.hostname or "")
+    except FeedbackRetryLater as exc:
+        log.warning("feedback job %s: %s; retrying in %.0f s", job_id, exc, exc.countdown)
+        raise self.retry(args=[job_id, exc.ticket], countdown=exc.countdown)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("feedback job %s: database error %s; retrying", job_id, exc)
+        close_old_connections()
+        raise self.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
+    if outcome == "busy":
+        raise self.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
+    return outcome
+
+
 @shared_task(bind=True, name="training.training_run_execute", ignore_result=True)
 def training_run_execute(self, run_id: int) -> str:
     """Run a training run's trainer process to its end (on the `gpu` queue). Not acked late: a worker that dies
@@ -89,8 +111,11 @@ def reconcile() -> dict:
     counts = generation_jobs_reconcile()
     counts.update(training_runs_reconcile())
     counts.update(rounds_reconcile())
+    from .feedback.jobs import feedback_jobs_reconcile
+
+    counts.update(feedback_jobs_reconcile())
     counts["leases_expired"] = leases_expire()
     counts["broker_messages_purged"] = purge_taken_messages(settings.CELERY_BROKER_URL)
-    if counts["requeued"] or counts["failed"] or counts["resent"] or counts["runs_failed"] or counts["rounds_requeued"]:
+    if counts["requeued"] or counts["failed"] or counts["resent"] or counts["runs_failed"] or counts["rounds_requeued"] or counts["feedback_requeued"]:
         log.warning("reconciled: %s", counts)
     return counts

@@ -1,0 +1,515 @@
+"""Feedback jobs: launch, cancel, run one slice on a worker, reconcile jobs whose worker died.
+
+Same machinery as generation jobs (`training.services.generation`): the row is the truth; a worker claims the
+job with the message's ticket (owner + heartbeat), processes a batch of items, commits their rows with the
+cursor, and hands the job on to a fresh message after JOB_SLICE_SECONDS; the reconciler re-queues a running
+job whose worker went silent and re-sends a queued job's lost message, so no job stays queued or running
+forever. Items that fail are recorded in `failures` with their error and retried once when the cursor reaches
+the end; what still fails stays listed (the job succeeds with them, or fails when nothing succeeded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from annotation.errors import Conflict, Invalid
+from annotation.models import ConstitutionVersion, Membership, Project, Prompt, Task, TaskStatus
+
+from ..backends import BackendError, TransientBackendError, backend_for
+from ..models import ACTIVE_STATUSES, Backend, FeedbackJob, FeedbackKind, JobStatus, Model
+from ..services.generation import prompts_in_scope, retry_delay
+from .labels import JUDGEABLE
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 8
+TASK_FILTER_KEYS = {"ids", "kinds", "limit", "with_human_labels", "status"}
+
+
+# --- reads ---------------------------------------------------------------------------------
+def feedback_jobs_for(*, project: Project):
+    return FeedbackJob.objects.filter(project=project).select_related("model", "constitution", "rater")
+
+
+def feedback_job_get(*, project: Project, job_id: int) -> FeedbackJob | None:
+    return feedback_jobs_for(project=project).filter(pk=job_id).first()
+
+
+def tasks_in_scope(*, project: Project, task_filter: dict) -> list[int]:
+    """Task ids a judge job labels, oldest first. Keys (optional): `ids`, `kinds` (default: every judgeable kind),
+    `with_human_labels` (only tasks people labelled: what agreement needs), `status` (open/complete), `limit`."""
+    unknown = set(task_filter) - TASK_FILTER_KEYS
+    if unknown:
+        raise Invalid(f"unknown task filter keys: {', '.join(sorted(unknown))}",
+                      fields={"scope": [f"allowed keys: {', '.join(sorted(TASK_FILTER_KEYS))}"]})
+    kinds = task_filter.get("kinds") or list(JUDGEABLE)
+    bad = [k for k in kinds if k not in JUDGEABLE]
+    if bad:
+        raise Invalid(f"cannot judge {bad}", fields={"scope": [f"kinds must be among {', '.join(JUDGEABLE)}"]})
+    qs = Task.objects.filter(project=project, kind__in=kinds).exclude(status=TaskStatus.ARCHIVED).order_by("id")
+    if task_filter.get("ids") is not None:
+        qs = qs.filter(pk__in=[int(i) for i in task_filter["ids"]])
+    if task_filter.get("status"):
+        qs = qs.filter(status=task_filter["status"])
+    if task_filter.get("with_human_labels"):
+        qs = qs.filter(annotations__source="human", annotations__is_current=True).distinct()
+    limit = task_filter.get("limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise Invalid("limit must be a positive integer", fields={"scope": ["limit must be a positive integer"]})
+    ids = list(qs.values_list("id", flat=True))
+    return ids[:limit] if limit else ids
+
+
+# --- launching -----------------------------------------------------------------------------
+def _bool(value) -> bool:
+    return value in (True, "true", "1", 1, "on", "yes")
+
+
+@transaction.atomic
+def feedback_job_create(
+    *,
+    project: Project,
+    kind: str,
+    model: Model,
+    created_by=None,
+    scope: dict | None = None,
+    rounds: int = 1,
+    cot: bool = False,
+    principles: list[str] | None = None,
+    counts_toward_overlap: bool = False,
+    ranking_subset: str = "all",
+    export_pairs: bool = False,
+    seed: int | None = None,
+    batch_items: int | None = None,
+    critique_sampling: dict | None = None,
+    revision_sampling: dict | None = None,
+) -> FeedbackJob:
+    """Record a feedback job under the project's current constitution version and queue it (after commit).
+
+    kind "critique_revision": `scope` is a prompt filter (as generation jobs take); `rounds` rounds per prompt;
+    the final revisions are exported as an SFT snapshot (and as preference pairs with `export_pairs`).
+    kind "judge": `scope` is a task filter (`tasks_in_scope`); labels are written by the judge model's AI rater,
+    beside the people, or through the queue when `counts_toward_overlap` (then `scope.limit` tasks at most).
+    `principles`: keys to sample from (default: all of the version's).
+    """
+    if kind not in FeedbackKind.values:
+        raise Invalid(f"unknown kind {kind!r}", fields={"kind": [f"one of {', '.join(FeedbackKind.values)}"]})
+    if not model.is_active:
+        raise Invalid(f"model {model.name} is archived", fields={"model": ["archived"]})
+    # Read from the row, not the object handed in: a version saved since it was loaded is the one in force.
+    current_id = Project.objects.filter(pk=project.pk).values_list("current_constitution", flat=True).first()
+    constitution = ConstitutionVersion.objects.filter(pk=current_id).first() if current_id else None
+    if constitution is None:
+        raise Invalid("this project has no constitution yet; write one first",
+                      fields={"constitution": ["no constitution in force"]})
+    keys = list(constitution.principles.values_list("key", flat=True))
+    if not keys:
+        raise Invalid("the constitution in force has no principles", fields={"principles": ["none to sample"]})
+    principles = list(principles or [])
+    unknown = [k for k in principles if k not in keys]
+    if unknown:
+        raise Invalid(f"no principle {unknown[0]!r} in version {constitution.number}",
+                      fields={"principles": [f"choose from {', '.join(keys)}"]})
+    if not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
+        raise Invalid(f"rounds must be from 1 to {MAX_ROUNDS}", fields={"rounds": [f"between 1 and {MAX_ROUNDS}"]})
+    if ranking_subset not in ("all", "network"):
+        raise Invalid("ranking_subset must be all or network", fields={"ranking_subset": ["all or network"]})
+    scope = dict(scope or {})
+    rater = None
+    if kind == FeedbackKind.CRITIQUE_REVISION:
+        ids = prompts_in_scope(project=project, prompt_filter=scope, model=None)
+        if not ids:
+            raise Invalid("no prompt matches this filter", fields={"scope": ["selects no prompt"]})
+        total = len(ids)
+    else:
+        from .rater import ai_rater_ensure
+
+        rater = ai_rater_ensure(project=project, model_name=model.name, counts_toward_overlap=_bool(counts_toward_overlap))
+        if _bool(counts_toward_overlap):
+            ids = []  # the queue decides which tasks
+            total = int(scope.get("limit") or project.tasks.filter(kind__in=JUDGEABLE, open_slots__gt=0).count())
+            if not total:
+                raise Invalid("no open task to take through the queue", fields={"scope": ["no open judgeable task"]})
+        else:
+            ids = tasks_in_scope(project=project, task_filter=scope)
+            if not ids:
+                raise Invalid("no judgeable task matches this filter", fields={"scope": ["selects no task"]})
+            total = len(ids)
+    parameters = {
+        "rounds": rounds, "cot": _bool(cot), "principles": principles, "counts_toward_overlap": _bool(counts_toward_overlap),
+        "ranking_subset": ranking_subset, "export_pairs": _bool(export_pairs),
+        "critique_sampling": critique_sampling or {}, "revision_sampling": revision_sampling or {},
+    }
+    job = FeedbackJob.objects.create(
+        project=project, kind=kind, model=model, constitution=constitution, rater=rater, created_by=created_by,
+        scope=scope, item_ids=ids, parameters=parameters, total=total,
+        batch_items=max(1, min(int(batch_items or (16 if kind == FeedbackKind.JUDGE else 4)), 256)),
+        queue="default" if model.backend == Backend.OPENAI else "gpu",
+    )
+    job.parameters["seed"] = job.pk if seed is None else int(seed)
+    job.save(update_fields=["parameters"])
+    _enqueue(job)
+    return job
+
+
+@transaction.atomic
+def feedback_job_cancel(*, job: FeedbackJob) -> FeedbackJob:
+    locked = FeedbackJob.objects.select_for_update().get(pk=job.pk)
+    if locked.status not in ACTIVE_STATUSES:
+        raise Conflict(f"the job has already {locked.status}", code="job_finished")
+    if locked.status == JobStatus.QUEUED or not locked.owner:
+        locked.status, locked.finished_at, locked.owner = JobStatus.CANCELLED, timezone.now(), ""
+    locked.cancel_requested = True
+    locked.save(update_fields=["status", "finished_at", "owner", "cancel_requested"])
+    return locked
+
+
+def _send(job_id: int, ticket: str, queue: str, countdown: float | None) -> None:
+    from ..tasks import feedback_job_run
+
+    feedback_job_run.apply_async(args=[job_id, ticket], queue=queue, countdown=countdown)
+
+
+def _enqueue(job: FeedbackJob, *, countdown: float | None = None) -> str:
+    ticket = uuid.uuid4().hex
+    enqueued_at = timezone.now() + timedelta(seconds=countdown or 0)
+    FeedbackJob.objects.filter(pk=job.pk).update(ticket=ticket, enqueued_at=enqueued_at)
+    job.ticket, job.enqueued_at = ticket, enqueued_at
+    job_id, queue = job.pk, job.queue
+    transaction.on_commit(lambda: _send(job_id, ticket, queue, countdown), robust=True)
+    return ticket
+
+
+# --- running -------------------------------------------------------------------------------
+class LostClaim(Exception):
+    pass
+
+
+class RetryLater(Exception):
+    def __init__(self, message: str, *, ticket: str, countdown: float):
+        super().__init__(message)
+        self.ticket, self.countdown = ticket, countdown
+
+
+def _claim(job_id: int, ticket: str, owner: str, now: datetime) -> str:
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    with transaction.atomic():
+        claimed = (
+            FeedbackJob.objects.filter(pk=job_id, ticket=ticket, status__in=ACTIVE_STATUSES, cancel_requested=False)
+            .filter(Q(owner="") | Q(heartbeat_at__lt=stale))
+            .update(status=JobStatus.RUNNING, owner=owner, heartbeat_at=now)
+        )
+        if claimed:
+            FeedbackJob.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
+            return "claimed"
+        job = FeedbackJob.objects.filter(pk=job_id).only("ticket", "status", "cancel_requested", "owner").first()
+        if job is None or job.ticket != ticket or job.status not in ACTIVE_STATUSES:
+            return "stale"
+        if job.cancel_requested:
+            FeedbackJob.objects.filter(pk=job_id, owner="").update(status=JobStatus.CANCELLED, finished_at=now)
+            return "stale"
+        return "busy"
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, job_id: int, owner: str, interval: float):
+        super().__init__(name=f"feedback-heartbeat-{job_id}", daemon=True)
+        self.job_id, self.owner, self.interval = job_id, owner, interval
+        self.lost = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(self.interval):
+                try:
+                    beaten = FeedbackJob.objects.filter(pk=self.job_id, owner=self.owner).update(heartbeat_at=timezone.now())
+                except Exception:
+                    log.warning("heartbeat for feedback job %s failed", self.job_id, exc_info=True)
+                    continue
+                if not beaten:
+                    self.lost = True
+                    return
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
+def feedback_job_run_slice(*, job_id: int, ticket: str, worker: str = "", backend=None) -> str:
+    """Run the job for up to JOB_SLICE_SECONDS; returns succeeded/failed/cancelled/continued/stale/busy/lost.
+    Raises RetryLater on transient backend errors. `backend` replaces the registry's (tests, benchmarks)."""
+    owner = f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:128]
+    state = _claim(job_id, ticket, owner, timezone.now())
+    if state != "claimed":
+        return state
+    heartbeat = _Heartbeat(job_id, owner, settings.JOB_HEARTBEAT_SECONDS)
+    heartbeat.start()
+    try:
+        return _run(job_id, owner, heartbeat, backend)
+    except LostClaim:
+        return "lost"
+    except TransientBackendError as exc:
+        outcome = _release_for_retry(job_id, owner, f"{type(exc).__name__}: {exc}")
+        if isinstance(outcome, RetryLater):
+            raise outcome from exc
+        return outcome
+    except (BackendError, Invalid) as exc:
+        _fail(job_id, owner, str(exc))
+        return "failed"
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        log.exception("feedback job %s failed", job_id)
+        _fail(job_id, owner, f"{type(exc).__name__}: {exc}")
+        return "failed"
+    finally:
+        heartbeat.stop()
+
+
+def _principles(job: FeedbackJob):
+    qs = job.constitution.principles.order_by("position")
+    keys = (job.parameters or {}).get("principles") or []
+    return list(qs.filter(key__in=keys) if keys else qs)
+
+
+def _process(job: FeedbackJob, backend, item_ids: list[int]) -> tuple[int, list[dict], dict]:
+    """Process items; returns (items done, failures, counters to add to the result)."""
+    params = job.parameters or {}
+    principles = _principles(job)
+    if job.kind == FeedbackKind.CRITIQUE_REVISION:
+        from .chains import chains_run_batch
+
+        found = Prompt.objects.in_bulk(item_ids)
+        prompts = [found[i] for i in item_ids if i in found]
+        counts = chains_run_batch(backend=backend, job=job, prompts=prompts, principles=principles,
+                                  constitution=job.constitution)
+        failures = counts.pop("failures")
+        return len(item_ids), failures, counts
+    from .labels import label_tasks
+    from .rater import task_views, write_direct
+
+    labels = label_tasks(backend, task_views(item_ids), principles, seed=params.get("seed", job.pk),
+                         cot=params.get("cot", False), ranking_subset=params.get("ranking_subset", "all"),
+                         aspects=tuple(job.project.settings.get("aspects") or ("helpful", "honest", "harmless")),
+                         batch_size=job.batch_items)
+    written = write_direct(rater=job.rater, labels=labels, model_name=job.model.name, constitution=job.constitution,
+                           job_id=job.pk)
+    flipped = sum(1 for l in labels if l.payload is not None and l.details.get("flipped"))
+    return len(item_ids), written.failed, {"labels": written.labelled, "already_labelled": written.skipped,
+                                           "flipped": flipped}
+
+
+def _process_queue(job: FeedbackJob, backend, limit: int) -> tuple[int, list[dict], dict, bool]:
+    from .rater import label_through_queue
+
+    params = job.parameters or {}
+    written = label_through_queue(
+        backend=backend, project=job.project, rater=job.rater, principles=_principles(job),
+        constitution=job.constitution, model_name=job.model.name, limit=limit, seed=params.get("seed", job.pk),
+        cot=params.get("cot", False), ranking_subset=params.get("ranking_subset", "all"), job_id=job.pk,
+        batch_size=job.batch_items,
+    )
+    taken = written.labelled + written.skipped + len(written.failed)
+    return taken, written.failed, {"labels": written.labelled, "already_labelled": written.skipped}, taken < limit
+
+
+def _add(result: dict, counts: dict) -> dict:
+    out = dict(result)
+    for k, v in counts.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _run(job_id: int, owner: str, heartbeat: _Heartbeat, backend) -> str:
+    job = FeedbackJob.objects.select_related("model", "project", "constitution", "rater").get(pk=job_id)
+    deadline = time.monotonic() + settings.JOB_SLICE_SECONDS
+    backend = backend or backend_for(job.model)
+    via_queue = job.kind == FeedbackKind.JUDGE and (job.parameters or {}).get("counts_toward_overlap")
+    batches = 0
+    while True:
+        current = FeedbackJob.objects.filter(pk=job_id).values("owner", "cursor", "cancel_requested", "retried").first()
+        if current is None or current["owner"] != owner or heartbeat.lost:
+            raise LostClaim()
+        if current["cancel_requested"]:
+            return _finish(job_id, owner, JobStatus.CANCELLED)
+        cursor = current["cursor"]
+        end = job.total if via_queue else len(job.item_ids)
+        if cursor >= end:
+            if not current["retried"]:
+                _retry_failures(job, owner, backend)
+                continue
+            return _complete(job, owner)
+        if batches and time.monotonic() >= deadline:
+            _hand_on(job_id, owner)
+            return "continued"
+        if via_queue:
+            want = min(job.batch_items, end - cursor)
+            taken, failures, counts, exhausted = _process_queue(job, backend, want)
+            step = end - cursor if exhausted else max(taken, 1)
+        else:
+            batch = list(job.item_ids[cursor : cursor + job.batch_items])
+            taken, failures, counts = _process(job, backend, batch)
+            step = len(batch)
+        _commit(job_id, owner, cursor, cursor + step, taken, failures, counts)
+        batches += 1
+
+
+def _commit(job_id, owner, start, end, done, failures, counts) -> None:
+    with transaction.atomic():
+        locked = FeedbackJob.objects.select_for_update().filter(pk=job_id).first()
+        if locked is None or locked.owner != owner or locked.cursor != start:
+            raise LostClaim()
+        locked.cursor = end
+        locked.done = min(locked.total, locked.done + done)
+        locked.failures = [*locked.failures, *[{**f, "attempts": 1} for f in failures]]
+        locked.result = _add(locked.result, counts)
+        locked.heartbeat_at = timezone.now()
+        locked.save(update_fields=["cursor", "done", "failures", "result", "heartbeat_at"])
+
+
+def _retry_failures(job: FeedbackJob, owner: str, backend) -> None:
+    """The failed items' second try; what fails again stays in `failures` with attempts 2."""
+    failed = [f for f in job.__class__.objects.get(pk=job.pk).failures if f.get("attempts", 1) < 2]
+    items = list(dict.fromkeys(int(f["item"]) for f in failed))
+    again: list[dict] = []
+    counts: dict = {}
+    if items and job.kind == FeedbackKind.JUDGE and (job.parameters or {}).get("counts_toward_overlap"):
+        again = [{**f, "attempts": 2} for f in failed]  # the queue has given those tasks back; nothing to redo
+    elif items:
+        _, again_raw, counts = _process(job, backend, items)
+        again = [{**f, "attempts": 2} for f in again_raw]
+    with transaction.atomic():
+        locked = FeedbackJob.objects.select_for_update().filter(pk=job.pk).first()
+        if locked is None or locked.owner != owner:
+            raise LostClaim()
+        recovered = len(items) - len({f["item"] for f in again})
+        locked.failures = again
+        locked.retried = True
+        locked.result = _add(locked.result, {**counts, "recovered_on_retry": recovered})
+        locked.save(update_fields=["failures", "retried", "result"])
+
+
+def _complete(job: FeedbackJob, owner: str) -> str:
+    job = FeedbackJob.objects.select_related("project", "model", "constitution").get(pk=job.pk)
+    result = dict(job.result)
+    if job.kind == FeedbackKind.CRITIQUE_REVISION and not result.get("sft_snapshot"):
+        from .chains import chains_export
+
+        if result.get("revisions"):
+            result.update(chains_export(job=job, pairs=(job.parameters or {}).get("export_pairs", False),
+                                        created_by=job.created_by))
+    produced = result.get("labels", 0) + result.get("revisions", 0) + result.get("already_labelled", 0)
+    status = JobStatus.SUCCEEDED if produced or not job.failures else JobStatus.FAILED
+    error = "" if status == JobStatus.SUCCEEDED else f"every item failed; first error: {job.failures[0].get('error', '')}"
+    updated = FeedbackJob.objects.filter(pk=job.pk, owner=owner).update(
+        status=status, owner="", finished_at=timezone.now(), error=error[:4000], result=result,
+        done=F("total") if status == JobStatus.SUCCEEDED else F("done"),
+    )
+    if not updated:
+        raise LostClaim()
+    return status
+
+
+def _finish(job_id: int, owner: str, status: str) -> str:
+    if not FeedbackJob.objects.filter(pk=job_id, owner=owner).update(status=status, owner="", finished_at=timezone.now()):
+        raise LostClaim()
+    return status
+
+
+def _hand_on(job_id: int, owner: str) -> None:
+    with transaction.atomic():
+        job = FeedbackJob.objects.select_for_update().filter(pk=job_id, owner=owner).first()
+        if job is None:
+            raise LostClaim()
+        FeedbackJob.objects.filter(pk=job_id).update(owner="")
+        _enqueue(job)
+
+
+def _fail(job_id: int, owner: str, message: str) -> None:
+    FeedbackJob.objects.filter(pk=job_id, owner=owner).update(
+        status=JobStatus.FAILED, owner="", error=message[:4000], finished_at=timezone.now()
+    )
+
+
+def _release_for_retry(job_id: int, owner: str, message: str) -> RetryLater | str:
+    with transaction.atomic():
+        job = FeedbackJob.objects.select_for_update().filter(pk=job_id, owner=owner).first()
+        if job is None:
+            return "lost"
+        if job.attempts + 1 >= settings.JOB_MAX_ATTEMPTS:
+            _fail(job_id, owner, f"gave up after {job.attempts + 1} attempts: {message}")
+            return "failed"
+        countdown = retry_delay(job.attempts)
+        ticket = uuid.uuid4().hex
+        FeedbackJob.objects.filter(pk=job_id).update(
+            owner="", attempts=F("attempts") + 1, error=f"retrying: {message}"[:4000], ticket=ticket,
+            enqueued_at=timezone.now() + timedelta(seconds=countdown),
+        )
+    return RetryLater(message, ticket=ticket, countdown=countdown)
+
+
+def feedback_jobs_reconcile(*, now: datetime | None = None) -> dict:
+    """Re-queue or end feedback jobs nobody works on (as `generation_jobs_reconcile` does for generation)."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    waiting_too_long = now - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS)
+    counts = {"feedback_requeued": 0, "feedback_failed": 0, "feedback_cancelled": 0, "feedback_resent": 0}
+    silent = FeedbackJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="")
+    for job_id in list(silent.values_list("id", flat=True)[:500]):
+        with transaction.atomic():
+            job = (FeedbackJob.objects.select_for_update()
+                   .filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="").first())
+            if job is None:
+                continue
+            if job.cancel_requested:
+                job.status, job.owner, job.finished_at = JobStatus.CANCELLED, "", now
+                job.save(update_fields=["status", "owner", "finished_at"])
+                counts["feedback_cancelled"] += 1
+            elif job.attempts + 1 >= settings.JOB_MAX_ATTEMPTS:
+                job.status, job.owner, job.finished_at = JobStatus.FAILED, "", now
+                job.error = f"its worker stopped responding {job.attempts + 1} times; giving up"
+                job.save(update_fields=["status", "owner", "finished_at", "error"])
+                counts["feedback_failed"] += 1
+            else:
+                job.attempts += 1
+                job.error = f"worker {job.owner} stopped responding; re-queued at item {job.cursor}"[:4000]
+                job.owner = ""
+                job.save(update_fields=["attempts", "owner", "error"])
+                _enqueue(job)
+                counts["feedback_requeued"] += 1
+    orphans = FeedbackJob.objects.filter(status__in=ACTIVE_STATUSES, owner="", enqueued_at__lt=waiting_too_long)
+    for job_id in list(orphans.values_list("id", flat=True)[:500]):
+        with transaction.atomic():
+            job = (FeedbackJob.objects.select_for_update()
+                   .filter(pk=job_id, status__in=ACTIVE_STATUSES, owner="", enqueued_at__lt=waiting_too_long).first())
+            if job is None:
+                continue
+            if job.cancel_requested:
+                job.status, job.finished_at = JobStatus.CANCELLED, now
+                job.save(update_fields=["status", "finished_at"])
+                counts["feedback_cancelled"] += 1
+            else:
+                _enqueue(job)
+                counts["feedback_resent"] += 1
+    return counts
+
+
+def ai_raters_of(*, project: Project):
+    return Membership.objects.filter(project=project, is_ai=True).select_related("user")
+
+
+def constitution_versions_of(*, project: Project):
+    return ConstitutionVersion.objects.filter(project=project).order_by("number")
