@@ -143,7 +143,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "annotation.api.auth.FastTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -185,6 +185,9 @@ JOB_STALE_SECONDS = env_int("QUORUM_JOB_STALE_SECONDS", 60)
 JOB_SLICE_SECONDS = env_int("QUORUM_JOB_SLICE_SECONDS", 60)
 JOB_QUEUED_STALE_SECONDS = env_int("QUORUM_JOB_QUEUED_STALE_SECONDS", 600)
 JOB_MAX_ATTEMPTS = env_int("QUORUM_JOB_MAX_ATTEMPTS", 5)
+# Rounds of the loop: how often a round waiting for a job or run looks again, and for people's labels.
+ROUND_POLL_SECONDS = env_int("QUORUM_ROUND_POLL_SECONDS", 5)
+ROUND_HUMAN_POLL_SECONDS = env_int("QUORUM_ROUND_HUMAN_POLL_SECONDS", 30)
 RECONCILE_SECONDS = env_int("QUORUM_RECONCILE_SECONDS", 15)
 
 # Production hardening: on when QUORUM_DEBUG is off and HTTPS is declared.
