@@ -5,7 +5,7 @@ from django.urls import path, reverse_lazy
 
 from quorum import login_limit
 
-from .views import annotate, insight, mywork, project_admin, review, versions
+from .views import annotate, insight, mywork, project_admin, review, versions, webhooks
 
 app_name = "frontend"
 
@@ -40,4 +40,8 @@ urlpatterns = [
     path("p/<slug:slug>/snapshots/", insight.snapshots, name="snapshots"),
     path("p/<slug:slug>/snapshots/new/", insight.snapshot_create, name="snapshot_create"),
     path("p/<slug:slug>/snapshots/<int:snapshot_id>/download/", insight.snapshot_download, name="snapshot_download"),
+    path("p/<slug:slug>/webhooks/", webhooks.webhooks, name="webhooks"),
+    path("p/<slug:slug>/webhooks/new/", webhooks.webhook_create, name="webhook_create"),
+    path("p/<slug:slug>/webhooks/<int:webhook_id>/<str:action>/", webhooks.webhook_action, name="webhook_action"),
+    path("p/<slug:slug>/deliveries/<int:delivery_id>/redeliver/", webhooks.delivery_redeliver, name="webhook_redeliver"),
 ]

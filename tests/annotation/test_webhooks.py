@@ -352,3 +352,38 @@ def test_an_event_reaches_only_the_active_webhooks_that_subscribed(db, project):
     webhook_create(project=project, url="https://example.org/c", events=["snapshot.created"], active=False)
     ids = webhook_emit(project=project, event="snapshot.created", key="snapshot.created:1", data={"snapshot": {"id": 1}})
     assert [WebhookDelivery.objects.get(pk=i).webhook_id for i in ids] == [wanted.pk]
+
+
+# --- the admin page -------------------------------------------------------------------------
+def test_webhooks_page_for_admins_only_lists_webhooks_and_deliveries(db, project, member, make_user):
+    from django.test import Client
+
+    pages = {}
+    for role in (Role.ADMIN, Role.ENGINEER, Role.REVIEWER, Role.ANNOTATOR):
+        client = Client()
+        client.force_login(member(role))
+        pages[role] = client
+    stranger = Client()
+    stranger.force_login(make_user("stranger"))
+    url = f"/p/{project.slug}/webhooks/"
+    for role in (Role.ENGINEER, Role.REVIEWER, Role.ANNOTATOR):
+        assert pages[role].get(url).status_code == 403
+        assert pages[role].post(url + "new/", {"url": "https://x.example/h", "events": ["run.finished"]}).status_code == 403
+    assert stranger.get(url).status_code == 404
+
+    admin = pages[Role.ADMIN]
+    created = admin.post(url + "new/", {"url": "https://hooks.example/quorum", "events": ["snapshot.created", "run.finished"],
+                                        "description": "notify <b>CI</b>"}, follow=True)  # fmt: skip
+    page = created.content.decode()
+    hook = project.webhooks.get()
+    assert hook.events == ["run.finished", "snapshot.created"]
+    assert f"signing secret (shown once): {hook.secret}" in page
+    assert "notify &lt;b&gt;CI&lt;/b&gt;" in page  # escaped
+    assert admin.post(url + f"{hook.pk}/ping/").status_code == 302
+    page = admin.get(url).content.decode()
+    assert "https://hooks.example/quorum" in page and "ping" in page and hook.secret not in page
+    admin.post(url + f"{hook.pk}/toggle/")
+    hook.refresh_from_db()
+    assert hook.active is False
+    admin.post(url + f"{hook.pk}/delete/")
+    assert not project.webhooks.exists()
