@@ -57,7 +57,7 @@ def strength_of(p_first: float) -> int:
 
 
 def pairwise_payload(p_first: float) -> dict:
-    if p_first == 0.5:
+    if abs(p_first - 0.5) < 1e-9:  # an exact coin flip (e.g. pure position bias, averaged out)
         return {"choice": "tie", "strength": None}
     return {"choice": "A" if p_first > 0.5 else "B", "strength": strength_of(p_first)}
 
