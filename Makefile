@@ -26,6 +26,14 @@ browser:
 demo: install
 	PY=$(PY) HOST=$(HOST) PORT=$(PORT) platform/demo.sh
 
+# One round of the loop on CPU (under 15 minutes on 2 cores): SmolLM2 generates, the AI judge (SmolLM2) labels,
+# DPO with LoRA trains briefly, the new model is registered and evaluated; the round page shows the figures.
+.PHONY: demo-loop
+demo-loop: install
+	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py seed_demo > /dev/null
+	$(PY) manage.py loop --demo
+
 test: install
 	$(PY) -m pytest -q
 
