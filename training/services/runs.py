@@ -6,7 +6,8 @@ The trainer is a plain process (`python -m training.trainers.<method> --config r
 `TrainingMetric` rows (idempotent on (run, step, name): the last value wins, as the contract asks), keeps the
 tail of its stderr, beats, and watches the row for a cancel request, which becomes SIGTERM: the trainer writes
 a checkpoint and exits 3. A relaunch points the trainer at the same output directory, so it resumes from the
-last checkpoint.
+last checkpoint. Before the trainer starts, the snapshot file is hashed again: a file changed since export fails
+the run instead of training on it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from django.utils import timezone
 
 from annotation.errors import Conflict, Invalid
 from annotation.models import DatasetSnapshot, Project
+from annotation.services.integrity import snapshot_verify
 
 from ..models import ACTIVE_STATUSES, Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
 from ..webhooks import run_finished
@@ -226,6 +228,13 @@ def training_run_execute_now(*, run_id: int, worker: str = "") -> str:
     if not claimed:
         return "skipped"
     run = TrainingRun.objects.select_related("base_model", "snapshot", "reward_model", "project").get(pk=run_id)
+    check = snapshot_verify(snapshot=run.snapshot)
+    if check.problem in ("sha256", "size") or (check.ok and check.actual_sha256 != run.snapshot_sha256):
+        # Never train on data other than what the run names; a missing file is left to the trainer to report.
+        message = (f"the snapshot file changed since export: sha256 {check.actual_sha256} instead of "
+                   f"{run.snapshot_sha256} ({check.path}); export a new snapshot")
+        _finish(run_id, owner, JobStatus.FAILED, error=message, log_tail=message)
+        return JobStatus.FAILED
     out = Path(run.output_dir or run_dir(run.pk))
     out.mkdir(parents=True, exist_ok=True)
     spec = run_spec(method=run.method, base_model=run.base_model, snapshot=run.snapshot,
