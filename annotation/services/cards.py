@@ -122,8 +122,23 @@ def _underlying(snapshot: DatasetSnapshot):
     return qs
 
 
+def _built_elsewhere(snapshot: DatasetSnapshot) -> bool:
+    """Rows recorded from another process (e.g. critique-revision chains), not aggregated from annotations."""
+    return bool((snapshot.spec or {}).get("source"))
+
+
 def snapshot_card_facts(snapshot: DatasetSnapshot) -> dict:
     """Counts the card states: annotations by source, by guideline and constitution version, tasks."""
+    if _built_elsewhere(snapshot):
+        version = (snapshot.spec or {}).get("constitution_version")
+        return {
+            "annotations": 0,
+            "annotations_by_source": {},
+            "tasks": 0,
+            "guideline_versions": {},
+            # Every row was written under the job's constitution version.
+            "constitution_versions": {int(version): snapshot.row_count} if version else {},
+        }
     rows = (
         _underlying(snapshot)
         .values("source", "guideline_version__number", "constitution_version__number")
@@ -234,8 +249,20 @@ def snapshot_card_text(snapshot: DatasetSnapshot) -> str:
             f"(sources: {', '.join(spec.get('sources') or [])}); {ai} of the annotations read came from AI raters."
         ),
     ]
+    if spec.get("ai_weight") is not None and "ai" in (spec.get("sources") or []):
+        lines += ["", f"In pairwise majorities an AI label's vote weighs {spec['ai_weight']} against a person's 1."]
     if ai_policy:
         lines += ["", f"Policy: {ai_policy}"]
+    if _built_elsewhere(snapshot):
+        origin = ", ".join(
+            f"{k.replace('_', ' ')} {spec[k]}" for k in ("feedback_job", "model", "constitution_version", "rounds") if spec.get(k)
+        )
+        lines += [
+            "",
+            f"These rows were not aggregated from annotations: they were written by `{spec['source']}`"
+            + (f" ({origin})" if origin else "")
+            + ", so every row is AI-written.",
+        ]
     lines += [
         "",
         "## Versions",

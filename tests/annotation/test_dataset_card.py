@@ -164,3 +164,21 @@ def test_the_card_never_replaces_a_readme_that_is_not_its_own(labelled, tmp_path
     assert (folder / "README.md").read_text() == "# my notes\n"
     assert card_path(snapshot) == folder / "data.jsonl.README.md"
     assert _header(card_path(snapshot).read_text())["quorum"]["row_count"] == snapshot.row_count == 0
+
+
+def test_cards_state_the_ai_vote_weight_and_rows_written_by_a_feedback_job(labelled):
+    from annotation.services.exports import snapshot_from_rows
+
+    weighted = snapshot_create(project=labelled, format="preference", sources=("human", "ai"), ai_weight=0.5)
+    assert "an AI label's vote weighs 0.5 against a person's 1" in card_path(weighted).read_text()
+
+    rows = [{"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"Revised {i}"}]}
+            for i in range(3)]  # fmt: skip
+    spec = {"source": "critique-revision", "feedback_job": 7, "model": "tiny", "constitution_version": 1,
+            "labels": "the final revision as the assistant turn"}  # fmt: skip
+    recorded = snapshot_from_rows(project=labelled, format="sft", rows=rows, spec=spec)
+    text = card_path(recorded).read_text()
+    facts = _header(text)["quorum"]
+    assert facts["row_count"] == 3 and facts["annotations"] == 0
+    assert facts["constitution_versions"] == {1: 3} and facts["guideline_versions"] == {}
+    assert "not aggregated from annotations" in text and "feedback job 7" in text

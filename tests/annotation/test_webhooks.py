@@ -387,3 +387,38 @@ def test_webhooks_page_for_admins_only_lists_webhooks_and_deliveries(db, project
     assert hook.active is False
     admin.post(url + f"{hook.pk}/delete/")
     assert not project.webhooks.exists()
+
+
+# --- the training side ----------------------------------------------------------------------
+def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, settings, tmp_path):
+    import hashlib as _hashlib
+
+    from annotation.models import DatasetSnapshot
+    from training.models import JobStatus
+    from training.services import generation_job_create, model_register
+    from training.services import generation as generation_service
+    from training.services import runs as runs_service
+
+    settings.MODEL_DIR = tmp_path / "models"
+    hook = webhook_create(project=project, url="https://example.org/ci", events=["run.finished", "generation.finished"])
+    services.prompt_create(project=project, messages=[{"role": "user", "content": "Hi?"}])
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}) + "\n")
+    snapshot = DatasetSnapshot.objects.create(project=project, format="sft", path=str(path), row_count=1,
+                                              sha256=_hashlib.sha256(path.read_bytes()).hexdigest())  # fmt: skip
+    model = model_register(name="tiny", backend="transformers", path=str(tmp_path / "tiny"))
+    run = runs_service.training_run_create(project=project, method="sft", base_model=model, snapshot=snapshot,
+                                           hyperparameters={"max_steps": 1})  # fmt: skip
+    job = generation_job_create(project=project, model=model, n=2)
+
+    runs_service._finish(run.pk, "", JobStatus.FAILED, error="trainer exited with 1")
+    generation_service._fail(job.pk, "", "model file missing")
+    generation_service._fail(job.pk, "", "model file missing")  # the same ending reported twice: one delivery
+
+    deliveries = {d.event: d for d in WebhookDelivery.objects.filter(webhook=hook)}
+    assert sorted(deliveries) == ["generation.finished", "run.finished"]
+    ran = deliveries["run.finished"].payload["data"]["run"]
+    assert (ran["id"], ran["status"], ran["error"], ran["snapshot_sha256"]) == (
+        run.pk, "failed", "trainer exited with 1", snapshot.sha256)
+    generated = deliveries["generation.finished"].payload["data"]["job"]
+    assert (generated["id"], generated["status"], generated["error"]) == (job.pk, "failed", "model file missing")
