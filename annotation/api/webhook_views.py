@@ -53,6 +53,9 @@ class WebhookWithSecretOutput(WebhookOutput):
 
 
 class DeliveryOutput(serializers.ModelSerializer):
+    # Plain text in the schema: an enum here would share the name "Status" with the jobs' status enum.
+    status = serializers.CharField(read_only=True, help_text="pending, retrying, succeeded or failed")
+
     class Meta:
         model = WebhookDelivery
         fields = [
