@@ -167,6 +167,8 @@ SPECTACULAR_SETTINGS = {
         "ImportFormatEnum": ["prompts", "preference", "unpaired", "stepwise", "sft"],
         "TaskStatusEnum": "annotation.models.TaskStatus",
         "JobStatusEnum": "training.models.JobStatus",
+        "RoundStatusEnum": "training.rounds.models.RoundStatus",
+        "RoundLabelModeEnum": "training.rounds.models.LabelMode",
         "ResponseOriginInputEnum": ["imported", "generated", "demonstration"],
     },
 }
