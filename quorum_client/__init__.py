@@ -33,6 +33,7 @@ from .types import (
     Project,
     Prompt,
     Response,
+    Round,
     Snapshot,
     Task,
     TrainingRun,
@@ -46,5 +47,5 @@ __all__ = [
     "QuorumError", "RateLimited", "ServerError", "Unauthorized",
     "Job", "JobTimeout",
     "Annotation", "GenerationJob", "ImportReport", "LeasedTask", "Membership", "Model", "Project", "Prompt",
-    "Response", "Snapshot", "Task", "TrainingRun",
+    "Response", "Round", "Snapshot", "Task", "TrainingRun",
 ]

@@ -113,11 +113,10 @@ def _settings(pairs: list[str] | None) -> dict:
 
 def _job_ref(ref: str, kind: str | None) -> tuple[str, int]:
     prefix, _, number = ref.rpartition("-")
-    kinds = {"gen": "generation", "generation": "generation", "run": "training", "training": "training"}
-    if prefix and prefix not in kinds:
-        raise UsageError(f"a job is gen-ID, run-ID or an ID with --kind, not {ref!r}")
-    if not number.isdigit():
-        raise UsageError(f"a job is gen-ID, run-ID or an ID with --kind, not {ref!r}")
+    kinds = {"gen": "generation", "generation": "generation", "run": "training", "training": "training",
+             "round": "round"}
+    if (prefix and prefix not in kinds) or not number.isdigit():
+        raise UsageError(f"a job is gen-ID, run-ID, round-NUMBER or an ID with --kind, not {ref!r}")
     return kinds.get(prefix) or kind or "training", int(number)
 
 
@@ -314,14 +313,27 @@ def cmd_generate(args) -> int:
     return EXIT_OK
 
 
+def cmd_round(args) -> int:
+    client = _client(args)
+    job = client.start_round(args.project_pos, policy=args.policy, judge=args.judge, reward_model=args.reward_model,
+                             label_mode=args.label_mode, rounds=args.rounds, human_quota=args.human_quota,
+                             config=_json_arg(args.config, "--config"))
+    if args.wait:
+        return _wait(args, job)
+    _emit(args, job.as_dict(), f"{job.ref} queued; follow it with `quorum jobs watch {job.ref} --project "
+                               f"{job.project}`")
+    return EXIT_OK
+
+
 def cmd_jobs(args) -> int:
     client = _client(args)
     if args.action == "list":
         project = args.id or _project(args)
-        jobs = client.generation_jobs(project) + client.training_runs(project)
+        jobs = client.generation_jobs(project) + client.training_runs(project) + client.rounds(project)
         jobs.sort(key=lambda j: (j.info.created_at if j.info else ""), reverse=True)
         rows = [{"ref": j.ref, "status": j.status, "progress": "%s/%s" % (j.progress()[0], j.progress()[1] or "?"),
-                 "what": getattr(j.info, "method", None) or getattr(j.info, "model", ""),
+                 "what": (getattr(j.info, "method", None) or getattr(j.info, "model", None)
+                          or getattr(j.info, "stage", "")),
                  "created_at": j.info.created_at if j.info else ""} for j in jobs]
         _emit(args, [j.as_dict() for j in jobs], _table(rows, ["ref", "status", "progress", "what", "created_at"]))
         return EXIT_OK
@@ -426,11 +438,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling", help="JSON object of sampling overrides")
     _wait_args(p)
 
-    p = add("jobs", cmd_jobs, "list, show, watch or cancel generation jobs (gen-ID) and training runs (run-ID)")
+    p = add("round", cmd_round, "start the loop: rounds of generate, label, train and evaluate", project=True)
+    p.add_argument("--policy", help="the first round's policy (default: the last round's output model)")
+    p.add_argument("--judge", help="AI judge model (label modes ai and both)")
+    p.add_argument("--reward-model")
+    p.add_argument("--label-mode", default="ai", help="ai, human or both (default ai)")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--human-quota", type=int)
+    p.add_argument("--config", help="JSON object of round settings, or @file.json")
+    _wait_args(p)
+
+    p = add("jobs", cmd_jobs, "list, show, watch or cancel generation jobs (gen-ID), training runs (run-ID) and "
+                              "rounds (round-NUMBER)")
     p.add_argument("action", choices=["list", "show", "watch", "cancel"])
-    p.add_argument("id", nargs="?", help="gen-ID or run-ID (list: the project)")
+    p.add_argument("id", nargs="?", help="gen-ID, run-ID or round-NUMBER (list: the project)")
     p.add_argument("--project", "-p")
-    p.add_argument("--kind", choices=["generation", "training"], help="for a bare numeric ID (default training)")
+    p.add_argument("--kind", choices=["generation", "training", "round"],
+                   help="for a bare numeric ID (default training)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between looks (default 2)")
     p.add_argument("--wait-timeout", "--timeout-after", type=float, default=None, dest="wait_timeout",

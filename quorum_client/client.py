@@ -485,8 +485,22 @@ class Client:
         info = self._post(self._p(project) + "training-runs/", body)
         return Job(self, project, "training", info["id"], info)
 
+    def start_round(self, project: str | Project, *, policy: str | None = None, judge: str | None = None,
+                    reward_model: str | None = None, label_mode: str = "ai", rounds: int = 1,
+                    human_quota: int | None = None, config: dict | None = None) -> Job:
+        """Start the loop: `rounds` rounds of generate, select, label (AI judge, humans, or both: `label_mode`),
+        export, train and evaluate, each round's trained model the next one's policy. `policy` defaults to the
+        last round's output model. Returns the first round as a `Job` (kind "round", id = round number)."""
+        body = {"policy": policy, "judge": judge, "reward_model": reward_model, "label_mode": label_mode,
+                "rounds": rounds, "human_quota": human_quota, "config": config or {}}
+        info = self._post(self._p(project) + "rounds/", {k: v for k, v in body.items() if v is not None})
+        return Job(self, project, "round", info["number"], info)
+
+    def rounds(self, project: str | Project) -> list[Job]:
+        return [Job(self, project, "round", r["number"], r) for r in self._pages(self._p(project) + "rounds/")]
+
     def job(self, project: str | Project, kind: str, job_id: int) -> Job:
-        """An existing job: kind "generation" or "training"."""
+        """An existing job: kind "generation", "training" or "round" (by its number)."""
         job = Job(self, project, kind, int(job_id), {})
         job.refresh()
         return job

@@ -232,3 +232,34 @@ class TrainingRun:
     started_at: str | None = None
     finished_at: str | None = None
     raw: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Round:
+    """One round of the loop: generate, select, label, export, train, evaluate. Identified by its `number`."""
+
+    number: int
+    status: str
+    stage: str = ""
+    id: int | None = None
+    waiting_for: str = ""
+    label_mode: str = ""
+    human_quota: int | None = None
+    rounds_after: int = 0
+    policy: str | None = None
+    judge: str | None = None
+    reward_model: str | None = None
+    config: dict = field(default_factory=dict)
+    generation_job: int | None = None
+    snapshot: int | None = None
+    snapshot_sha256: str = ""
+    training_run: int | None = None
+    output_model: str | None = None
+    evaluation: dict | None = None
+    lineage: dict | None = None
+    error: str = ""
+    cancel_requested: bool = False
+    created_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    raw: dict = field(default_factory=dict, repr=False)

@@ -189,3 +189,19 @@ def test_push_a_dataset_directory_and_export_with_its_card(cli, world, tmp_path)
     assert json.loads(out)["snapshot"]["sha256"] in card.read_text()
     code, _, err = cli("push", "dataset", tmp_path / "nowhere", "-p", "lab")
     assert code == 2 and "no such file" in err
+
+
+def test_a_cancelled_round_watched_exits_4(cli, world, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr("training.rounds.services._send", lambda *a: None)
+    model_register(name="tiny", backend="transformers", path=str(tiny_model_dir), roles=["policy", "judge"])
+    code, _, err = cli("push", "prompts", "-", "-p", "lab", stdin="".join(f'"Say {i}."\n' for i in range(4)))
+    assert code == 0, err
+    code, out, err = cli("round", "lab", "--policy", "tiny", "--judge", "tiny", "--config",
+                         '{"prompts_per_round": 2, "eval_prompts": 1}', "--json")
+    assert code == 0, err
+    assert json.loads(out)["ref"] == "round-1"
+    assert cli("jobs", "cancel", "round-1", "-p", "lab")[0] == 0
+    code, out, err = cli("jobs", "watch", "round-1", "-p", "lab", "--json")
+    assert code == 4 and json.loads(out)["status"] == "cancelled" and "cancelled" in err
+    code, out, _ = cli("jobs", "list", "lab", "--json")
+    assert [j["ref"] for j in json.loads(out)] == ["round-1"]

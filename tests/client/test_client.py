@@ -299,3 +299,26 @@ def test_hugging_face_datasets_go_in_as_they_are_on_disk_and_snapshots_come_with
     assert snap.sha256 in card and "4" in card
     with pytest.raises(Forbidden):
         client_for("annotator").import_dataset("lab", parquet)
+
+
+def test_a_round_is_started_followed_and_cancelled_through_the_client(client_for, world, tiny_model_dir, monkeypatch):
+    # The round's worker is not the point here: its message is dropped and the round stays queued until cancelled.
+    monkeypatch.setattr("training.rounds.services._send", lambda *a: None)
+    model_register(name="tiny", backend="transformers", path=str(tiny_model_dir), roles=["policy", "judge"])
+    eng = client_for("engineer")
+    eng.push_prompts("lab", [f"Say {i}." for i in range(4)])
+    with pytest.raises(BadRequest) as info:
+        eng.start_round("lab", policy="tiny", label_mode="robots")
+    assert "label_mode" in str(info.value)
+    job = eng.start_round("lab", policy="tiny", judge="tiny", config={"prompts_per_round": 2, "eval_prompts": 1})
+    assert (job.kind, job.id, job.ref, job.status) == ("round", 1, "round-1", "queued")
+    assert job.progress() == (0, 6) and job.info.policy == "tiny"
+    from quorum_client import JobTimeout
+
+    with pytest.raises(JobTimeout):
+        job.wait(timeout=0.5, poll_interval=0.1, progress=False)
+    assert job.cancel().status == "cancelled"
+    assert job.wait(timeout=5) == "cancelled"
+    assert [r.id for r in eng.rounds("lab")] == [1] and eng.job("lab", "round", 1).info.lineage["policy"] == "tiny"
+    with pytest.raises(Forbidden):
+        client_for("annotator").start_round("lab", policy="tiny", judge="tiny")
