@@ -21,8 +21,8 @@ from ..models import (
 
 # --- outputs -------------------------------------------------------------------------------
 class ProjectOutput(serializers.ModelSerializer):
-    guideline_version = serializers.IntegerField(source="current_guideline.number", default=None, read_only=True)
-    constitution_version = serializers.IntegerField(source="current_constitution.number", default=None, read_only=True)
+    guideline_version = serializers.IntegerField(source="current_guideline.number", default=None, allow_null=True, read_only=True)
+    constitution_version = serializers.IntegerField(source="current_constitution.number", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = Project
@@ -88,9 +88,9 @@ class TaskOutput(serializers.ModelSerializer):
 
 
 class AnnotationOutput(serializers.ModelSerializer):
-    author = serializers.CharField(source="author.username", default=None, read_only=True)
-    guideline_version = serializers.IntegerField(source="guideline_version.number", default=None, read_only=True)
-    constitution_version = serializers.IntegerField(source="constitution_version.number", default=None, read_only=True)
+    author = serializers.CharField(source="author.username", default=None, allow_null=True, read_only=True)
+    guideline_version = serializers.IntegerField(source="guideline_version.number", default=None, allow_null=True, read_only=True)
+    constitution_version = serializers.IntegerField(source="constitution_version.number", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = Annotation

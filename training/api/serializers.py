@@ -9,7 +9,7 @@ from ..models import Backend, CandidateTasks, GenerationJob, Model, ModelRole
 
 # --- outputs -------------------------------------------------------------------------------
 class ModelOutput(serializers.ModelSerializer):
-    base_model = serializers.CharField(source="base_model.name", default=None, read_only=True)
+    base_model = serializers.CharField(source="base_model.name", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = Model
@@ -22,7 +22,7 @@ class ModelOutput(serializers.ModelSerializer):
 
 class GenerationJobOutput(serializers.ModelSerializer):
     model = serializers.CharField(source="model.name", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
     percent = serializers.IntegerField(read_only=True)
 
     class Meta:
@@ -76,9 +76,9 @@ from ..models import TrainingMethod, TrainingRun  # noqa: E402
 
 class TrainingRunOutput(serializers.ModelSerializer):
     base_model = serializers.CharField(source="base_model.name", read_only=True)
-    reward_model = serializers.CharField(source="reward_model.name", default=None, read_only=True)
-    output_model = serializers.CharField(source="output_model.name", default=None, read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    reward_model = serializers.CharField(source="reward_model.name", default=None, allow_null=True, read_only=True)
+    output_model = serializers.CharField(source="output_model.name", default=None, allow_null=True, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = TrainingRun
