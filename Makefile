@@ -40,5 +40,13 @@ test: install
 bench: install
 	$(PY) bench/queue.py
 
+# Full fault run (100 SIGKILLs of gunicorn and Celery workers while annotators submit; PostgreSQL and Redis
+# on 127.0.0.1), then 64 annotators for 60 s on PostgreSQL and SQLite, then the schema fuzzing at length.
+.PHONY: soak
+soak: install
+	$(PY) bench/faults.py
+	$(PY) bench/load.py
+	QUORUM_FUZZ_EXAMPLES=50 $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+
 clean:
 	rm -rf $(VENV) var test-artifacts
