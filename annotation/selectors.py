@@ -1,10 +1,12 @@
 """Reads. Every queryset a caller can reach is scoped to the caller's projects here."""
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import QuerySet
 
+from . import rows
 from .errors import NotFound
-from .models import Annotation, Assignment, Membership, Project, Role, Task, TaskResponse
+from .models import Annotation, Assignment, GuidelineVersion, Membership, Project, Role, Task, TaskResponse
 
 # Roles that see every annotation of a project; annotators see only their own.
 OVERSEEING_ROLES = frozenset({Role.ADMIN, Role.ENGINEER, Role.REVIEWER})
@@ -16,15 +18,32 @@ def projects_for(*, user: AbstractBaseUser) -> QuerySet[Project]:
 
 def project_with_role(*, user: AbstractBaseUser, slug: str) -> tuple[Project, str]:
     """The project and the caller's role in it; NotFound for non-members (existence is not leaked)."""
-    membership = (
-        Membership.objects.select_related("project", "project__current_guideline")
-        .filter(user=user, project__slug=slug)
-        .only("role", "project")
-        .first()
-    )
-    if membership is None:
+    # Every API request under /projects/{slug}/ starts here: one plain query, no ORM compile.
+    with connection.cursor() as cursor:
+        cursor.execute(_PROJECT_ROLE_SQL, [user.pk, slug])
+        row = cursor.fetchone()
+    if row is None:
         raise NotFound("no such project")
-    return membership.project, membership.role
+    role, guideline_number, *values = row
+    fields = dict(zip(_PROJECT_FIELDS, values))
+    fields["settings"] = rows.json_value(fields["settings"])
+    # The fields not read here load on first access, like any deferred field.
+    project = rows.instance(Project, fields)
+    if project.current_guideline_id is not None:
+        project.current_guideline = rows.instance(
+            GuidelineVersion, {"id": project.current_guideline_id, "project_id": project.pk, "number": guideline_number}
+        )
+    return project, role
+
+
+_PROJECT_FIELDS = ("id", "name", "slug", "required_annotations", "lease_seconds", "settings", "current_guideline_id",
+                   "current_constitution_id")
+_PROJECT_ROLE_SQL = (
+    "SELECT m.role, g.number, " + ", ".join(f"p.{f}" for f in _PROJECT_FIELDS)
+    + " FROM annotation_membership m JOIN annotation_project p ON p.id = m.project_id"
+    " LEFT JOIN annotation_guidelineversion g ON g.id = p.current_guideline_id"
+    " WHERE m.user_id = %s AND p.slug = %s"
+)
 
 
 def role_in(*, user: AbstractBaseUser, project_id: int) -> str | None:
@@ -61,15 +80,19 @@ def task_view(*, assignment: Assignment) -> dict:
     task: Task = assignment.task
     if not Task.prompt.is_cached(task):
         task = Task.objects.select_related("prompt").get(pk=assignment.task_id)
-    by_position = {
-        tr.position: tr.response
-        for tr in TaskResponse.objects.filter(task_id=task.pk).select_related("response").only(
-            "position", "response__id", "response__content", "response__steps"
-        )
-    }
+    # The PostgreSQL queue returns the responses with the lease (annotation/services/hotpath.py).
+    by_position = getattr(task, "responses_by_position", None)
+    if by_position is None:
+        by_position = {
+            tr.position: {"id": tr.response.pk, "content": tr.response.content, "steps": tr.response.steps}
+            for tr in TaskResponse.objects.filter(task_id=task.pk).select_related("response").only(
+                "position", "response__id", "response__content", "response__steps"
+            )
+        }
     order = assignment.shown_order or sorted(by_position)
     responses = [
-        {"label": "ABCDEFGHIJKLMNOP"[i], "id": by_position[p].pk, "content": by_position[p].content, "steps": by_position[p].steps}
+        {"label": "ABCDEFGHIJKLMNOP"[i], "id": by_position[p]["id"], "content": by_position[p]["content"],
+         "steps": by_position[p]["steps"]}
         for i, p in enumerate(order)
     ]
     return {

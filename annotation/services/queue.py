@@ -4,7 +4,8 @@ The decision is one short transaction in the database. A denormalized `open_slot
 (required minus active and submitted assignments) and a partial index on open tasks keep the
 candidate scan cheap; `NOT EXISTS` against the unique (task, annotator) index excludes what the
 person already had. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets concurrent annotators pass each
-other; SQLite has no SKIP LOCKED, and there the same code runs serialized (BEGIN IMMEDIATE).
+other, and the whole lease is one statement (`hotpath.py`); SQLite has no SKIP LOCKED, and there
+the ORM code below runs serialized (BEGIN IMMEDIATE).
 """
 
 import random
@@ -16,6 +17,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
+from . import hotpath
 from ..errors import Conflict, NotFound
 from ..models import Assignment, AssignmentState, Project, Task, TaskKind, TaskStatus
 
@@ -71,6 +73,16 @@ def task_next_for(*, annotator: AbstractBaseUser, project: Project, now: datetim
     Returns None when nothing is left.
     """
     now = now or timezone.now()
+    gold_rate = float(project.settings.get("gold_rate") or 0)
+    if hotpath.available():
+        assignment = None
+        if gold_rate > 0 and random.random() < gold_rate:
+            assignment = hotpath.lease(project=project, annotator=annotator, now=now, gold=True)
+        if assignment is None:
+            assignment = hotpath.lease(
+                project=project, annotator=annotator, now=now, gold=False if gold_rate > 0 else None
+            )
+        return assignment
     with transaction.atomic():
         held = (
             Assignment.objects.filter(
@@ -84,7 +96,6 @@ def task_next_for(*, annotator: AbstractBaseUser, project: Project, now: datetim
             return held
         leases_expire(project=project, now=now)
         task = None
-        gold_rate = float(project.settings.get("gold_rate") or 0)
         if gold_rate > 0 and random.random() < gold_rate:
             task = _pick(project=project, annotator=annotator, gold=True)
         if task is None:

@@ -1,4 +1,8 @@
-"""Submitting and revising annotations: one transaction each, idempotent by client id."""
+"""Submitting and revising annotations: one transaction each, idempotent by client id.
+
+On PostgreSQL a submit on an active lease is one statement (`hotpath.py`); everything else
+(replays, expired or skipped leases, strangers) takes the ORM path below, which owns those rules.
+"""
 
 import uuid
 from datetime import datetime
@@ -8,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from . import hotpath
 from ..errors import Conflict, NotAllowed, NotFound
 from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Task, TaskStatus
 from ..payloads import DEFAULT_ASPECTS, validate_payload
@@ -16,6 +21,12 @@ from .webhooks import webhook_task_submitted
 
 def project_aspects(project) -> tuple[str, ...]:
     return tuple(project.settings.get("aspects") or DEFAULT_ASPECTS)
+
+
+def _validate_raw(kind: str, payload: dict, n_responses: int, n_steps: int, shown_order: list, settings: dict) -> dict:
+    aspects = tuple(settings.get("aspects") or DEFAULT_ASPECTS)
+    return validate_payload(kind, payload, n_responses=n_responses, n_steps=n_steps, shown_order=shown_order,
+                            aspects=aspects)
 
 
 def _replay(client_id: uuid.UUID, author: AbstractBaseUser) -> Annotation | None:
@@ -43,6 +54,16 @@ def annotation_submit(
     """
     now = now or timezone.now()
     assignment_id = assignment if isinstance(assignment, int) else assignment.pk
+    if hotpath.available():
+        done = hotpath.submit(
+            assignment_id=assignment_id, annotator=annotator, payload=payload, client_id=client_id,
+            seconds_spent=seconds_spent, rationale=rationale, now=now, validate=_validate_raw,
+        )
+        if done is not None:
+            annotation, completed_in = done
+            if completed_in is not None:
+                webhook_task_submitted(task_id=annotation.task_id, project_id=completed_in)
+            return annotation
     try:
         with transaction.atomic():
             locked = (

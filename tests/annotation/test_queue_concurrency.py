@@ -8,10 +8,12 @@ import sys
 import threading
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connection, connections
+from django.utils import timezone
 
 from annotation import services
 from annotation.models import Annotation, Assignment, Task
@@ -65,6 +67,43 @@ def test_32_threads_on_postgresql_never_over_assign(project, member, make_task):
     assert not errors, errors
     assert sum(done.values()) == n_tasks * required
     assert sum(1 for u in users if done[u.pk]) > 1, "the work was not shared"
+    _check_no_over_assignment(project, n_tasks, required, n_threads)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SKIP LOCKED concurrency needs PostgreSQL")
+def test_concurrent_sweeps_of_expired_leases_give_every_slot_back_once(project, member, make_task):
+    """Many leases expire at once and 24 threads sweep them while leasing: no deadlock, no slot
+    counted twice or lost, and every expired lease's task is leased again."""
+    n_tasks, required, n_threads = 60, 2, 24
+    services.project_update(project=project, required_annotations=required)
+    for _ in range(n_tasks):
+        make_task("pairwise", required=required)
+    abandoned = [member() for _ in range(40)]
+    for user in abandoned:
+        assert services.task_next_for(annotator=user, project=project) is not None
+    users = [member() for _ in range(n_threads)]
+    later = timezone.now() + timedelta(seconds=project.lease_seconds + 5)
+    errors, start = [], threading.Barrier(n_threads)
+
+    def loop(user):
+        try:
+            start.wait()
+            while (lease := services.task_next_for(annotator=user, project=project, now=later)) is not None:
+                services.annotation_submit(assignment=lease, annotator=user, payload={"choice": "A", "strength": 1},
+                                           client_id=uuid.uuid4(), now=later)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=loop, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert Assignment.objects.filter(project=project, state="expired").count() == len(abandoned)
     _check_no_over_assignment(project, n_tasks, required, n_threads)
 
 
