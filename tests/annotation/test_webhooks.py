@@ -284,6 +284,29 @@ def test_a_delivery_failed_earlier_can_be_sent_again(transactional_db, worker, r
     )  # fmt: skip
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_delivery_whose_message_was_lost_is_sent_by_the_reconciler(transactional_db, worker, receiver, project):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.webhooks import webhook_deliveries_reconcile
+
+    hook = webhook_create(project=project, url=receiver.url("/ok"), events=["snapshot.created"])
+    # As if the broker had been down when the event was recorded: a row, and no message.
+    lost = WebhookDelivery.objects.create(webhook=hook, event="snapshot.created", key="snapshot.created:99",
+                                          payload={"event": "snapshot.created", "data": {}})  # fmt: skip
+    fresh = WebhookDelivery.objects.create(webhook=hook, event="snapshot.created", key="snapshot.created:100",
+                                           payload={"event": "snapshot.created", "data": {}})  # fmt: skip
+    WebhookDelivery.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=10))
+    assert webhook_deliveries_reconcile() == 1  # the fresh one may still have its message on the way
+    _wait(lambda: WebhookDelivery.objects.filter(pk=lost.pk, status=DeliveryStatus.SUCCEEDED).exists(), "the resend", worker)
+    assert [json.loads(r["body"])["id"] for r in receiver.on("/ok")] == [lost.pk]
+    assert webhook_deliveries_reconcile() == 0  # sent: nothing left to resend
+    assert WebhookDelivery.objects.get(pk=fresh.pk).status == DeliveryStatus.PENDING
+
+
 # --- the API and roles ----------------------------------------------------------------------
 @pytest.fixture
 def clients(project, member, make_user):
