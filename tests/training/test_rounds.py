@@ -252,3 +252,55 @@ def test_win_rate_interval_counts_ties_as_half_and_brackets_the_estimate():
     assert result["estimate"] == pytest.approx(5.5 / 8)
     assert result["low"] < result["estimate"] < result["high"]
     assert (result["wins"], result["losses"], result["ties"]) == (5, 2, 1)
+
+
+@pytest.mark.django_db
+def test_the_project_selection_setting_chooses_the_pairs_and_is_recorded_on_each_task(world):
+    from annotation.models import Response
+    from training.rounds.services import evaluation_project
+    from training.trainers.scoring import RewardScorer
+
+    project, m = world["project"], world["models"]
+    project.settings = {"rounds": {"selection": {"policy": "gap", "random_fraction": 0.5, "pairs_per_prompt": 2}}}
+    project.save(update_fields=["settings"])
+    rnd = round_create(project=project, policy=m["policy"], judge=m["judge"], reward_model=m["reward"],
+                       config={**FAST, "n": 3})
+    assert rnd.config["selection"] == {"policy": "gap", "random_fraction": 0.5, "pairs_per_prompt": 2}
+    for _ in range(6):
+        rnd.refresh_from_db()
+        if rnd.stage == RoundStage.LABEL:
+            break
+        if rnd.generation_job_id:
+            job = GenerationJob.objects.get(pk=rnd.generation_job_id)
+            if job.is_active:
+                generation_job_run_slice(job_id=job.pk, ticket=job.ticket)
+        round_advance_now(round_id=rnd.pk, ticket=rnd.ticket)
+        rnd.refresh_from_db()
+        if rnd.stage == RoundStage.LABEL:  # stop before the judge: this test is about the choice of pairs
+            break
+    tasks = list(Task.objects.filter(dedupe_key__startswith=rnd.task_key))
+    assert len(tasks) == 2 * FAST["prompts_per_round"]  # two of each prompt's three pairs
+    reasons = [t.metadata["selection"]["reason"] for t in tasks]
+    assert reasons.count("random") == reasons.count("uncertain") == FAST["prompts_per_round"]
+    assert {t.metadata["selection"]["applied"] for t in tasks} == {"gap"}
+    # The uncertain ones are the pairs with the smallest reward gaps of all candidate pairs.
+    scorer = RewardScorer(m["reward"].path)
+    responses = list(Response.objects.filter(dedupe_key__startswith=f"gen:{rnd.generation_job_id}:"))
+    scores = scorer.score([r.prompt.messages for r in responses],
+                          [[{"role": "assistant", "content": r.content}] for r in responses])[0].tolist()
+    score = {r.pk: s for r, s in zip(responses, scores)}
+    gaps = {}
+    for r in responses:
+        for o in responses:
+            if r.prompt_id == o.prompt_id and r.pk < o.pk:
+                gaps[(r.pk, o.pk)] = abs(score[r.pk] - score[o.pk])
+    chosen = {tuple(sorted(t.responses.values_list("pk", flat=True))): t.metadata["selection"]["reason"] for t in tasks}
+    uncertain = sorted(gaps[k] for k, why in chosen.items() if why == "uncertain")
+    others = sorted(g for k, g in gaps.items() if chosen.get(k) != "uncertain")
+    assert max(uncertain) <= min(others) + 1e-6
+    # Evaluation comparisons reach people only when asked.
+    quiet = evaluation_project(project=project)
+    assert not quiet.memberships.filter(user=world["users"]["annotator"]).exists()
+    assert quiet.memberships.filter(user=world["users"]["engineer"]).exists()
+    evaluation_project(project=project, queue_for_humans=True)
+    assert quiet.memberships.filter(user=world["users"]["annotator"], role="annotator").exists()

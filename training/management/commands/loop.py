@@ -28,10 +28,11 @@ from training.rounds.services import round_create
 DEMO_CONFIG = {
     "prompts_per_round": 8,
     "n": 2,
-    "sampling": {"max_new_tokens": 96, "temperature": 0.9, "top_p": 0.95},
-    "eval_prompts": 8,
-    "eval_sampling": {"max_new_tokens": 96, "temperature": 0.0},
-    "hyperparameters": {"max_steps": 6, "batch_size": 2, "learning_rate": 5e-5, "max_length": 320, "beta": 0.1,
+    "sampling": {"max_new_tokens": 64, "temperature": 0.9, "top_p": 0.95},
+    "eval_prompts": 6,
+    "eval_sampling": {"max_new_tokens": 64, "temperature": 0.0},
+    # LoRA takes a larger step than full fine-tuning; a few steps are enough to move the model visibly.
+    "hyperparameters": {"max_steps": 6, "batch_size": 2, "learning_rate": 5e-4, "max_length": 256, "beta": 0.1,
                         "lora": {"r": 8, "alpha": 16, "dropout": 0.0}, "save_steps": 1000, "num_threads": 2},
     "probe_limit": None,
     "judge_batch": 4,
