@@ -958,10 +958,12 @@ def main() -> int:
     parser.add_argument("--skip-export", action="store_true", help="skip seeding and timing the 1M-annotation export")
     parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite run")
     parser.add_argument("--profile", action="store_true", help="also print cProfile's top functions per cycle")
-    parser.add_argument("--workers", type=int, default=4,
-                        help="gunicorn workers (default 4: sync workers block on each query, so about 2 per core)")
-    parser.add_argument("--worker-class", default="sync", choices=("sync", "gthread"))
-    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    # The production way (platform/Procfile): gthread workers keep connections alive and overlap
+    # one request's wait on PostgreSQL with another's Python; measured here, 2 x 8 gthread took
+    # ~40 % less gunicorn CPU per annotation than 4 sync workers (which close every connection).
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2: one per core)")
+    parser.add_argument("--worker-class", default="gthread", choices=("sync", "gthread"))
+    parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker")
     parser.add_argument("--annotators", type=int, default=16)
     parser.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                         help="first wait up to SECONDS for other processes to leave the CPU idle")
