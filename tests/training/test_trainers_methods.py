@@ -11,33 +11,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
-from training.tiny import save_tiny_model  # noqa: E402
 from training.trainers import dpo, kto, orpo, reward, sft  # noqa: E402
 from training.trainers.testing import preference_rows, sft_rows, unpaired_rows, write_jsonl  # noqa: E402
 
 # TRL's DPO and KTO read `model.is_gradient_checkpointing`, which transformers 5.23 deprecates; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+    pytest.mark.usefixtures("offline_single_thread"),
+]
 
 STEPS = 2
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-causal", kind="causal")
-
-
-@pytest.fixture(autouse=True)
-def _offline_and_single_threaded(monkeypatch):
-    import datasets
-    import huggingface_hub
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _config(model, data, out, **extra):

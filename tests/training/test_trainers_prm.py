@@ -6,32 +6,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/datasets are imported
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification  # noqa: E402
 
-from training.tiny import save_tiny_model, tiny_tokenizer  # noqa: E402
+from training.tiny import tiny_tokenizer  # noqa: E402
 from training.trainers import prm  # noqa: E402
 from training.trainers.common import DataError  # noqa: E402
 from training.trainers.testing import stepwise_rows, write_jsonl  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-causal", kind="causal")
-
-
-@pytest.fixture(autouse=True)
-def _offline_and_single_threaded(monkeypatch):
-    import datasets
-    import huggingface_hub
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("offline_single_thread")
 
 
 def _config(model, data, out, **extra):

@@ -660,6 +660,16 @@ def preference_rows(dataset: Any, config: TrainConfig, tokenizer: Any, keep: Ite
     return chat_rows(dataset, ["chosen", "rejected"], mode, config.join_separator)
 
 
+def preference_splits(config: TrainConfig, tokenizer: Any, keep: Iterable[str] = ()) -> tuple[Any, Any | None]:
+    """The config's preference snapshot made ready (`preference_rows`) and split for evaluation (`split_for_eval`);
+    a separate `eval_data` file is made ready the same way."""
+    data = preference_rows(load_snapshot(config.data, "preference"), config, tokenizer, keep=keep)
+    train_set, eval_set = split_for_eval(data, config, "preference")
+    if eval_set is not None and config.eval_data:
+        eval_set = preference_rows(eval_set, config, tokenizer, keep=keep)
+    return train_set, eval_set
+
+
 def prompt_text(prompt: Any, tokenizer: Any, mode: str, separator: str) -> str:
     """The text a policy continues for `prompt` (a string or a list of messages)."""
     if isinstance(prompt, str):
@@ -838,6 +848,19 @@ class Run:
             metrics=dict(metrics_cb.last),
             checkpoint=self.last_checkpoint,
         )
+
+    def fit_evaluate_save(self, trainer: Any, tokenizer: Any, eval_set: Any, evaluation: dict | None = None
+                          ) -> tuple[str, int, dict]:
+        """The ending of a single-model method: `fit`, then (unless cancelled) `trainer.evaluate()` on the held-out
+        set merged into `evaluation`, and the final model saved to output_dir. Returns what `execute` expects."""
+        outcome = self.fit(trainer)
+        if outcome.cancelled:
+            return "cancelled", outcome.steps, {}
+        evaluation = dict(evaluation or {})
+        if eval_set is not None:
+            evaluation.update(trainer.evaluate())
+        self.save_model(trainer.model, tokenizer, self.output_dir)
+        return "succeeded", outcome.steps, evaluation
 
     def save_model(self, model: Any, tokenizer: Any, directory: Path) -> None:
         """Write the final model and tokenizer with save_pretrained (LoRA merged in unless `merge_lora` is off)."""

@@ -120,21 +120,9 @@ def _train(run: Run) -> tuple[str, int, dict]:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    outcome = run.fit(trainer)
-    if outcome.cancelled:
-        return "cancelled", outcome.steps, {}
-    evaluation = {
-        "data": {
-            "desirable": n_desirable,
-            "undesirable": n_undesirable,
-            "desirable_weight": desirable_weight,
-            "undesirable_weight": undesirable_weight,
-        }
-    }
-    if eval_set is not None:
-        evaluation.update(trainer.evaluate())
-    run.save_model(trainer.model, tokenizer, run.output_dir)
-    return "succeeded", outcome.steps, evaluation
+    counts = {"desirable": n_desirable, "undesirable": n_undesirable, "desirable_weight": desirable_weight,
+              "undesirable_weight": undesirable_weight}
+    return run.fit_evaluate_save(trainer, tokenizer, eval_set, {"data": counts})
 
 
 if __name__ == "__main__":

@@ -13,18 +13,7 @@ import dataclasses
 import os
 from typing import ClassVar
 
-from training.trainers.common import (
-    Run,
-    TrainConfig,
-    TrainResult,
-    execute,
-    load_config,
-    load_snapshot,
-    main,
-    option,
-    preference_rows,
-    split_for_eval,
-)
+from training.trainers.common import Run, TrainConfig, TrainResult, execute, load_config, main, option, preference_splits
 
 __all__ = ["ORPOConfig", "train"]
 
@@ -62,10 +51,7 @@ def _train(run: Run) -> tuple[str, int, dict]:
 
     config: ORPOConfig = run.config
     tokenizer = run.load_tokenizer()
-    data = preference_rows(load_snapshot(config.data, "preference"), config, tokenizer)
-    train_set, eval_set = split_for_eval(data, config, "preference")
-    if eval_set is not None and config.eval_data:
-        eval_set = preference_rows(eval_set, config, tokenizer)
+    train_set, eval_set = preference_splits(config, tokenizer)
     args = run.hf_arguments(
         TRLORPOConfig,
         max_length=config.max_length,
@@ -81,12 +67,7 @@ def _train(run: Run) -> tuple[str, int, dict]:
         processing_class=tokenizer,
         peft_config=run.peft_config("CAUSAL_LM"),
     )
-    outcome = run.fit(trainer)
-    if outcome.cancelled:
-        return "cancelled", outcome.steps, {}
-    evaluation = trainer.evaluate() if eval_set is not None else {}
-    run.save_model(trainer.model, tokenizer, run.output_dir)
-    return "succeeded", outcome.steps, evaluation
+    return run.fit_evaluate_save(trainer, tokenizer, eval_set)
 
 
 if __name__ == "__main__":

@@ -111,14 +111,7 @@ def _train(run: Run) -> tuple[str, int, dict]:
         processing_class=tokenizer,
         peft_config=run.peft_config("CAUSAL_LM"),
     )
-    outcome = run.fit(trainer)
-    if outcome.cancelled:
-        return "cancelled", outcome.steps, {}
-    evaluation = {"loss_on": loss_on}
-    if eval_set is not None:
-        evaluation.update(trainer.evaluate())
-    run.save_model(trainer.model, tokenizer, run.output_dir)
-    return "succeeded", outcome.steps, evaluation
+    return run.fit_evaluate_save(trainer, tokenizer, eval_set, {"loss_on": loss_on})
 
 
 if __name__ == "__main__":
