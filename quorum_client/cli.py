@@ -11,8 +11,9 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import data as _data
 from .client import Client

@@ -21,8 +21,9 @@ import hashlib
 import random
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import httpx
 
@@ -79,7 +80,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -162,7 +163,7 @@ class Client:
 
     # --- auth ---------------------------------------------------------------------------------
     @classmethod
-    def login(cls, url: str, username: str, password: str, **kwargs) -> "Client":
+    def login(cls, url: str, username: str, password: str, **kwargs) -> Client:
         """Exchange a username and password for a token and return a client that uses it (`client.token`)."""
         anonymous = cls(url, token="", **kwargs)
         try:
@@ -506,7 +507,8 @@ class Client:
         return job
 
     def generation_jobs(self, project: str | Project) -> list[Job]:
-        return [Job(self, project, "generation", j["id"], j) for j in self._pages(self._p(project) + "generation-jobs/")]
+        jobs = self._pages(self._p(project) + "generation-jobs/")
+        return [Job(self, project, "generation", j["id"], j) for j in jobs]
 
     def training_runs(self, project: str | Project) -> list[Job]:
         return [Job(self, project, "training", r["id"], r) for r in self._pages(self._p(project) + "training-runs/")]

@@ -25,7 +25,7 @@ class Job:
     number); `info` is the latest state (`GenerationJob`, `TrainingRun` or `Round`), `status` its status
     (queued, running, succeeded, failed, cancelled; a round may also be waiting)."""
 
-    def __init__(self, client: "Client", project: Any, kind: str, job_id: int, data: dict):
+    def __init__(self, client: Client, project: Any, kind: str, job_id: int, data: dict):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         self.client, self.kind, self.id = client, kind, int(job_id)
@@ -57,16 +57,16 @@ class Job:
     def _set(self, data: dict) -> None:
         self.info = from_dict(INFO[self.kind], data)
 
-    def refresh(self) -> "Job":
+    def refresh(self) -> Job:
         self._set(self.client._get(self.path))
         return self
 
-    def cancel(self) -> "Job":
+    def cancel(self) -> Job:
         """Ask the server to stop the job (a training run saves a checkpoint first)."""
         self._set(self.client._post(self.path + "cancel/", retry=True))
         return self
 
-    def relaunch(self) -> "Job":
+    def relaunch(self) -> Job:
         """Queue a failed or cancelled training run again; it resumes from its last checkpoint."""
         if self.kind != "training":
             raise ValueError("only training runs can be relaunched")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -158,7 +158,7 @@ class ImportReport:
     annotations_existing: int = 0
     raw: dict = field(default_factory=dict, repr=False)
 
-    def __add__(self, other: "ImportReport") -> "ImportReport":
+    def __add__(self, other: ImportReport) -> ImportReport:
         counts = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)
                   if f.type == "int"}
         return ImportReport(format=self.format or other.format, filename=self.filename, **counts)

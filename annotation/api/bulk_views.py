@@ -9,7 +9,7 @@ from rest_framework.response import Response as HttpResponse
 
 from .. import services
 from ..errors import Invalid
-from ..models import Prompt, Response, Task
+from ..models import Prompt, Response
 from . import serializers as s
 from .permissions import CanManageData
 from .views import ProjectView, _parse, _tasks

@@ -59,7 +59,8 @@ def test_projects_are_created_by_staff_and_refused_to_others_with_the_servers_me
 
 def test_prompts_pushed_from_a_list_a_dataframe_and_a_dataset_are_stored_once(client_for, world):
     eng = client_for("engineer")
-    first = eng.push_prompts("lab", ["What is 2+2?", {"prompt": "Name a prime.", "external_id": "p2", "tags": ["math"]}])
+    first = eng.push_prompts("lab", ["What is 2+2?",
+                                     {"prompt": "Name a prime.", "external_id": "p2", "tags": ["math"]}])
     assert (first.prompts_created, first.prompts_existing) == (2, 0)
     frame = pd.DataFrame({"prompt": ["What is 2+2?", "Why is the sky blue?"], "external_id": ["p1", "p3"]})
     again = eng.push_prompts("lab", frame)
