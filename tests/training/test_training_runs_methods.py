@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/datasets are
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from django.template.defaultfilters import floatformat  # noqa: E402
 from django.test import Client  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
@@ -287,7 +288,7 @@ def test_reward_model_run_stores_its_evaluation_and_the_page_shows_it(world, cli
     client.force_login(world["users"]["reviewer"])
     page = client.get(f"/training/p/{world['project'].slug}/runs/{run.pk}/").content.decode()
     assert 'id="reward-evaluation"' in page and "Held-out accuracy" in page
-    assert f"{evaluation['accuracy']:.3f}" in page and f"{low:.3f}" in page and f"{high:.3f}" in page
+    assert all(floatformat(x, 3) in page for x in (evaluation["accuracy"], low, high))
     assert "Reward vs length" in page and 'id="chart-scores"' in page
     assert 'id="ensemble-disagreement"' not in page
 
@@ -348,7 +349,12 @@ def test_prm_run_from_step_labels(world, client):
     assert 0 <= evaluation["step"]["accuracy"] <= 1
     client.force_login(world["users"]["reviewer"])
     page = client.get(f"/training/p/{world['project'].slug}/runs/{run.pk}/").content.decode()
-    assert 'id="prm-evaluation"' in page and f"{best['prm']['accuracy']:.3f}" in page
+    assert 'id="prm-evaluation"' in page and floatformat(best["prm"]["accuracy"], 3) in page
+    # Registered with the reward role, but PPO, which scores whole responses, refuses it as its reward model.
+    body = {"method": "ppo", "base_model": "tiny", "snapshot": snapshot.sha256, "reward_model": run.output_model.name}
+    refused = api(world["users"]["engineer"]).post(f"/api/v1/projects/{world['project'].slug}/training-runs/",
+                                                   body, format="json")
+    assert refused.status_code == 400 and "process reward model" in " ".join(refused.json()["fields"]["reward_model"])
     tokenizer = AutoTokenizer.from_pretrained(run.output_dir)
     model = AutoModelForTokenClassification.from_pretrained(run.output_dir).eval()
     assert model.config.num_labels == 2

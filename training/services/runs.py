@@ -131,6 +131,10 @@ def training_run_create(
         if reward_model is None or ModelRole.REWARD not in (reward_model.roles or []) or not reward_model.path:
             raise Invalid("PPO needs a local reward model (or a reward_function)",
                           fields={"reward_model": ["a local model with the reward role"]})
+        if (reward_model.metadata or {}).get("method") == TrainingMethod.PRM:
+            # A PRM is a token classifier scoring steps; PPO scores whole responses with a sequence classifier.
+            raise Invalid(f"{reward_model.name} is a process reward model; PPO needs an outcome reward model",
+                          fields={"reward_model": ["a reward (outcome) model, not a process reward model"]})
     elif reward_model is not None:
         raise Invalid(f"{method} takes no reward model", fields={"reward_model": ["only for ppo"]})
     spec = run_spec(method=method, base_model=base_model, snapshot=snapshot, hyperparameters=hyperparameters,
