@@ -158,14 +158,17 @@ def test_train_and_watch_a_run_to_its_end(cli, world, tmp_path, tiny_model_dir, 
 
 
 def test_the_installed_command_runs_as_its_own_process(world):
-    """Run as a separate process (`python -m quorum_client`): JSON on stdout, the refusal on stderr."""
+    """Run as a separate process (the `quorum` console script that `make install` puts beside the interpreter,
+    else `python -m quorum_client`): JSON on stdout, the refusal on stderr."""
     env = {**os.environ, "QUORUM_URL": world["url"], "QUORUM_TOKEN": world["tokens"]["engineer"],
            "QUORUM_CONFIG": "/nonexistent/quorum.json"}
-    ok = subprocess.run([sys.executable, "-m", "quorum_client", "projects", "--json"], cwd=ROOT, env=env,
+    script = Path(sys.executable).with_name("quorum")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "quorum_client"]
+    ok = subprocess.run([*command, "projects", "--json"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert [p["slug"] for p in json.loads(ok.stdout)] == ["lab"]
-    refused = subprocess.run([sys.executable, "-m", "quorum_client", "export", "lab", "--format", "preference",
+    refused = subprocess.run([*command, "export", "lab", "--format", "preference",
                               "--file-format", "parquet", "-o", "/tmp/never-written.parquet"],
                              cwd=ROOT, env={**env, "QUORUM_TOKEN": world["tokens"]["annotator"]},
                              capture_output=True, text=True, timeout=60)
