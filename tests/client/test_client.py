@@ -237,6 +237,8 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"busy")
             return
         body = b'{"count": 1, "next": null, "results": [{"id": 1, "name": "P", "slug": "p"}]}'
+        if "/imports/" in self.path:
+            body = b'{"format": "prompts", "records": 1, "prompts_created": 1}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -274,6 +276,9 @@ def test_reads_are_retried_after_5xx_and_writes_are_not(flaky_server):
     with pytest.raises(ServerError):
         client.projects()
     assert len(_Flaky.seen) == 4  # the first try and three retries
+    # An import is idempotent on the server, so the client repeats it.
+    _Flaky.seen, _Flaky.failures_left = [], 1
+    assert client.push_prompts("p", ["Again?"]).prompts_created == 1 and _Flaky.seen == ["POST", "POST"]
 
 
 def test_an_unreachable_server_raises_connection_failed():
