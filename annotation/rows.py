@@ -1,8 +1,25 @@
-"""Model instances from the rows of plain SQL, for the few hot paths that skip the ORM's compile."""
+"""Plain SQL for the few hot paths that skip the ORM's compile: prepared statements on PostgreSQL,
+and model instances built from their rows."""
 
 import json
 
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connection
+
+
+def fetch_one(sql: str, params) -> tuple | None:
+    """Run one statement and return its first row. On PostgreSQL the statement is bound on the server
+    and prepared once per connection, so later runs skip parsing and planning (Django's own cursors
+    bind on the client and cannot be prepared). Errors are the driver's own on that path."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone()
 
 
 def instance(model, values: dict):

@@ -1,7 +1,6 @@
 """Reads. Every queryset a caller can reach is scoped to the caller's projects here."""
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
 from django.db.models import QuerySet
 
 from . import rows
@@ -19,9 +18,7 @@ def projects_for(*, user: AbstractBaseUser) -> QuerySet[Project]:
 def project_with_role(*, user: AbstractBaseUser, slug: str) -> tuple[Project, str]:
     """The project and the caller's role in it; NotFound for non-members (existence is not leaked)."""
     # Every API request under /projects/{slug}/ starts here: one plain query, no ORM compile.
-    with connection.cursor() as cursor:
-        cursor.execute(_PROJECT_ROLE_SQL, [user.pk, slug])
-        row = cursor.fetchone()
+    row = rows.fetch_one(_PROJECT_ROLE_SQL, [user.pk, slug])
     if row is None:
         raise NotFound("no such project")
     role, guideline_number, *values = row

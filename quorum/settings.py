@@ -89,6 +89,10 @@ DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("QUORUM_DB_CONN_MAX_AGE", 60))}
     DATABASES["default"]["TEST"] = {"NAME": "test_quorum" + TEST_DB_SUFFIX}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Lets the queue's hot statements (annotation/services/hotpath.py) be prepared once per
+        # connection; Django's own cursors bind on the client and are not prepared either way.
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(SQLITE_PATH)}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

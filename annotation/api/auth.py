@@ -8,7 +8,6 @@ inactive user is refused; a deleted token stops working at once (nothing is cach
 from functools import cache
 
 from django.contrib.auth import get_user_model
-from django.db import connection
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
@@ -33,9 +32,7 @@ class FastTokenAuthentication(TokenAuthentication):
     model = Token
 
     def authenticate_credentials(self, key):
-        with connection.cursor() as cursor:
-            cursor.execute(_statement(), [key])
-            row = cursor.fetchone()
+        row = rows.fetch_one(_statement(), [key])
         if row is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
         # SQLite returns booleans as 0/1.

@@ -2,7 +2,8 @@
 
 The ORM versions in `queue.py` and `submit.py` take 8–10 round trips per cycle (BEGIN, the held
 lease, the sweep, the pick, the slot update, the insert, the content, COMMIT...). Here each is one
-autocommit statement whose data-modifying CTEs run atomically:
+autocommit statement whose data-modifying CTEs run atomically, prepared once per connection
+(`rows.fetch_one`), so a run costs neither a parse nor a plan:
 
 - lease: sweep this project's expired leases (one sweeper at a time, by a transaction-scoped
   advisory lock, so sweeps never lock tasks in opposite orders), return the lease the person holds,
@@ -28,7 +29,7 @@ import psycopg
 from django.db import connection, transaction
 
 from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Prompt, Task, TaskStatus
-from ..rows import instance, json_value
+from ..rows import fetch_one, instance, json_value
 
 # Tells the advisory lock of the lease sweep apart from any other advisory lock in the database.
 SWEEP_LOCK_CLASS = 0x51_0001
@@ -140,19 +141,6 @@ def available() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _cursor() -> "psycopg.Cursor":
-    """A cursor that binds on the server, so each statement is prepared once per connection and
-    later runs skip parsing and planning (Django's own cursors bind on the client)."""
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
-
-
-def _execute(cursor, sql: str, params: dict):
-    cursor.execute(sql, params, prepare=True)
-    return cursor.fetchone()
-
-
-
 def lease(*, project, annotator, now: datetime, gold: bool | None) -> Assignment | None:
     """Sweep expired leases, then the held lease or a new one (see the module docs).
 
@@ -160,14 +148,13 @@ def lease(*, project, annotator, now: datetime, gold: bool | None) -> Assignment
     """
     params = {"project": project.pk, "user": annotator.pk, "now": now, "lock_class": SWEEP_LOCK_CLASS,
               "until": now + timedelta(seconds=project.lease_seconds)}
-    with _cursor() as cursor:
-        row = _execute(cursor, _LEASE_STATEMENTS[gold], params)
-        if row is None:
-            # The statement cannot pick a task whose slot its own sweep freed (it sees the table as
-            # it was when it began): once more, for an annotator who would otherwise hear "done".
-            row = _execute(cursor, _LEASE_STATEMENTS[gold], params)
-        if row is None:
-            return None
+    row = fetch_one(_LEASE_STATEMENTS[gold], params)
+    if row is None:
+        # The statement cannot pick a task whose slot its own sweep freed (it sees the table as it
+        # was when it began): once more, for an annotator who would otherwise hear "done".
+        row = fetch_one(_LEASE_STATEMENTS[gold], params)
+    if row is None:
+        return None
     n_a, n_t = len(ASSIGNMENT_FIELDS), len(TASK_FIELDS)
     a_values = dict(zip(ASSIGNMENT_FIELDS, row[:n_a]))
     a_values["shown_order"] = json_value(a_values["shown_order"])
@@ -191,9 +178,7 @@ def submit(*, assignment_id: int, annotator, payload: dict, client_id: uuid.UUID
     `validate(kind, payload, n_responses, n_steps, shown_order, settings)` returns the canonical
     payload or raises Invalid. Returns the annotation and, when it completed its task, the project id.
     """
-    with _cursor() as cursor:
-        row = _execute(cursor, _SUBMIT_READ_SQL, {"assignment": assignment_id, "user": annotator.pk,
-                                                  "client_id": client_id})
+    row = fetch_one(_SUBMIT_READ_SQL, {"assignment": assignment_id, "user": annotator.pk, "client_id": client_id})
     if row is None:
         return None
     state, project_id, shown_order, kind, n_responses, n_steps, settings, guideline, constitution, replay = row
@@ -207,8 +192,7 @@ def submit(*, assignment_id: int, annotator, payload: dict, client_id: uuid.UUID
     try:
         # Inside a caller's transaction a failure must not break it: a savepoint then.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            with _cursor() as cursor:
-                row = _execute(cursor, _SUBMIT_WRITE_SQL, params)
+            row = fetch_one(_SUBMIT_WRITE_SQL, params)
     except psycopg.IntegrityError:
         return None  # the client id was taken a moment ago: the ORM path replays or refuses
     if row is None:
