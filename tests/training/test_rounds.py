@@ -138,6 +138,22 @@ def test_two_rounds_link_model_tasks_labels_snapshot_run_and_model(world):
     assert not eval_prompts & {r["prompt"][0]["content"] for r in rows}
     held = set(heldout_prompt_ids(project=project, count=FAST["eval_prompts"]))
     assert not held & set(first.prompt_ids + second.prompt_ids)
+    # Queued for people, a held-out comparison they judge counts toward the round's human win rate.
+    import uuid
+
+    from training.rounds.services import evaluation_project, human_win_rate
+
+    assert human_win_rate(first) is None
+    target = evaluation_project(project=project, queue_for_humans=True)
+    annotator = world["users"]["annotator"]
+    assignment = annotation_services.task_next_for(annotator=annotator, project=target)
+    task = Task.objects.get(pk=assignment.task_id)
+    shown_first = assignment.shown_order[0]  # the annotator picks whatever was shown as A
+    annotation_services.annotation_submit(assignment=assignment, annotator=annotator, payload={"choice": "A"},
+                                          client_id=uuid.uuid4())
+    judged = first if task.dedupe_key.startswith(f"eval:{first.pk}:") else second
+    result = human_win_rate(judged)
+    assert result["n"] == 1 and result["estimate"] == (1.0 if shown_first == 0 else 0.0)
 
 
 @pytest.mark.django_db

@@ -12,6 +12,8 @@ links are saved in the same transaction that creates what they point to.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -677,7 +679,8 @@ def evaluation_project(*, project: Project, queue_for_humans: bool = False) -> P
 
 def _eval_responses(backend, model: Model, prompts: list[Prompt], sampling: dict) -> list[Response]:
     """The model's answer to each held-out prompt, generated once and reused by later rounds."""
-    key = f"eval:{model.pk}:{Sampling.from_dict(sampling).seed}"
+    digest = hashlib.sha256(json.dumps(sampling, sort_keys=True).encode()).hexdigest()[:12]
+    key = f"eval:{model.pk}:{digest}"
     have = {r.prompt_id: r for r in Response.objects.filter(prompt__in=prompts, dedupe_key=key)}
     missing = [p for p in prompts if p.pk not in have]
     if missing:
@@ -702,8 +705,16 @@ def _sycophancy_of(model: Model, probes: list[dict], cache: dict) -> dict:
 def evaluate_round(rnd: Round) -> dict:
     """Win rate of the new model against the round's policy on held-out prompts (AI judge, both orders), reward-model
     accuracy on the round's human labels, sycophancy of both policies and of the reward model, response lengths."""
-    config, out = rnd.config, {}
+    config, out, clock = rnd.config, {}, {}
     new, old = rnd.output_model, rnd.policy
+    tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        clock[name] = round(clock.get(name, 0.0) + now - tick, 2)
+        tick = now
+
     seed = config["seed"] + rnd.number
     # Lengths of what the policy generated this round (training candidates).
     generated = Response.objects.filter(prompt__project_id=rnd.project_id,
@@ -724,6 +735,7 @@ def evaluate_round(rnd: Round) -> dict:
         sampling = {**config["eval_sampling"], "seed": config["seed"]}
         old_answers = _eval_responses(backend_for(old), old, prompts, sampling)
         new_answers = _eval_responses(backend_for(new), new, prompts, sampling)
+        lap("heldout_generation")
         out["lengths"]["heldout_new"] = evaluation.length_summary(
             [r.generation.get("completion_tokens", 0) for r in new_answers], [r.content for r in new_answers])
         out["lengths"]["heldout_previous"] = evaluation.length_summary(
@@ -750,6 +762,7 @@ def evaluate_round(rnd: Round) -> dict:
                     if task.pk not in labelled and j.ok:
                         _ai_annotation(task, rnd.judge, j, rnd)
             judgments = [j for j in judged if j.ok]
+            lap("judge")
             out["win_rate"] = {**evaluation.win_rate([j.outcome for j in judgments], seed=seed),
                                "judge_errors": len(judged) - len(judgments),
                                "soft": round(sum(j.p for j in judgments) / max(1, len(judgments)), 4),
@@ -764,6 +777,7 @@ def evaluate_round(rnd: Round) -> dict:
                                   for m in board.get("models", [])]
         except Exception:  # figures must not fail a round that trained fine
             log.warning("leaderboard for round %s failed", rnd.pk, exc_info=True)
+        lap("leaderboard")
 
     reward = rnd.reward_model
     scorer = None
@@ -773,6 +787,7 @@ def evaluate_round(rnd: Round) -> dict:
         scorer = RewardScorer(reward.path)
         out["reward_accuracy"] = {**evaluation.reward_accuracy(scorer, human_preferences(rnd), seed=seed),
                                   "reward_model": reward.name}
+        lap("reward_accuracy")
     if config["probes"]:
         probes = evaluation.load_probes(limit=config["probe_limit"])
         cache: dict = {}
@@ -787,7 +802,29 @@ def evaluate_round(rnd: Round) -> dict:
             syco["reward_model"] = {**evaluation.reward_prefers_agreeable(scorer, probes, seed=seed),
                                     "reward_model": reward.name}
         out["sycophancy"] = syco
+        lap("sycophancy")
+    out["seconds_by_part"] = clock
     return out
+
+
+def human_win_rate(rnd: Round) -> dict | None:
+    """The new model's win rate on the held-out comparisons as people judged them (majority per task; A is the new
+    model's answer), or None while nobody has."""
+    slug = (rnd.evaluation or {}).get("evaluation_project")
+    if not slug:
+        return None
+    votes: dict[int, list[str]] = {}
+    rows = Annotation.objects.filter(task__project__slug=slug, task__dedupe_key__startswith=f"eval:{rnd.pk}:",
+                                     source=AnnotationSource.HUMAN, is_current=True)
+    for task_id, payload in rows.values_list("task_id", "payload"):
+        votes.setdefault(task_id, []).append((payload or {}).get("choice"))
+    if not votes:
+        return None
+    outcomes = []
+    for choices in votes.values():
+        a, b = choices.count("A"), choices.count("B")
+        outcomes.append(1.0 if a > b else 0.0 if b > a else 0.5)
+    return evaluation.win_rate(outcomes, seed=rnd.number)
 
 
 def human_preferences(rnd: Round) -> list[tuple[list, str, str]]:

@@ -62,6 +62,7 @@ def round_detail(request, slug, number):
     e = rnd.evaluation or {}
     ctx = _ctx(gen_project=project, rnd=rnd, can_run=role in ENGINEERS, lineage=services.round_lineage(rnd),
                e=e, syco=e.get("sycophancy") or {}, lengths=e.get("lengths") or {},
+               human_win=services.human_win_rate(rnd),
                stages=[(k, v) for k, v in (rnd.stage_times or {}).items()])
     return render(request, "training/round.html", ctx)
 
