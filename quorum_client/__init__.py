@@ -25,6 +25,7 @@ from .errors import (
 from .jobs import Job, JobTimeout
 from .types import (
     Annotation,
+    FeedbackJob,
     GenerationJob,
     ImportReport,
     LeasedTask,
@@ -46,6 +47,6 @@ __all__ = [
     "ApiError", "BadRequest", "ChecksumMismatch", "Conflict", "ConnectionFailed", "Forbidden", "NotFound",
     "QuorumError", "RateLimited", "ServerError", "Unauthorized",
     "Job", "JobTimeout",
-    "Annotation", "GenerationJob", "ImportReport", "LeasedTask", "Membership", "Model", "Project", "Prompt",
+    "Annotation", "FeedbackJob", "GenerationJob", "ImportReport", "LeasedTask", "Membership", "Model", "Project", "Prompt",
     "Response", "Round", "Snapshot", "Task", "TrainingRun",
 ]

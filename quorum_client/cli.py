@@ -115,9 +115,9 @@ def _settings(pairs: list[str] | None) -> dict:
 def _job_ref(ref: str, kind: str | None) -> tuple[str, int]:
     prefix, _, number = ref.rpartition("-")
     kinds = {"gen": "generation", "generation": "generation", "run": "training", "training": "training",
-             "round": "round"}
+             "fb": "feedback", "feedback": "feedback", "round": "round"}
     if (prefix and prefix not in kinds) or not number.isdigit():
-        raise UsageError(f"a job is gen-ID, run-ID, round-NUMBER or an ID with --kind, not {ref!r}")
+        raise UsageError(f"a job is gen-ID, run-ID, fb-ID, round-NUMBER or an ID with --kind, not {ref!r}")
     return kinds.get(prefix) or kind or "training", int(number)
 
 
@@ -314,6 +314,20 @@ def cmd_generate(args) -> int:
     return EXIT_OK
 
 
+def cmd_feedback(args) -> int:
+    client = _client(args)
+    scope = _json_arg(args.scope, "--scope")
+    if args.limit:
+        scope["limit"] = args.limit
+    job = client.feedback(args.project_pos, args.kind, args.model, scope=scope, rounds=args.rounds,
+                          principles=args.principle or [], counts_toward_overlap=args.counts_toward_overlap)
+    if args.wait:
+        return _wait(args, job)
+    _emit(args, job.as_dict(), f"{job.ref} queued; follow it with `quorum jobs watch {job.ref} --project "
+                               f"{job.project}`")
+    return EXIT_OK
+
+
 def cmd_round(args) -> int:
     client = _client(args)
     job = client.start_round(args.project_pos, policy=args.policy, judge=args.judge, reward_model=args.reward_model,
@@ -330,11 +344,12 @@ def cmd_jobs(args) -> int:
     client = _client(args)
     if args.action == "list":
         project = args.id or _project(args)
-        jobs = client.generation_jobs(project) + client.training_runs(project) + client.rounds(project)
+        jobs = (client.generation_jobs(project) + client.training_runs(project) + client.feedback_jobs(project)
+                + client.rounds(project))
         jobs.sort(key=lambda j: (j.info.created_at if j.info else ""), reverse=True)
         rows = [{"ref": j.ref, "status": j.status, "progress": "%s/%s" % (j.progress()[0], j.progress()[1] or "?"),
                  "what": (getattr(j.info, "method", None) or getattr(j.info, "model", None)
-                          or getattr(j.info, "stage", "")),
+                          or getattr(j.info, "stage", "")) + (f" {j.info.kind}" if j.kind == "feedback" else ""),
                  "created_at": j.info.created_at if j.info else ""} for j in jobs]
         _emit(args, [j.as_dict() for j in jobs], _table(rows, ["ref", "status", "progress", "what", "created_at"]))
         return EXIT_OK
@@ -439,6 +454,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling", help="JSON object of sampling overrides")
     _wait_args(p)
 
+    p = add("feedback", cmd_feedback, "launch AI feedback under the constitution (judge labels, or critique "
+                                      "and revision)", project=True)
+    p.add_argument("--kind", required=True, choices=["judge", "critique_revision"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--scope", help="JSON object: a task filter (judge) or a prompt filter (critique_revision)")
+    p.add_argument("--limit", type=int, help="at most this many items")
+    p.add_argument("--rounds", type=int, default=1, help="critique-revision rounds per prompt")
+    p.add_argument("--principle", action="append", help="sample from these principle keys (repeatable)")
+    p.add_argument("--counts-toward-overlap", action="store_true", help="judge labels take a slot of each task")
+    _wait_args(p)
+
     p = add("round", cmd_round, "start the loop: rounds of generate, label, train and evaluate", project=True)
     p.add_argument("--policy", help="the first round's policy (default: the last round's output model)")
     p.add_argument("--judge", help="AI judge model (label modes ai and both)")
@@ -449,12 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON object of round settings, or @file.json")
     _wait_args(p)
 
-    p = add("jobs", cmd_jobs, "list, show, watch or cancel generation jobs (gen-ID), training runs (run-ID) and "
-                              "rounds (round-NUMBER)")
+    p = add("jobs", cmd_jobs, "list, show, watch or cancel generation jobs (gen-ID), training runs (run-ID), "
+                              "feedback jobs (fb-ID) and rounds (round-NUMBER)")
     p.add_argument("action", choices=["list", "show", "watch", "cancel"])
-    p.add_argument("id", nargs="?", help="gen-ID, run-ID or round-NUMBER (list: the project)")
+    p.add_argument("id", nargs="?", help="gen-ID, run-ID, fb-ID or round-NUMBER (list: the project)")
     p.add_argument("--project", "-p")
-    p.add_argument("--kind", choices=["generation", "training", "round"],
+    p.add_argument("--kind", choices=["generation", "training", "feedback", "round"],
                    help="for a bare numeric ID (default training)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between looks (default 2)")

@@ -203,6 +203,15 @@ class Client:
         body = {"username": username, "role": role}
         return from_dict(Membership, self._post(self._p(project) + "members/", body, retry=True))
 
+    def create_guideline(self, project: str | Project, body: str, *, note: str = "") -> dict:
+        """Publish a new guideline version (markdown; project admins). Returns {number, body, note, ...}."""
+        return self._post(self._p(project) + "guidelines/", {"body": body, "note": note})
+
+    def create_constitution(self, project: str | Project, principles: list[dict], *, note: str = "") -> dict:
+        """Publish a new constitution version (project admins): principles are dicts with key, name,
+        critique_request, revision_request and comparison_question, in order."""
+        return self._post(self._p(project) + "constitutions/", {"principles": principles, "note": note})
+
     # --- prompts, responses, tasks ------------------------------------------------------------
     def push_prompts(self, project: str | Project, data: Any, *, chunk_size: int = IMPORT_CHUNK) -> ImportReport:
         """Import prompts from a list of strings or dicts, a DataFrame or a Dataset.
@@ -486,6 +495,26 @@ class Client:
         info = self._post(self._p(project) + "training-runs/", body)
         return Job(self, project, "training", info["id"], info)
 
+    def feedback(self, project: str | Project, kind: str, model: str, *, scope: dict | None = None,
+                 rounds: int = 1, principles: list[str] | None = None, counts_toward_overlap: bool = False,
+                 **options) -> Job:
+        """Launch AI feedback under the project's constitution: kind "judge" (the model labels tasks; `scope` is
+        a task filter) or "critique_revision" (critique and revise responses to prompts, exported as an SFT
+        snapshot; `scope` is a prompt filter). Other options (cot, ranking_subset, export_pairs, seed,
+        batch_items, critique_sampling, revision_sampling) pass through."""
+        body = {"kind": kind, "model": model, "scope": scope or {}, "rounds": rounds, "principles": principles or [],
+                "counts_toward_overlap": counts_toward_overlap, **options}
+        info = self._post(self._p(project) + "feedback-jobs/", body)
+        return Job(self, project, "feedback", info["id"], info)
+
+    def feedback_jobs(self, project: str | Project) -> list[Job]:
+        jobs = self._pages(self._p(project) + "feedback-jobs/")
+        return [Job(self, project, "feedback", j["id"], j) for j in jobs]
+
+    def ai_agreement(self, project: str | Project) -> dict:
+        """How often AI labels agree with people: overall, per principle, constitution version and judge."""
+        return self._get(self._p(project) + "ai-agreement/")
+
     def start_round(self, project: str | Project, *, policy: str | None = None, judge: str | None = None,
                     reward_model: str | None = None, label_mode: str = "ai", rounds: int = 1,
                     human_quota: int | None = None, config: dict | None = None) -> Job:
@@ -501,7 +530,7 @@ class Client:
         return [Job(self, project, "round", r["number"], r) for r in self._pages(self._p(project) + "rounds/")]
 
     def job(self, project: str | Project, kind: str, job_id: int) -> Job:
-        """An existing job: kind "generation", "training" or "round" (by its number)."""
+        """An existing job: kind "generation", "training", "feedback" or "round" (by its number)."""
         job = Job(self, project, kind, int(job_id), {})
         job.refresh()
         return job

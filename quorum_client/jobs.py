@@ -1,18 +1,18 @@
-"""Generation jobs, training runs and rounds as one `Job` handle: refresh, wait with a progress bar, cancel."""
+"""Generation jobs, training runs, AI feedback jobs and rounds as one `Job` handle: refresh, wait with a progress bar, cancel."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
 
-from .types import TERMINAL_STATUSES, GenerationJob, Round, TrainingRun, from_dict
+from .types import TERMINAL_STATUSES, FeedbackJob, GenerationJob, Round, TrainingRun, from_dict
 
 if TYPE_CHECKING:
     from .client import Client
 
-KINDS = {"generation": "generation-jobs", "training": "training-runs", "round": "rounds"}
-PREFIXES = {"generation": "gen", "training": "run", "round": "round"}
-INFO = {"generation": GenerationJob, "training": TrainingRun, "round": Round}
+KINDS = {"generation": "generation-jobs", "training": "training-runs", "feedback": "feedback-jobs", "round": "rounds"}
+PREFIXES = {"generation": "gen", "training": "run", "feedback": "fb", "round": "round"}
+INFO = {"generation": GenerationJob, "training": TrainingRun, "feedback": FeedbackJob, "round": Round}
 ROUND_STAGES = ("generate", "select", "label", "export", "train", "evaluate", "done")
 
 
@@ -21,16 +21,16 @@ class JobTimeout(TimeoutError):
 
 
 class Job:
-    """A background job on the server. `kind` is "generation", "training" or "round" (a round's id is its
-    number); `info` is the latest state (`GenerationJob`, `TrainingRun` or `Round`), `status` its status
-    (queued, running, succeeded, failed, cancelled; a round may also be waiting)."""
+    """A background job on the server. `kind` is "generation", "training", "feedback" or "round" (a round's id
+    is its number); `info` is the latest state (`GenerationJob`, `TrainingRun`, `FeedbackJob` or `Round`),
+    `status` its status (queued, running, succeeded, failed, cancelled; a round may also be waiting)."""
 
     def __init__(self, client: Client, project: Any, kind: str, job_id: int, data: dict):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         self.client, self.kind, self.id = client, kind, int(job_id)
         self.project = getattr(project, "slug", project)
-        self.info: GenerationJob | TrainingRun | Round | None = None
+        self.info: GenerationJob | TrainingRun | FeedbackJob | Round | None = None
         if data:
             self._set(data)
 
@@ -39,7 +39,7 @@ class Job:
 
     @property
     def ref(self) -> str:
-        """A short reference the command line accepts: gen-<id>, run-<id> or round-<number>."""
+        """A short reference the command line accepts: gen-<id>, run-<id>, fb-<id> or round-<number>."""
         return f"{PREFIXES[self.kind]}-{self.id}"
 
     @property
@@ -74,13 +74,13 @@ class Job:
         return self
 
     def progress(self) -> tuple[int, int | None]:
-        """(done, total): generated samples of all, trainer steps of max_steps (None when unknown), or a round's
-        stages."""
+        """(done, total): generated samples or judged items of all, trainer steps of max_steps (None when
+        unknown), or a round's stages."""
         info = self.info
         if isinstance(info, Round):
             stage = ROUND_STAGES.index(info.stage) if info.stage in ROUND_STAGES else 0
             return stage, len(ROUND_STAGES) - 1
-        if isinstance(info, GenerationJob):
+        if isinstance(info, (GenerationJob, FeedbackJob)):
             return info.done, info.total or None
         if isinstance(info, TrainingRun):
             total = info.hyperparameters.get("max_steps") if info.hyperparameters else None
@@ -123,7 +123,7 @@ class Job:
             if progress:
                 raise
             return None
-        unit = {"generation": "sample", "training": "step", "round": "stage"}[self.kind]
+        unit = {"generation": "sample", "training": "step", "feedback": "item", "round": "stage"}[self.kind]
         return tqdm(total=None, unit=unit, desc=f"{self.kind} {self.id}", disable=None if progress is None else False,
                     leave=True)
 

@@ -263,3 +263,30 @@ class Round:
     started_at: str | None = None
     finished_at: str | None = None
     raw: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class FeedbackJob:
+    """AI feedback under the project's constitution: critique-revision chains over prompts, or judge labels."""
+
+    id: int
+    kind: str
+    model: str
+    status: str
+    constitution_version: int | None = None
+    rater: str | None = None
+    done: int = 0
+    total: int = 0
+    percent: int = 0
+    scope: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+    failures: list | dict | None = None
+    result: dict | None = None
+    error: str = ""
+    attempts: int = 0
+    cancel_requested: bool = False
+    created_by: str | None = None
+    created_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    raw: dict = field(default_factory=dict, repr=False)

@@ -66,7 +66,8 @@ def client_for(world):
 
 @pytest.fixture
 def inline_worker(monkeypatch):
-    """Run queued generation jobs and training runs in threads of this process, as a worker would."""
+    """Run queued generation jobs, feedback jobs and training runs in threads of this process, as a worker
+    would."""
     threads: list[threading.Thread] = []
 
     def start(target, *args):
@@ -95,7 +96,18 @@ def inline_worker(monkeypatch):
 
         start(lambda: training_run_execute.apply(args=[run_id]))
 
+    def send_feedback(job_id, ticket, queue, countdown):
+        from training.tasks import feedback_job_run
+
+        def run():
+            if countdown:
+                time.sleep(countdown)
+            feedback_job_run.apply(args=[job_id, ticket])
+
+        start(run)
+
     monkeypatch.setattr("training.services.generation._send", send_generation)
+    monkeypatch.setattr("training.feedback.jobs._send", send_feedback)
     monkeypatch.setattr("training.services.runs._send", send_run)
     yield threads
     for t in threads:

@@ -208,3 +208,10 @@ def test_a_cancelled_round_watched_exits_4(cli, world, tiny_model_dir, monkeypat
     assert code == 4 and json.loads(out)["status"] == "cancelled" and "cancelled" in err
     code, out, _ = cli("jobs", "list", "lab", "--json")
     assert [j["ref"] for j in json.loads(out)] == ["round-1"]
+
+
+def test_feedback_without_a_constitution_is_refused_with_the_reason(cli, world, tiny_model_dir):
+    model_register(name="tiny-judge", backend="transformers", path=str(tiny_model_dir), roles=["judge"])
+    code, out, err = cli("feedback", "lab", "--kind", "judge", "--model", "tiny-judge", "--limit", "2")
+    assert code == 1 and out == "" and "constitution" in err
+    assert cli("feedback", "lab", "--kind", "vibes", "--model", "tiny-judge")[0] == 2

@@ -328,3 +328,36 @@ def test_a_round_is_started_followed_and_cancelled_through_the_client(client_for
     assert [r.id for r in eng.rounds("lab")] == [1] and eng.job("lab", "round", 1).info.lineage["policy"] == "tiny"
     with pytest.raises(Forbidden):
         client_for("annotator").start_round("lab", policy="tiny", judge="tiny")
+
+
+PRINCIPLE = {"key": "honest", "name": "Honest", "critique_request": "Point out anything dishonest.",
+             "revision_request": "Rewrite the response to be honest.",
+             "comparison_question": "Which of these assistant responses is more honest?"}
+
+
+@pytest.mark.slow
+def test_an_ai_judge_job_labels_tasks_under_the_constitution(client_for, world, tiny_model_dir, inline_worker):
+    model_register(name="tiny-judge", backend="transformers", path=str(tiny_model_dir), roles=["policy", "judge"],
+                   sampling={"max_new_tokens": 6, "temperature": 0.0})
+    boss, eng = client_for("boss"), client_for("engineer")
+    eng.push_prompts("lab", [{"prompt": f"Is {i} even?", "external_id": f"q{i}"} for i in range(3)])
+    responses = eng.push_responses("lab", [{"prompt_external_id": f"q{i}", "content": c}
+                                           for i in range(3) for c in ("Yes.", "No.")])
+    eng.push_tasks("lab", [{"kind": "pairwise", "responses": [a.id, b.id]}
+                           for a, b in zip(responses[::2], responses[1::2], strict=True)])
+    with pytest.raises(BadRequest) as info:
+        eng.feedback("lab", "judge", "tiny-judge")
+    assert "constitution" in str(info.value)
+    with pytest.raises(Forbidden):
+        eng.create_constitution("lab", [PRINCIPLE])
+    assert boss.create_constitution("lab", [PRINCIPLE], note="first")["number"] == 1
+    assert boss.create_guideline("lab", "# Be exact", note="v1")["number"] == 1
+
+    job = eng.feedback("lab", "judge", "tiny-judge")
+    assert (job.kind, job.ref) == ("feedback", f"fb-{job.id}") and job.info.constitution_version == 1
+    assert job.wait(timeout=240, poll_interval=0.3) == "succeeded"
+    assert job.progress() == (3, 3)
+    ai = [a for a in eng.annotations("lab") if a.source == "ai"]
+    assert len(ai) == 3 and all(a.constitution_version == 1 for a in ai)
+    assert isinstance(eng.ai_agreement("lab"), dict)
+    assert [j.id for j in eng.feedback_jobs("lab")] == [job.id]
