@@ -47,6 +47,6 @@ __all__ = [
     "ApiError", "BadRequest", "ChecksumMismatch", "Conflict", "ConnectionFailed", "Forbidden", "NotFound",
     "QuorumError", "RateLimited", "ServerError", "Unauthorized",
     "Job", "JobTimeout",
-    "Annotation", "FeedbackJob", "GenerationJob", "ImportReport", "LeasedTask", "Membership", "Model", "Project", "Prompt",
-    "Response", "Round", "Snapshot", "Task", "TrainingRun",
+    "Annotation", "FeedbackJob", "GenerationJob", "ImportReport", "LeasedTask", "Membership", "Model", "Project",
+    "Prompt", "Response", "Round", "Snapshot", "Task", "TrainingRun",
 ]

@@ -1,4 +1,5 @@
-"""Generation jobs, training runs, AI feedback jobs and rounds as one `Job` handle: refresh, wait with a progress bar, cancel."""
+"""Generation jobs, training runs, AI feedback jobs and rounds as one `Job` handle: refresh, wait with a
+progress bar, cancel."""
 
 from __future__ import annotations
 
