@@ -2,6 +2,7 @@
 and model instances built from their rows."""
 
 import json
+from functools import partial
 
 from django.db import DEFAULT_DB_ALIAS, connection
 
@@ -18,7 +19,14 @@ def fetch_one(sql: str, params) -> tuple | None:
 
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
+
+        def execute(sql, params, many, context):
+            return cursor.execute(sql, params, prepare=True)
+
+        # Through the connection's execute wrappers (`connection.execute_wrapper`), as Django's cursors do.
+        for wrapper in reversed(connection.execute_wrappers):
+            execute = partial(wrapper, execute)
+        execute(sql, params, False, {"connection": connection, "cursor": cursor})
         return cursor.fetchone()
 
 
