@@ -24,6 +24,7 @@ from annotation.models import Annotation, DatasetSnapshot, Role
 from annotation.services.webhooks import webhook_create, webhook_ping
 from training.models import GenerationJob, TrainingRun
 from training.services import generation_job_create, model_register
+from training.feedback.jobs import feedback_job_create
 from training.rounds.services import round_cancel, round_create
 from training.services.runs import training_run_cancel, training_run_create
 
@@ -87,13 +88,14 @@ def world(db, make_user, make_task, tmp_path, settings):
     stopped = training_run_create(project=project, method="sft", base_model=model, snapshot=snapshot,
                                   hyperparameters={"max_steps": 1})
     training_run_cancel(run=stopped)
+    feedback_job = feedback_job_create(project=project, kind="judge", model=model, created_by=users["engineer"])
     # A round of the loop, cancelled, so that one more may be launched.
     finished_round = round_cancel(rnd=round_create(project=project, policy=model, label_mode="human", human_quota=1))
     webhook = webhook_create(project=project, url="http://127.0.0.1:9/hook", events=["task.completed"])
     delivery = webhook_ping(webhook=webhook)
     return {"users": users, "project": project, "other": other, "task": task, "lease": lease, "annotation": annotation,
             "snapshot": snapshot, "model": model, "job": job, "run": run, "stopped": stopped, "webhook": webhook,
-            "delivery": delivery, "round": finished_round}
+            "delivery": delivery, "round": finished_round, "feedback_job": feedback_job}
 
 
 # (method, URL name) -> (path and body from the world, roles allowed, roles that get 404 rather than 403).
@@ -191,6 +193,12 @@ MATRIX = {
                              DATA_MANAGERS, OUT),
     ("GET", "api-round"): (lambda w: (P + f"rounds/{w['round'].number}/", None), DATA_READERS, OUT),
     ("POST", "api-round-cancel"): (lambda w: (P + f"rounds/{_active_round(w).number}/cancel/", None), DATA_MANAGERS, OUT),
+    ("GET", "api-feedback-jobs"): (lambda w: (P + "feedback-jobs/", None), DATA_READERS, OUT),
+    ("POST", "api-feedback-jobs"): (lambda w: (P + "feedback-jobs/", {"kind": "judge", "model": "tiny"}), DATA_MANAGERS, OUT),
+    ("GET", "api-feedback-job"): (lambda w: (P + f"feedback-jobs/{w['feedback_job'].pk}/", None), DATA_READERS, OUT),
+    ("POST", "api-feedback-job-cancel"): (lambda w: (P + f"feedback-jobs/{w['feedback_job'].pk}/cancel/", None),
+                                         DATA_MANAGERS, OUT),
+    ("GET", "api-ai-agreement"): (lambda w: (P + "ai-agreement/", None), DATA_READERS, OUT),
     # The schema and its docs are public: they describe the API, not any project's data.
     ("GET", "schema"): (lambda w: ("/api/schema/", None), EVERYONE, NOBODY),
     ("GET", "api-docs"): (lambda w: ("/api/docs/", None), EVERYONE, NOBODY),

@@ -53,7 +53,7 @@ def _objects(w) -> dict:
         "assignment_id": [w["lease"].pk],
         "annotation_id": [w["annotation"].pk],
         "snapshot_id": [w["snapshot"].pk],
-        "job_id": [w["job"].pk],
+        "job_id": [w["job"].pk, w["feedback_job"].pk],
         "run_id": [w["run"].pk, w["stopped"].pk],
         "model_id": [w["model"].pk],
         "number": [1],
