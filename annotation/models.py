@@ -311,6 +311,7 @@ class WebhookEvent(models.TextChoices):
     SNAPSHOT_CREATED = "snapshot.created"
     RUN_FINISHED = "run.finished"
     GENERATION_FINISHED = "generation.finished"
+    FEEDBACK_FINISHED = "feedback.finished"
     PING = "ping"
 
 

@@ -1,11 +1,11 @@
-"""What the training app reports to a project's webhooks: `run.finished` and `generation.finished`."""
+"""What the training app reports to a project's webhooks: `run.finished`, `generation.finished`, `feedback.finished`."""
 
 from __future__ import annotations
 
 from annotation.models import WebhookEvent
 from annotation.services.webhooks import webhook_emit
 
-from .models import GenerationJob, TrainingRun
+from .models import FeedbackJob, GenerationJob, TrainingRun
 
 
 def run_finished(*, run_id: int) -> None:
@@ -48,3 +48,25 @@ def generation_finished(*, job_id: int) -> None:
         }
     }
     webhook_emit(project=job.project, event=WebhookEvent.GENERATION_FINISHED, key=f"generation.finished:{job.pk}", data=data)
+
+
+def feedback_finished(*, job_id: int) -> None:
+    """Report a feedback job (AI judge or critique-revision) that ended; once per job."""
+    job = FeedbackJob.objects.select_related("project", "model").filter(pk=job_id).first()
+    if job is None:
+        return
+    data = {
+        "job": {
+            "id": job.pk,
+            "kind": job.kind,
+            "model": job.model.name if job.model_id else None,
+            "status": job.status,
+            "done": job.done,
+            "total": job.total,
+            "failures": len(job.failures or []),
+            "result": job.result,
+            "error": (job.error or "")[:1000],
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        }
+    }
+    webhook_emit(project=job.project, event=WebhookEvent.FEEDBACK_FINISHED, key=f"feedback.finished:{job.pk}", data=data)

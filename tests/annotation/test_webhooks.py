@@ -36,6 +36,7 @@ from annotation.services.webhooks import (
     signature_verify,
     webhook_create,
     webhook_emit,
+    webhook_update,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -438,8 +439,23 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
     generation_service._fail(job.pk, "", "model file missing")
     generation_service._fail(job.pk, "", "model file missing")  # the same ending reported twice: one delivery
 
+    from training.feedback import jobs as feedback_jobs
+    from training.models import FeedbackJob
+
+    admin = project.memberships.get().user
+    constitution = services.constitution_version_create(project=project, principles=[{
+        "key": "kind", "name": "Kind", "critique_request": "Unkind?", "revision_request": "Be kind.",
+        "comparison_question": "Which is kinder?"}], created_by=admin)  # fmt: skip
+    feedback = FeedbackJob.objects.create(project=project, kind="judge", model=model, constitution=constitution)
+    feedback_jobs._fail(feedback.pk, "", "judge unreachable")
+    webhook_update(webhook=hook, events=["run.finished", "generation.finished", "feedback.finished"])
+    feedback_jobs._fail(feedback.pk, "", "judge unreachable")
+
     deliveries = {d.event: d for d in WebhookDelivery.objects.filter(webhook=hook)}
-    assert sorted(deliveries) == ["generation.finished", "run.finished"]
+    assert sorted(deliveries) == ["feedback.finished", "generation.finished", "run.finished"]
+    judged = deliveries["feedback.finished"].payload["data"]["job"]
+    assert (judged["id"], judged["kind"], judged["status"], judged["error"]) == (
+        feedback.pk, "judge", "failed", "judge unreachable")
     ran = deliveries["run.finished"].payload["data"]["run"]
     assert (ran["id"], ran["status"], ran["error"], ran["snapshot_sha256"]) == (
         run.pk, "failed", "trainer exited with 1", snapshot.sha256)

@@ -29,6 +29,7 @@ from annotation.models import ConstitutionVersion, Membership, Project, Prompt, 
 from ..backends import BackendError, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, FeedbackJob, FeedbackKind, JobStatus, Model
 from ..services.generation import prompts_in_scope, retry_delay
+from ..webhooks import feedback_finished
 from .labels import JUDGEABLE
 
 log = logging.getLogger(__name__)
@@ -420,12 +421,14 @@ def _complete(job: FeedbackJob, owner: str) -> str:
     )
     if not updated:
         raise LostClaim()
+    feedback_finished(job_id=job.pk)  # feedback.finished webhooks
     return status
 
 
 def _finish(job_id: int, owner: str, status: str) -> str:
     if not FeedbackJob.objects.filter(pk=job_id, owner=owner).update(status=status, owner="", finished_at=timezone.now()):
         raise LostClaim()
+    feedback_finished(job_id=job_id)  # feedback.finished webhooks
     return status
 
 
@@ -439,9 +442,10 @@ def _hand_on(job_id: int, owner: str) -> None:
 
 
 def _fail(job_id: int, owner: str, message: str) -> None:
-    FeedbackJob.objects.filter(pk=job_id, owner=owner).update(
+    if FeedbackJob.objects.filter(pk=job_id, owner=owner).update(
         status=JobStatus.FAILED, owner="", error=message[:4000], finished_at=timezone.now()
-    )
+    ):
+        feedback_finished(job_id=job_id)  # feedback.finished webhooks
 
 
 def _release_for_retry(job_id: int, owner: str, message: str) -> RetryLater | str:
