@@ -549,10 +549,6 @@ def _label(rnd: Round, owner: str) -> None:
             raise _Wait(f"human labels: {done}/{quota}", human_poll_seconds())
 
 
-def judge_name(judge: Model) -> str:
-    return judge.name
-
-
 def _ai_labels(rnd: Round, owner: str) -> None:
     """The judge labels every task of the round that it has not labelled yet, a batch per transaction."""
     judge = rnd.judge

@@ -185,7 +185,9 @@ class Command(BaseCommand):
                               f"(n={win.get('n', 0)}, judge {win.get('judge', 'none')}, both orders)")
             self.stdout.write(f"  reward-model accuracy on this round's human labels: {pct(e.get('reward_accuracy'))}")
             self.stdout.write(f"  policy agrees with a false claim: before {pct(syco.get('policy_before'))}, "
-                              f"after {pct(syco.get('policy_after'))} ({syco.get('probes', 0)} probes)")
+                              f"after {pct(syco.get('policy_after'))} ({syco.get('probes', 0)} probes; mean "
+                              f"log-prob lead of agreeing {(syco.get('policy_before') or {}).get('mean_margin')} → "
+                              f"{(syco.get('policy_after') or {}).get('mean_margin')})")
             self.stdout.write(f"  reward model prefers the agreeable answer: {pct(syco.get('reward_model'))}")
             self.stdout.write("  mean length (tokens): candidates "
                               f"{(lengths.get('policy_candidates') or {}).get('mean_tokens')}, held-out new "
@@ -193,6 +195,9 @@ class Command(BaseCommand):
                               f"{(lengths.get('heldout_previous') or {}).get('mean_tokens')}")
             times = ", ".join(f"{k} {v.get('seconds', 0):.0f}s" for k, v in (rnd.stage_times or {}).items())
             self.stdout.write(f"  wall time per stage: {times}")
+            parts = ", ".join(f"{k} {v:.0f}s" for k, v in (e.get("seconds_by_part") or {}).items())
+            if parts:
+                self.stdout.write(f"  evaluation by part: {parts}")
             self.stdout.write(f"  round page: /training/p/{project.slug}/rounds/{rnd.number}/")
         if as_json:
             self.stdout.write(json.dumps(figures, indent=2))
