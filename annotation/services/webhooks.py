@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from ..errors import Invalid
@@ -227,12 +227,17 @@ def _task_completed_after_commit(task_id: int, project_id: int) -> None:
         return
     task = (
         Task.objects.filter(pk=task_id, status=TaskStatus.COMPLETE)
-        .values("id", "kind", "prompt_id", "submitted_count", "required", "priority", "metadata")
+        .annotate(last_annotation=Max("annotations__id"))
+        .values("id", "kind", "prompt_id", "submitted_count", "required", "priority", "metadata", "last_annotation")
         .first()
     )
     if task is not None:
-        data = {"task": {**task, "prompt": task.pop("prompt_id")}}
-        webhook_emit(project=project_id, event=WebhookEvent.TASK_COMPLETED, key=f"task.completed:{task_id}", data=data)
+        # Keyed by the task's newest annotation: two submits that both see the task complete report it once,
+        # and a task completed again after an undo is reported again.
+        key = f"task.completed:{task_id}:{task.pop('last_annotation')}"
+        prompt = task.pop("prompt_id")
+        data = {"task": {**task, "prompt": prompt}}
+        webhook_emit(project=project_id, event=WebhookEvent.TASK_COMPLETED, key=key, data=data)
 
 
 def webhook_task_submitted(*, task_id: int, project_id: int) -> None:

@@ -25,7 +25,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from annotation import services
-from annotation.models import DeliveryStatus, Role, WebhookDelivery
+from annotation.models import Annotation, DeliveryStatus, Role, WebhookDelivery
 from annotation.services.exports import snapshot_create
 from annotation.services.webhooks import (
     DELIVERY_HEADER,
@@ -220,9 +220,18 @@ def test_a_completed_task_is_delivered_once_signed_and_logged(transactional_db, 
     assert delivery.finished_at is not None
 
     # The same event reported again (e.g. by a racing submit) is not sent twice.
-    assert webhook_emit(project=project, event="task.completed", key=f"task.completed:{task.pk}", data={}) == []
+    assert webhook_emit(project=project, event="task.completed", key=delivery.key, data={}) == []
     time.sleep(1.0)
     assert len(receiver.on("/hooks/quorum")) == 1
+
+    # Taken back and answered again, the task is complete again: a new event.
+    from annotation.services.undo import annotation_undo
+
+    last = Annotation.objects.filter(task=task, author=second).get()
+    assignment = annotation_undo(annotation=last, annotator=second)
+    services.annotation_submit(assignment=assignment, annotator=second, payload={"choice": "tie"}, client_id=uuid.uuid4())
+    _wait(lambda: len(receiver.on("/hooks/quorum")) == 2, "the second completion", worker)
+    assert WebhookDelivery.objects.filter(webhook=hook, event="task.completed").count() == 2
 
 
 @pytest.mark.slow
