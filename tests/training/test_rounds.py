@@ -93,6 +93,13 @@ def drive(rnd: Round, limit: int = 40) -> Round:
 @pytest.mark.timeout(600)
 def test_two_rounds_link_model_tasks_labels_snapshot_run_and_model(world):
     project, m = world["project"], world["models"]
+    # With a constitution in force, the round's labels come from the product's AI rater, one principle per task.
+    annotation_services.constitution_version_create(project=project, principles=[
+        {"key": key, "name": key.title(), "critique_request": f"Is the response {key}?",
+         "revision_request": f"Make the response {key}.", "comparison_question": f"Which response is more {key}?"}
+        for key in ("helpful", "honest")
+    ])
+    project.refresh_from_db()
     first = round_create(project=project, policy=m["policy"], judge=m["judge"], reward_model=m["reward"], rounds=2,
                          config=FAST, created_by=world["users"]["engineer"])
     first = drive(first)
@@ -110,7 +117,9 @@ def test_two_rounds_link_model_tasks_labels_snapshot_run_and_model(world):
             assert {r.model_name for r in task.responses.all()} == {rnd.policy.name}
             assert task.metadata["round"] == rnd.pk
             assert task.metadata["selection"]["reward_model"] == "tiny-reward"
-            assert Annotation.objects.filter(task=task, source="ai", details__judge_model="tiny-judge").count() == 1
+            label = Annotation.objects.get(task=task, source="ai", details__judge_model="tiny-judge")
+            assert label.author.username == "ai-tiny-judge" and label.constitution_version_id
+            assert label.details["principle"] in ("helpful", "honest") and label.details["round"] == rnd.pk
         # The snapshot holds this round's labels: every task's prompt is a row of the file, its sha256 recorded.
         rows = [json.loads(line) for line in open(rnd.snapshot.path)]
         asked = {t.prompt.messages[0]["content"] for t in tasks}

@@ -550,17 +550,40 @@ def _label(rnd: Round, owner: str) -> None:
 
 
 def _ai_labels(rnd: Round, owner: str) -> None:
-    """The judge labels every task of the round that it has not labelled yet, a batch per transaction."""
+    """The judge labels every task of the round it has not labelled yet, a batch per transaction.
+
+    With a constitution in force, through the product's AI rater (`training.feedback`): one principle drawn per
+    task, both orders averaged, written as the judge's rater with the constitution version. Without one, the
+    judge answers the default comparison question and the label is written with the judge's name only.
+    """
     judge = rnd.judge
     labelled = Annotation.objects.filter(source=AnnotationSource.AI, details__judge_model=judge.name).values("task_id")
-    todo = list(round_tasks(rnd).exclude(pk__in=labelled).order_by("id").prefetch_related("task_responses__response")
-                .select_related("prompt"))
+    todo = list(round_tasks(rnd).exclude(pk__in=labelled).order_by("id").values_list("id", flat=True))
     if not todo:
         return
     backend = backend_for(judge)
     batch = rnd.config["judge_batch"]
+    constitution = rnd.project.current_constitution
+    principles = list(constitution.principles.order_by("position")) if constitution is not None else []
+    if principles:
+        from ..feedback.labels import label_tasks
+        from ..feedback.rater import ai_rater_ensure, task_views, write_direct
+
+        rater = ai_rater_ensure(project=rnd.project, model_name=judge.name)
+        for start in range(0, len(todo), batch):
+            labels = label_tasks(backend, task_views(todo[start : start + batch]), principles, seed=rnd.pk,
+                                 batch_size=batch)
+            with transaction.atomic():
+                if not Round.objects.select_for_update().filter(pk=rnd.pk, owner=owner).exists():
+                    raise LostClaim()
+                for label in labels:
+                    label.details["round"] = rnd.pk
+                write_direct(rater=rater, labels=labels, model_name=judge.name, constitution=constitution)
+        return
+    tasks = {t.pk: t for t in Task.objects.filter(pk__in=todo).select_related("prompt")
+             .prefetch_related("task_responses__response")}
     for start in range(0, len(todo), batch):
-        chunk = todo[start : start + batch]
+        chunk = [tasks[pk] for pk in todo[start : start + batch]]
         items = []
         for task in chunk:
             responses = [tr.response for tr in sorted(task.task_responses.all(), key=lambda tr: tr.position)]
