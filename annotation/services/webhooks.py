@@ -30,7 +30,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from ..errors import Invalid
+from ..errors import Conflict, Invalid
 from ..models import DeliveryStatus, Project, Task, TaskStatus, Webhook, WebhookDelivery, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -273,12 +273,24 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
     delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
     if delivery is None or delivery.status in (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED):
         return (delivery.status if delivery else "missing"), None
-    webhook = delivery.webhook
+    now = now or timezone.now()
+    if delivery.next_attempt_at is not None and delivery.next_attempt_at > now + timedelta(seconds=1):
+        # A second copy of a message (a broker that redelivered a long countdown): the copy that is due
+        # later does the next attempt.
+        return "not_due", None
+    # Claim the attempt before sending, so two copies of one message never both POST it.
     attempts = delivery.attempts + 1
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery.pk, attempts=delivery.attempts, status__in=[DeliveryStatus.PENDING, DeliveryStatus.RETRYING]
+    ).update(attempts=attempts, last_attempt_at=now)
+    if not claimed:
+        return "busy", None
+    webhook = delivery.webhook
     if not webhook.active:
         code, error, ok = None, "the webhook was disabled", False
-        attempts = max(attempts, int(_setting("WEBHOOK_MAX_ATTEMPTS", 8)))
+        final = True
     else:
+        final = attempts >= int(_setting("WEBHOOK_MAX_ATTEMPTS", 8))
         body = delivery_body(delivery)
         timestamp = str(int(time.time()))
         headers = {
@@ -303,23 +315,24 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
         except httpx.HTTPError as exc:
             code, ok = None, False
             error = f"{type(exc).__name__}: {exc}"[:1000] or type(exc).__name__
-    now = now or timezone.now()
-    fields = {"attempts": attempts, "response_code": code, "last_error": error, "last_attempt_at": now}
+    done = timezone.now()
+    fields = {"response_code": code, "last_error": error}
     delay = None
     if ok:
-        fields.update(status=DeliveryStatus.SUCCEEDED, finished_at=now, next_attempt_at=None)
-    elif attempts >= int(_setting("WEBHOOK_MAX_ATTEMPTS", 8)):
-        fields.update(status=DeliveryStatus.FAILED, finished_at=now, next_attempt_at=None)
+        fields.update(status=DeliveryStatus.SUCCEEDED, finished_at=done, next_attempt_at=None)
+    elif final:
+        fields.update(status=DeliveryStatus.FAILED, finished_at=done, next_attempt_at=None)
     else:
         delay = retry_delay(attempts)
-        fields.update(status=DeliveryStatus.RETRYING, next_attempt_at=now + timedelta(seconds=delay))
-    # Guarded by the attempt count: of two workers holding the same delivery, one records it.
-    WebhookDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(**fields)
+        fields.update(status=DeliveryStatus.RETRYING, next_attempt_at=done + timedelta(seconds=delay))
+    WebhookDelivery.objects.filter(pk=delivery.pk, attempts=attempts).update(**fields)
     return fields["status"], delay
 
 
 def webhook_delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
-    """Send a delivery again from its first attempt (after fixing the receiver)."""
+    """Send a finished (failed or succeeded) delivery again from its first attempt, e.g. after fixing the receiver."""
+    if delivery.status not in (DeliveryStatus.FAILED, DeliveryStatus.SUCCEEDED):
+        raise Conflict("this delivery is still being sent; wait for it to succeed or fail", code="delivery_in_flight")
     with transaction.atomic():
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
             status=DeliveryStatus.PENDING, attempts=0, finished_at=None, next_attempt_at=None, last_error=""

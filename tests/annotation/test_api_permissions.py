@@ -20,7 +20,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation import services
-from annotation.models import Annotation, DatasetSnapshot, Role
+from annotation.models import Annotation, DatasetSnapshot, Role, WebhookDelivery
 from annotation.services.webhooks import webhook_create, webhook_ping
 from training.models import GenerationJob, TrainingRun
 from training.services import generation_job_create, model_register
@@ -93,6 +93,7 @@ def world(db, make_user, make_task, tmp_path, settings):
     finished_round = round_cancel(rnd=round_create(project=project, policy=model, label_mode="human", human_quota=1))
     webhook = webhook_create(project=project, url="http://127.0.0.1:9/hook", events=["task.completed"])
     delivery = webhook_ping(webhook=webhook)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed")  # finished: it may be sent again
     return {"users": users, "project": project, "other": other, "task": task, "lease": lease, "annotation": annotation,
             "snapshot": snapshot, "model": model, "job": job, "run": run, "stopped": stopped, "webhook": webhook,
             "delivery": delivery, "round": finished_round, "feedback_job": feedback_job}

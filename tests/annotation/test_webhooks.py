@@ -470,3 +470,23 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
         run.pk, "failed", "trainer exited with 1", snapshot.sha256)
     generated = deliveries["generation.finished"].payload["data"]["job"]
     assert (generated["id"], generated["status"], generated["error"]) == (job.pk, "failed", "model file missing")
+
+
+def test_a_copy_of_a_message_that_is_not_due_sends_nothing_and_an_unfinished_delivery_is_not_resent(db, project, clients):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.webhooks import webhook_delivery_attempt
+
+    hook = webhook_create(project=project, url="http://127.0.0.1:9/never", events=["run.finished"])
+    (pk,) = webhook_emit(project=project, event="run.finished", key="run.finished:1", data={})
+    due = timezone.now() + timedelta(minutes=5)
+    WebhookDelivery.objects.filter(pk=pk).update(status=DeliveryStatus.RETRYING, attempts=2, next_attempt_at=due)
+    assert webhook_delivery_attempt(delivery_id=pk) == ("not_due", None)
+    delivery = WebhookDelivery.objects.get(pk=pk)
+    assert (delivery.attempts, delivery.status, delivery.last_attempt_at) == (2, DeliveryStatus.RETRYING, None)
+
+    response = clients[Role.ADMIN].post(f"/api/v1/projects/{project.slug}/webhook-deliveries/{pk}/redeliver/")
+    assert response.status_code == 409 and response.data["code"] == "delivery_in_flight"
+    assert hook.deliveries.get().attempts == 2
