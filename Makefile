@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test bench browser serve worker clean
+.PHONY: install demo test bench browser serve worker clean docs
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ test: install
 
 bench: install
 	$(PY) bench/queue.py
+
+# docs/api.md from the OpenAPI schema (a test fails while it is out of date).
+docs: install
+	$(PY) docs/api_reference.py
 
 # Full fault run (100 SIGKILLs of gunicorn and Celery workers while annotators submit; PostgreSQL and Redis
 # on 127.0.0.1), then 64 annotators for 60 s on PostgreSQL and SQLite, then the schema fuzzing at length.

@@ -22,7 +22,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 INTRO = """\
 # HTTP API reference
 
-Generated from the OpenAPI schema by `docs/api_reference.py`; do not edit by hand (run it again after changing
+Generated from the OpenAPI schema by `docs/api_reference.py` (`make docs`); do not edit by hand (run it after changing
 an endpoint or a serializer; a test fails while this file is out of date). The live schema is served at
 `/api/schema/` and browsable at `/api/docs/`.
 
