@@ -22,9 +22,9 @@ METHODS = ("get", "post", "put", "patch", "delete")
 INTRO = """\
 # HTTP API reference
 
-Generated from the OpenAPI schema by `docs/api_reference.py` (`make docs`); do not edit by hand (run it after changing
-an endpoint or a serializer; a test fails while this file is out of date). The live schema is served at
-`/api/schema/` and browsable at `/api/docs/`.
+Generated from the OpenAPI schema by `docs/api_reference.py` (`make docs`); do not edit by hand (run it after
+changing an endpoint or a serializer; a test fails while this file is out of date). The live schema is served
+at `/api/schema/` and browsable at `/api/docs/`.
 
 - **Base URL**: `/api/v1/`. **Auth**: `Authorization: Token <key>`; get a key with `POST /api/v1/auth/token/`
   (`quorum login` does this) or in the web UI's session.
