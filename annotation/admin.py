@@ -5,8 +5,15 @@ from django.contrib import admin
 from . import models
 
 
+class KeepsAnnotations:
+    """Deleting a project or a task would take its annotations with it: labels are never deleted."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(models.Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(KeepsAnnotations, admin.ModelAdmin):
     list_display = ("slug", "name", "required_annotations", "lease_seconds", "created_at")
     search_fields = ("slug", "name")
 
@@ -18,20 +25,17 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(KeepsAnnotations, admin.ModelAdmin):
     list_display = ("id", "project", "kind", "status", "priority", "required", "open_slots", "submitted_count")
     list_filter = ("project", "kind", "status")
     raw_id_fields = ("prompt",)
 
 
 @admin.register(models.Annotation)
-class AnnotationAdmin(admin.ModelAdmin):
+class AnnotationAdmin(KeepsAnnotations, admin.ModelAdmin):
     list_display = ("id", "task", "kind", "author", "source", "is_current", "created_at")
     list_filter = ("kind", "source", "is_current")
     raw_id_fields = ("task", "assignment", "supersedes")
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # annotations are never deleted; edits are revisions
 
 
 @admin.register(models.DatasetSnapshot)

@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models import ProtectedError
 
 from annotation import services
-from annotation.models import Annotation, DatasetSnapshot, Role
+from annotation.models import Annotation, DatasetSnapshot, Project, Role, Task
 from annotation.services.exports import snapshot_create
 from annotation.services.integrity import file_sha256, snapshot_verify, snapshots_verify
 from annotation.services.undo import annotation_undo
@@ -139,7 +139,9 @@ def test_annotations_are_never_deleted_edits_and_undo_keep_history(project, memb
         alice.delete()
     from django.contrib.admin import site
 
-    assert site._registry[Annotation].has_delete_permission(request=None) is False
+    # Nor through a project or task, whose deletion would cascade to their annotations.
+    for model in (Annotation, Project, Task):
+        assert site._registry[model].has_delete_permission(request=None) is False, model.__name__
     assert Annotation.objects.count() == 5
 
 
