@@ -3,7 +3,8 @@
 The app runs the production way: gunicorn (sync workers) and a Celery worker plus beat on PostgreSQL and
 Redis, in a database of its own (created here, dropped at the end). Annotators are HTTP clients looping
 next-task -> submit, each submit with a fresh client id, retried with the SAME client id whenever the
-connection drops or the server answers 5xx. Engineers launch generation jobs (a tiny random model) as it
+connection drops or the server answers 5xx (and a few acknowledged ones sent again, as a client whose answer
+was lost would). Engineers launch generation jobs (a tiny random model) as it
 runs. A killer SIGKILLs a random gunicorn worker (the master forks a new one) or the Celery worker
 (restarted at once, as a supervisor would) at random moments. At the end it checks and prints:
 
@@ -11,7 +12,7 @@ runs. A killer SIGKILLs a random gunicorn worker (the master forks a new one) or
   row, no task over-assigned (active + submitted assignments <= required) nor over-annotated, no job left
   queued or running, each job's responses exactly once; and the 5xx count.
 
-Run: `make soak` (100 kills, five minutes of load) or `.venv/bin/python bench/faults.py --ci` (10 kills in
+Run: `make soak` (100 kills over five to eight minutes of load) or `.venv/bin/python bench/faults.py --ci` (10 kills in
 under a minute and a half; the CI test runs this). `--json` ends the output with one JSON line of figures.
 Exit status 0 when every check holds.
 """
@@ -57,8 +58,9 @@ from bench.queue import (  # noqa: E402
 )
 
 SLUG, GEN_SLUG = "faults", "faults-gen"
-GEN_PROMPTS, GEN_SAMPLES = 8, 2
+GEN_PROMPTS, GEN_SAMPLES = 24, 2
 SUBMIT_ATTEMPTS = 40  # per client id; with backoff that outlasts any respawn
+REPLAY_SHARE = 0.1  # acknowledged submits sent once more with the same client id, kills or not
 
 
 @dataclass
@@ -146,7 +148,23 @@ def annotator(base_url: str, token: str, stop: threading.Event, rec: Record) -> 
                 if r.status_code == 201:
                     entry["acked"] = r.json()["id"]
                     rec.submit_ms.append((time.perf_counter() - t0) * 1000)
+                    if random.random() < REPLAY_SHARE:
+                        replay(client, lease, body, entry, rec)
                 break
+
+
+def replay(client, lease: dict, body: dict, entry: dict, rec: Record) -> None:
+    """Send an acknowledged submit again, as a client does whose answer was lost: the same row must come back."""
+    import httpx
+
+    entry["attempts"] += 1
+    try:
+        r = client.post(f"/api/v1/assignments/{lease['assignment']}/submit/", json=body)
+    except httpx.HTTPError as exc:
+        rec.drop("replay", exc)
+        return
+    rec.answer("replay", r)
+    entry["replayed"] = r.json().get("id") if r.status_code == 201 else f"status {r.status_code}"
 
 
 def job_launcher(base_url: str, token: str, stop: threading.Event, every: float, rec: Record, jobs: list) -> None:
@@ -219,7 +237,8 @@ def kill_web_worker(server: Gunicorn) -> int | None:
     return None
 
 
-def wait_running_job(base_url: str, token: str, within: float) -> bool:
+def wait_running_job(base_url: str, token: str, within: float) -> int | None:
+    """The id of a job part-way through (waiting up to `within` seconds for one), or None."""
     import httpx
 
     deadline = time.monotonic() + within
@@ -227,12 +246,13 @@ def wait_running_job(base_url: str, token: str, within: float) -> bool:
         while time.monotonic() < deadline:
             try:
                 listed = client.get(f"/api/v1/projects/{GEN_SLUG}/generation-jobs/", params={"limit": 5}).json()["results"]
-                if any(j["status"] == "running" and 0 < j["done"] < j["total"] for j in listed):
-                    return True
+                for j in listed:
+                    if j["status"] == "running" and 0 < j["done"] < j["total"]:
+                        return j["id"]
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             time.sleep(0.1)
-    return False
+    return None
 
 
 # --- setup and checks (children with Django set up on the harness database) ----------------------
@@ -261,10 +281,11 @@ def child_main(args) -> None:
                        sampling={"max_new_tokens": 64, "temperature": 1.0})
         print(json.dumps({"tokens": tokens, "engineer_token": engineer_tokens[0]}))
     elif args.child == "check":
-        print(json.dumps(check(json.loads(Path(args.workdir, "submits.json").read_text()))))
+        print(json.dumps(check(json.loads(Path(args.workdir, "submits.json").read_text()),
+                               json.loads(Path(args.workdir, "interrupted.json").read_text()))))
 
 
-def check(submits: dict) -> dict:
+def check(submits: dict, interrupted: list) -> dict:
     from annotation.models import Annotation, Response
     from training.models import GenerationJob
 
@@ -285,12 +306,20 @@ def check(submits: dict) -> dict:
         "submits_retried": len(retried),
         "retried_one_row": sum(1 for c in retried if rows[c] == 1),
         "retried_unacknowledged": sum(1 for s in retried.values() if s["acked"] is None),
+        "submits_replayed": sum(1 for s in submits.values() if "replayed" in s),
+        "replays_same_row": sum(1 for s in submits.values() if "replayed" in s and s["replayed"] == s["acked"]),
         "stored_not_acknowledged": sum(1 for c in rows if c not in acked),
         "stored_unknown_client_id": sum(1 for c in rows if c not in submits),
         "annotations_stored": sum(rows.values()),
     }
     out.update(overassignment_counts(SLUG))
-    jobs = list(GenerationJob.objects.values("id", "status", "done", "total", "attempts", "error"))
+    jobs = list(GenerationJob.objects.values("id", "status", "done", "total", "attempts", "error", "started_at",
+                                             "finished_at"))
+    status_of = {j["id"]: j["status"] for j in jobs}
+    out["jobs_interrupted_by_a_kill"] = len(set(interrupted))
+    out["interrupted_jobs_finished"] = sum(1 for i in set(interrupted) if status_of.get(i) == "succeeded")
+    spans = [(j["finished_at"] - j["started_at"]).total_seconds() for j in jobs if j["finished_at"] and j["started_at"]]
+    out["job_seconds_p50"] = round(pct(spans, 50), 1) if spans else None
     out["jobs"] = len(jobs)
     out["jobs_by_status"] = dict(Counter(j["status"] for j in jobs))
     out["jobs_stuck"] = sum(1 for j in jobs if j["status"] in ("queued", "running"))
@@ -337,7 +366,7 @@ def run(plan: Plan, db: str, seed: int) -> dict:
         OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
     )
     server, celery = None, Celery(env, workdir)
-    rec, jobs, kills = Record(), [], Counter()
+    rec, jobs, kills, interrupted = Record(), [], Counter(), []
     t_start = time.perf_counter()
     try:
         pg_recreate(db)
@@ -374,6 +403,8 @@ def run(plan: Plan, db: str, seed: int) -> dict:
                 celery.kill("worker")
                 celery.worker()
                 kills["celery worker (mid-job)" if mid_job else "celery worker"] += 1
+                if mid_job:
+                    interrupted.append(mid_job)
         time.sleep(max(0.0, plan.seconds - (time.monotonic() - t0)))
         stop.set()
         for t in threads:
@@ -399,6 +430,7 @@ def run(plan: Plan, db: str, seed: int) -> dict:
         server.stop()
         celery.stop_all()
         Path(workdir, "submits.json").write_text(json.dumps(rec.submits))
+        Path(workdir, "interrupted.json").write_text(json.dumps(interrupted))
         figures = run_child("check", env, workdir)
         figures.update(
             kills=sum(kills.values()), kills_by_target=dict(kills), load_seconds=round(load_s, 1),
@@ -437,6 +469,8 @@ def verdict(f: dict) -> list[str]:
         problems.append(f"acknowledged submits not stored exactly once: {f['submits_acknowledged'] - f['acknowledged_stored_once']}")
     if f["stored_more_than_once"] or f["retried_one_row"] + f["retried_unacknowledged"] < f["submits_retried"]:
         problems.append("a client id stored more than once")
+    if f["replays_same_row"] != f["submits_replayed"]:
+        problems.append(f"replayed submits answered with another row: {f['submits_replayed'] - f['replays_same_row']}")
     if f["stored_unknown_client_id"]:
         problems.append("rows for client ids never sent")
     over = {k: f[k] for k in OVER_KEYS if f[k]}
@@ -444,6 +478,8 @@ def verdict(f: dict) -> list[str]:
         problems.append(f"over-assignment: {over}")
     if f["tasks_with_counter_drift"]:
         problems.append(f"task counters disagree with rows on {f['tasks_with_counter_drift']} tasks")
+    if f["interrupted_jobs_finished"] != f["jobs_interrupted_by_a_kill"]:
+        problems.append("a job killed part-way did not finish")
     if f["jobs_stuck"]:
         problems.append(f"jobs stuck queued or running: {f['jobs_stuck']}")
     if f["jobs_with_wrong_responses"] or f["jobs_by_status"].get("failed"):
@@ -464,11 +500,14 @@ def report(f: dict) -> None:
         f"{f['acknowledged_stored_once']}, missing {f['acknowledged_missing']}, wrong row {f['acknowledged_wrong_row']}")
     say(f"  retried submits:           {f['submits_retried']} (same client id), resolved to one row {f['retried_one_row']}, "
         f"never acknowledged {f['retried_unacknowledged']}; client ids stored twice {f['stored_more_than_once']}")
+    say(f"  replayed submits:          {f['submits_replayed']} acknowledged submits sent again with their client id, "
+        f"answered with the same row {f['replays_same_row']}")
     say(f"  annotations stored:        {f['annotations_stored']} ({f['stored_not_acknowledged']} stored but never acknowledged)")
     say(f"  over-assigned tasks:       {f['tasks_over_assigned']}; over-annotated {f['tasks_over_annotated']}; "
         f"(task, annotator) duplicates {f['duplicate_task_annotator_assignments']}; counter drift {f['tasks_with_counter_drift']}")
-    say(f"  generation jobs:           {f['jobs']} ({f['jobs_by_status']}), stuck {f['jobs_stuck']}, brought back after a kill "
-        f"{f['jobs_reattempted']}, with wrong responses {f['jobs_with_wrong_responses']}")
+    say(f"  generation jobs:           {f['jobs']} ({f['jobs_by_status']}), stuck {f['jobs_stuck']}, re-queued by the reconciler "
+        f"{f['jobs_reattempted']}, with wrong responses {f['jobs_with_wrong_responses']}; median {f['job_seconds_p50']} s")
+    say(f"  jobs killed part-way:      {f['jobs_interrupted_by_a_kill']}, finished afterwards {f['interrupted_jobs_finished']}")
     say(f"  5xx answers:               {f['server_errors']}; requests dropped by a kill: {sum(f['dropped'].values())} "
         f"({', '.join(f'{k} {v}' for k, v in sorted(f['dropped'].items())) or 'none'})")
     say(f"  latency under faults (ms): next-task p50 {f['next_task_p50_ms']} p99 {f['next_task_p99_ms']}; "

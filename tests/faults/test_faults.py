@@ -63,6 +63,8 @@ def test_every_acknowledged_submit_is_stored_exactly_once(figures):
     assert figures["stored_more_than_once"] == 0 and figures["stored_unknown_client_id"] == 0
     # A submit retried with its client id (its first answer lost to a kill) is one row.
     assert figures["retried_one_row"] + figures["retried_unacknowledged"] == figures["submits_retried"]
+    # Acknowledged submits sent again with their client id get the same row back, not a new one.
+    assert figures["submits_replayed"] >= 1 and figures["replays_same_row"] == figures["submits_replayed"]
 
 
 def test_no_task_is_over_assigned(figures):
