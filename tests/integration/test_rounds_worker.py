@@ -116,3 +116,72 @@ def test_two_rounds_through_a_worker_link_every_step_and_round_two_generates_wit
     assert second.generation_job.model == first.output_model
     assert second.training_run.base_model == first.output_model
     assert second.output_model.base_model == first.output_model
+
+
+def test_a_round_survives_its_worker_being_killed(transactional_db, make_user, workdir):
+    """SIGKILL the only worker while the round is under way; with beat reconciling and a new worker, the round
+    resumes where its row says and succeeds (the embedded broker loses the killed worker's message)."""
+    import time
+
+    from training.models import GenerationJob
+
+    owner = make_user("owner")
+    project = annotation_services.project_create(name="Loop", slug="loop", created_by=owner)
+    for i in range(12):
+        annotation_services.prompt_create(project=project, messages=[{"role": "user", "content": f"Name {i} colours."}])
+    for name, seed, roles in (("tiny-policy", 1, ["policy"]), ("tiny-judge", 2, ["judge"])):
+        path = save_tiny_model(workdir / name, hidden=64, layers=2, seed=seed)
+        model_register(name=name, backend="transformers", path=str(path), roles=roles)
+    env = {
+        **__import__("os").environ,
+        "DATABASE_URL": database_url(),
+        "PYTHONPATH": str(ROOT),
+        "QUORUM_DATA_DIR": str(workdir / "data"),
+        "QUORUM_JOB_HEARTBEAT_SECONDS": "1",
+        "QUORUM_JOB_STALE_SECONDS": "4",
+        "QUORUM_JOB_SLICE_SECONDS": "3",
+        "QUORUM_JOB_QUEUED_STALE_SECONDS": "20",
+        "QUORUM_RECONCILE_SECONDS": "1",
+        "QUORUM_ROUND_POLL_SECONDS": "1",
+        "QUORUM_WORKER_PRELOAD": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    # Long random answers, so the generation is still running when the worker is killed.
+    config = {**CONFIG, "n": 2, "sampling": {"max_new_tokens": 320}, "selection": {"policy": "random"}}
+    procs = Processes(env, workdir)
+    procs.worker()
+    procs.beat()
+    try:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "loop", "--project", "loop", "--policy", "tiny-policy", "--judge",
+             "tiny-judge", "--config", json.dumps(config)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            rnd = Round.objects.get()
+            job = GenerationJob.objects.filter(pk=rnd.generation_job_id).first()
+            if job is not None and job.owner and job.status == "running" and job.done < job.total:
+                time.sleep(0.5)  # well inside the batch
+                break
+            assert rnd.stage == "generate", f"the round went past generation before the kill\n{procs.tails()}"
+            time.sleep(0.05)
+        else:
+            pytest.fail("the generation never got under way\n" + procs.tails())
+        procs.kill("worker")
+        procs.worker()
+        while time.monotonic() < deadline + 300:
+            rnd = Round.objects.get()
+            if not rnd.is_active:
+                break
+            time.sleep(0.5)
+    finally:
+        procs.stop_all()
+    rnd = Round.objects.get()
+    assert rnd.status == "succeeded", f"{rnd.status} at {rnd.stage}: {rnd.error}\n{procs.tails()}"
+    job = rnd.generation_job
+    assert job.attempts >= 1 and job.done == job.total == CONFIG["prompts_per_round"] * 2
+    assert Task.objects.filter(dedupe_key__startswith=rnd.task_key).count() == CONFIG["prompts_per_round"]
+    assert rnd.output_model is not None and rnd.training_run.status == "succeeded"

@@ -192,6 +192,17 @@ def test_human_rounds_wait_for_the_quota_then_go_on(world):
     rnd.refresh_from_db()
     # Past labelling: the snapshot holds the two human labels and the DPO run is queued.
     assert rnd.stage == RoundStage.TRAIN and rnd.snapshot.row_count == 2 and rnd.training_run.status == "queued"
+    # The trainer's worker dies: the reconciler fails the run, and the round relaunches it from its checkpoint.
+    from training.services.runs import training_runs_reconcile
+
+    long_ago = timezone.now() - timedelta(seconds=600)
+    TrainingRun.objects.filter(pk=rnd.training_run_id).update(status="running", owner="gone", heartbeat_at=long_ago)
+    assert training_runs_reconcile()["runs_failed"] == 1
+    assert round_advance_now(round_id=rnd.pk, ticket=rnd.ticket) == "waiting"
+    run = TrainingRun.objects.get(pk=rnd.training_run_id)
+    assert (run.status, run.attempts) == ("queued", 1)
+    rnd.refresh_from_db()
+    assert rnd.status == "waiting" and "relaunched" in rnd.waiting_for
 
 
 @pytest.mark.django_db

@@ -48,7 +48,7 @@ from annotation.services.exports import snapshot_create
 from ..backends import BackendError, Sampling, backend_for
 from ..models import Backend, CandidateTasks, JobStatus, Model, ModelRole, TrainingMethod
 from ..services.generation import generation_job_cancel, generation_job_create
-from ..services.runs import training_run_cancel, training_run_create
+from ..services.runs import training_run_cancel, training_run_create, training_run_relaunch
 from . import evaluation, judging, selection
 from .models import ROUND_ACTIVE, STAGE_ORDER, LabelMode, Round, RoundStage, RoundStatus
 
@@ -78,6 +78,7 @@ CONFIG_KEYS = set(DEFAULT_CONFIG)
 INT_KEYS = {"prompts_per_round": (1, 10_000), "n": (2, 16), "eval_prompts": (0, 10_000), "judge_batch": (1, 256),
             "seed": (0, 2**31 - 1)}
 HELDOUT_TAG = "heldout"
+RUN_RELAUNCHES = 2  # times a round relaunches a training run whose worker died
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -648,6 +649,13 @@ def _train(rnd: Round, owner: str) -> None:
     active = [r for r in runs if r.is_active]
     if active:
         raise _Wait(", ".join(f"training run {r.pk} ({r.method}): step {r.step}" for r in active), poll_seconds())
+    lost = [r for r in runs if r.status == JobStatus.FAILED and "stopped responding" in r.error
+            and r.attempts < RUN_RELAUNCHES]
+    if lost:
+        # The trainer's worker died: go on from its last checkpoint rather than fail the round.
+        for run in lost:
+            training_run_relaunch(run=run)
+        raise _Wait(", ".join(f"training run {r.pk} relaunched after its worker stopped" for r in lost), poll_seconds())
     bad = [r for r in runs if r.status != JobStatus.SUCCEEDED or r.output_model_id is None]
     if bad:
         raise RoundFailed("; ".join(f"training run {r.pk} {r.status}: {r.error}".strip(": ") for r in bad))
