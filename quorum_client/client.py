@@ -442,12 +442,11 @@ class Client:
         path = cache / f"{slug}-{snap.format}-{snap.sha256}.{snap.file_format}"
         if not path.exists() or _sha256(path) != snap.sha256:
             self.download_snapshot(project, snap, path)
+        # Built as memory-mapped Arrow files beside the download, so a large snapshot is not held in memory.
+        arrow_cache = str(cache / "arrow")
         if snap.file_format == "parquet":
-            import pyarrow.parquet as pq
-
-            return datasets.Dataset(pq.read_table(path))
-        rows = list(_data.iter_jsonl(path.read_text(encoding="utf-8").splitlines(), source=str(path)))
-        return datasets.Dataset.from_list(rows)
+            return datasets.Dataset.from_parquet(str(path), cache_dir=arrow_cache)
+        return datasets.Dataset.from_json(str(path), cache_dir=arrow_cache)
 
     # --- models and jobs ----------------------------------------------------------------------
     def models(self, *, archived: bool = False) -> list[Model]:
