@@ -230,17 +230,15 @@ class Client:
         The rows become prompts, responses, tasks and annotations, as `manage.py import_data` does; the format
         is told from the keys when not given. Idempotent (see `push_prompts`).
         """
-        rows = _data.records(data)
-        if not rows:
-            raise ValueError("nothing to push")
         total: ImportReport | None = None
-        for chunk in _data.chunks(rows, chunk_size):
+        for chunk in _data.chunks(_data.iter_records(data), chunk_size):
             files = {"file": (filename, _data.jsonl_bytes(chunk), "application/jsonl")}
             body = self.request("POST", self._p(project) + "imports/", files=files,
                                 data={"format": format} if format else None, retry=True).json()
             report = from_dict(ImportReport, body)
             total = report if total is None else total + report
-        assert total is not None
+        if total is None:
+            raise ValueError("nothing to push")
         return total
 
     def import_file(self, project: str | Project, path: str | Path, *, format: str | None = None) -> ImportReport:
@@ -286,7 +284,7 @@ class Client:
         A row with a `key` is written once: pushing it again returns the same response. Rows without keys get
         one from their prompt and content, so a retried push never duplicates. Each chunk is all-or-nothing.
         """
-        rows = [_keyed(r, ("prompt", "prompt_external_id", "content")) for r in _data.records(data)]
+        rows = (_keyed(r, ("prompt", "prompt_external_id", "content")) for r in _data.iter_records(data))
         out: list[Response] = []
         for chunk in _data.chunks(rows, chunk_size):
             body = self._post(self._p(project) + "responses/bulk/", {"items": chunk}, retry=True)
@@ -300,7 +298,7 @@ class Client:
         """Create tasks from existing responses: rows with `kind` (pairwise, ranking, rating, steps,
         demonstration), `prompt` (id) or `prompt_external_id`, `responses` (response ids in order), and optional
         `priority`, `required`, `gold`, `flags`, `metadata`, `key` (same idempotence as `push_responses`)."""
-        rows = [_keyed(r, ("kind", "prompt", "prompt_external_id", "responses")) for r in _data.records(data)]
+        rows = (_keyed(r, ("kind", "prompt", "prompt_external_id", "responses")) for r in _data.iter_records(data))
         out: list[Task] = []
         for chunk in _data.chunks(rows, chunk_size):
             body = self._post(self._p(project) + "tasks/bulk/", {"items": chunk}, retry=True)

@@ -12,25 +12,26 @@ from typing import Any
 def records(data: Any) -> list[dict]:
     """Rows as plain dicts from a list of dicts (or of strings, taken as single-turn prompts), a pandas
     DataFrame, a `datasets.Dataset`, or any iterable of mappings. Missing values (NaN, None) are dropped."""
+    return list(iter_records(data))
+
+
+def iter_records(data: Any) -> Iterator[dict]:
+    """`records`, one row at a time (a `datasets.Dataset` is read row by row from its Arrow files)."""
     if data is None:
-        return []
+        return
     if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas.DataFrame
         rows: Iterable = data.to_dict(orient="records")
-    elif hasattr(data, "to_list") and hasattr(data, "features"):  # datasets.Dataset
-        rows = data.to_list()
     elif isinstance(data, dict):
         raise TypeError("pass a list of rows, a DataFrame or a Dataset, not one dict")
     else:
-        rows = data
-    out = []
+        rows = data  # lists, generators, datasets.Dataset (iterating yields dicts)
     for row in rows:
         if isinstance(row, str):
-            out.append({"prompt": row})
+            yield {"prompt": row}
         elif hasattr(row, "items"):
-            out.append({str(k): _plain(v) for k, v in row.items() if not _missing(v)})
+            yield {str(k): _plain(v) for k, v in row.items() if not _missing(v)}
         else:
             raise TypeError(f"a row must be a mapping or a string, not {type(row).__name__}")
-    return out
 
 
 def _missing(value: Any) -> bool:
@@ -94,6 +95,13 @@ def jsonl_bytes(rows: Iterable[dict]) -> bytes:
     return b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in rows)
 
 
-def chunks(rows: list, size: int) -> Iterator[list]:
-    for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+def chunks(rows: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of at most `size` items, without reading ahead of the one being filled."""
+    batch: list = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
