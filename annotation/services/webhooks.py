@@ -181,17 +181,22 @@ def _subscribers(project_id: int, event: str) -> list[int]:
     return [pk for pk, events in rows if event in (events or []) or event == WebhookEvent.PING]
 
 
-def webhook_emit(*, project: Project | int, event: str, key: str, data: dict, only: int | None = None) -> list[int]:
+def webhook_emit(
+    *, project: Project | int, event: str, key: str, data: dict, only: int | None = None, _targets: list[int] | None = None,
+    _slug: str | None = None,
+) -> list[int]:
     """Record `event` for every active webhook of the project that wants it; each is sent after commit.
 
     `key` names the event's subject (an event with the same key is recorded once per webhook).
     Returns the ids of the deliveries created. `only` limits it to one webhook (pings).
     """
     project_id = project if isinstance(project, int) else project.pk
-    targets = [only] if only is not None else _subscribers(project_id, event)
+    targets = [only] if only is not None else _targets if _targets is not None else _subscribers(project_id, event)
     if not targets:
         return []
-    slug = project.slug if isinstance(project, Project) else Project.objects.filter(pk=project_id).values_list("slug", flat=True).first()
+    slug = project.slug if isinstance(project, Project) else _slug
+    if slug is None:
+        slug = Project.objects.filter(pk=project_id).values_list("slug", flat=True).first()
     payload = {
         "event": event,
         "created_at": timezone.now().isoformat(),
@@ -223,21 +228,23 @@ def webhook_ping(*, webhook: Webhook) -> WebhookDelivery:
 
 
 def _task_completed_after_commit(task_id: int, project_id: int) -> None:
-    if not _subscribers(project_id, WebhookEvent.TASK_COMPLETED):
+    targets = _subscribers(project_id, WebhookEvent.TASK_COMPLETED)
+    if not targets:
         return
     task = (
         Task.objects.filter(pk=task_id, status=TaskStatus.COMPLETE)
         .annotate(last_annotation=Max("annotations__id"))
-        .values("id", "kind", "prompt_id", "submitted_count", "required", "priority", "metadata", "last_annotation")
+        .values("id", "kind", "prompt_id", "submitted_count", "required", "priority", "metadata", "last_annotation",
+                "project__slug")  # fmt: skip
         .first()
     )
     if task is not None:
         # Keyed by the task's newest annotation: two submits that both see the task complete report it once,
         # and a task completed again after an undo is reported again.
         key = f"task.completed:{task_id}:{task.pop('last_annotation')}"
-        prompt = task.pop("prompt_id")
+        prompt, slug = task.pop("prompt_id"), task.pop("project__slug")
         data = {"task": {**task, "prompt": prompt}}
-        webhook_emit(project=project_id, event=WebhookEvent.TASK_COMPLETED, key=key, data=data)
+        webhook_emit(project=project_id, event=WebhookEvent.TASK_COMPLETED, key=key, data=data, _targets=targets, _slug=slug)
 
 
 def webhook_task_submitted(*, task_id: int, project_id: int) -> None:
@@ -256,6 +263,19 @@ def retry_delay(attempts: int) -> float:
     """Seconds before the next attempt after `attempts` failed ones: base × 2^(attempts−1), capped."""
     base = float(_setting("WEBHOOK_RETRY_BASE_SECONDS", 10.0))
     return min(float(_setting("WEBHOOK_RETRY_MAX_SECONDS", 3600.0)), base * 2 ** max(0, attempts - 1))
+
+
+_clients: dict[int, object] = {}
+
+
+def _http_client():
+    """One httpx client per process: building one loads the CA bundle, which costs more than a local POST."""
+    import httpx
+
+    client = _clients.get(os.getpid())
+    if client is None:
+        client = _clients[os.getpid()] = httpx.Client(follow_redirects=False, headers={"User-Agent": "Quorum-Webhooks/1"})
+    return client
 
 
 def delivery_body(delivery: WebhookDelivery) -> bytes:
@@ -295,19 +315,14 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
-            "User-Agent": "Quorum-Webhooks/1",
             EVENT_HEADER: delivery.event,
             DELIVERY_HEADER: str(delivery.pk),
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: signature_for(secret=webhook.secret, timestamp=timestamp, body=body),
         }
         try:
-            answer = httpx.post(
-                webhook.url,
-                content=body,
-                headers=headers,
-                timeout=float(_setting("WEBHOOK_TIMEOUT_SECONDS", 10.0)),
-                follow_redirects=False,
+            answer = _http_client().post(
+                webhook.url, content=body, headers=headers, timeout=float(_setting("WEBHOOK_TIMEOUT_SECONDS", 10.0))
             )
             code = answer.status_code
             ok = 200 <= code < 300
