@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import json
 import threading
 import uuid
 
@@ -361,3 +362,29 @@ def test_an_ai_judge_job_labels_tasks_under_the_constitution(client_for, world, 
     assert len(ai) == 3 and all(a.constitution_version == 1 for a in ai)
     assert isinstance(eng.ai_agreement("lab"), dict)
     assert [j.id for j in eng.feedback_jobs("lab")] == [job.id]
+
+
+def test_files_import_as_they_are_tasks_can_be_skipped_and_a_cancelled_run_relaunched(
+        client_for, world, tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr("training.services.runs._send", lambda *a: None)  # the runs stay queued
+    eng, annotator = client_for("engineer"), client_for("annotator")
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}."},
+                                                     {"role": "assistant", "content": f"{i}."}]}) + "\n"
+                            for i in range(3)))
+    report = eng.import_file("lab", path)
+    assert (report.format, report.filename, report.tasks_created) == ("sft", "sft.jsonl", 3)
+    eng.push_prompts("lab", [{"prompt": "Rate me.", "external_id": "r"}])
+    response = eng.push_responses("lab", [{"prompt_external_id": "r", "content": "Rated."}])[0]
+    eng.push_tasks("lab", [{"kind": "rating", "responses": [response.id]}])
+    leased = annotator.next_task("lab")
+    assert leased.kind == "rating"
+    assert annotator.skip(leased, "unsure")["state"] == "skipped"
+    assert annotator.next_task("lab") is None  # a skipped task is not handed back to the same person
+
+    model_register(name="tiny", backend="transformers", path=str(tiny_model_dir))
+    snap = eng.create_snapshot("lab", "sft")
+    run = eng.train("lab", method="sft", base_model="tiny", snapshot=snap, hyperparameters={"max_steps": 1})
+    assert run.cancel().status == "cancelled"
+    assert run.relaunch().status == "queued" and run.info.attempts == 1
+    assert run.cancel().wait(timeout=5) == "cancelled"
