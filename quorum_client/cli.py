@@ -59,7 +59,9 @@ def _cell(value: Any) -> str:
 def _client(args) -> Client:
     cfg = load_config()
     url = args.url or cfg.url
-    token = args.token or cfg.token
+    # The stored token goes only to the server it was issued by.
+    same_server = (url or "").rstrip("/") == cfg.url.rstrip("/")
+    token = args.token or (cfg.token if same_server else "")
     if not url or not token:
         raise UsageError("not logged in: run `quorum login --url URL --username NAME` (or set QUORUM_URL and "
                          "QUORUM_TOKEN)")

@@ -64,8 +64,10 @@ class Client:
                  retries: int = 3, backoff: float = 0.5, verify: bool = True):
         if url is None or token is None:
             cfg = load_config()
+            # The stored token goes only to the server it was issued by.
+            same_server = url is None or url.rstrip("/") == cfg.url.rstrip("/")
             url = url or cfg.url
-            token = token if token is not None else cfg.token
+            token = token if token is not None else (cfg.token if same_server else "")
         if not url:
             raise QuorumError("no server URL: pass url=, set QUORUM_URL or run `quorum login`")
         self.url = url.rstrip("/")

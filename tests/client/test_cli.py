@@ -55,6 +55,12 @@ def test_login_stores_the_url_and_token_privately_and_later_commands_use_them(cl
     assert json.loads(out)["user"] == "eng" and saved["token"] not in out
     code, out, _ = cli("projects", "--json", role=None)
     assert code == 0 and [p["slug"] for p in json.loads(out)] == ["lab"]
+    # The stored token is never sent to another server.
+    code, _, err = cli("--url", "http://127.0.0.1:9", "projects", role=None)
+    assert code == 2 and "not logged in" in err
+    from quorum_client import Client
+
+    assert Client("http://127.0.0.1:9").token == "" and Client().token == saved["token"]
     code, _, err = cli("login", "--url", world["url"], "--username", "eng", "--password-stdin", role=None,
                        stdin="wrong\n")
     assert code == 1 and "wrong username or password" in err
