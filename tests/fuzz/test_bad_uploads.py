@@ -113,3 +113,24 @@ def test_an_unknown_format_is_a_400_on_the_format_field(engineer):
     response = engineer.post(URL, {"file": _named((GOOD + "\n").encode()), "format": "parquet"}, format="multipart")
     body = response.json()
     assert response.status_code == 400 and "format" in body.get("fields", body)
+
+
+# --- JSON bodies anywhere in the API ---------------------------------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize("text, why", [
+    ('{"settings": {"k\\u0000": 1}}', "NUL"),
+    ('{"settings": {"k": "a\\u0000b"}}', "NUL"),
+    ('{"settings": {"k": "\\ud800"}}', "surrogate"),
+    ('{"settings": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested"),
+])
+def test_a_json_body_postgresql_cannot_store_is_a_400_and_changes_nothing(db, make_user, text, why):
+    admin = make_user("admin")
+    project = services.project_create(name="P", slug="p", created_by=admin)
+    before = dict(project.settings)
+    client = APIClient()
+    client.force_authenticate(admin)
+    response = client.generic("PATCH", "/api/v1/projects/p/", text, content_type="application/json")
+    assert response.status_code == 400, (why, response.status_code, response.content[:300])
+    assert why in response.json()["detail"]
+    project.refresh_from_db()
+    assert project.settings == before

@@ -31,11 +31,11 @@ class RoundInput(serializers.Serializer):
 
 class RoundOutput(serializers.ModelSerializer):
     policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    judge = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    output_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    output_reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    previous = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    judge = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    output_model = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    output_reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    previous = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
 
     class Meta:
         model = Round
