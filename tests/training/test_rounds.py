@@ -340,3 +340,17 @@ def test_the_project_selection_setting_chooses_the_pairs_and_is_recorded_on_each
     assert quiet.memberships.filter(user=world["users"]["engineer"]).exists()
     evaluation_project(project=project, queue_for_humans=True)
     assert quiet.memberships.filter(user=world["users"]["annotator"], role="annotator").exists()
+
+
+@pytest.mark.django_db
+def test_a_round_started_by_hand_continues_from_the_last_rounds_model(world):
+    project, m = world["project"], world["models"]
+    first = round_create(project=project, policy=m["policy"], judge=m["judge"], config=FAST)
+    trained = model_register(name="trained", backend="transformers", path=m["policy"].path, roles=["policy"],
+                             base_model=m["policy"])
+    Round.objects.filter(pk=first.pk).update(status="succeeded", stage="done", output_model=trained)
+    second = round_create(project=project, judge=m["judge"], config=FAST)
+    assert (second.number, second.policy, second.previous) == (2, trained, first)
+    # Training prompts move on through the pool (7 here: 10 less 3 held out), wrapping around at its end.
+    assert not set(first.prompt_ids) & set(second.prompt_ids[:3]) and second.prompt_ids[3] == first.prompt_ids[0]
+    assert not set(heldout_prompt_ids(project=project, count=FAST["eval_prompts"])) & set(second.prompt_ids)

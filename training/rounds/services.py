@@ -216,6 +216,8 @@ def round_create(
     if not prompt_ids:
         raise Invalid("the project has no prompts to train on (beyond the held-out ones)",
                       fields={"project": ["import prompts first"]})
+    if previous is None and last is not None and last.output_model_id == policy.pk and not hasattr(last, "next_round"):
+        previous = last  # continuing the loop by hand links the rounds as the chained ones are
     rnd = Round.objects.create(
         project=project, number=(last.number + 1) if last else 1, policy=policy, judge=judge, reward_model=reward_model,
         label_mode=label_mode, human_quota=human_quota or 0, config=config, rounds_after=rounds - 1,
