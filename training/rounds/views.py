@@ -40,7 +40,10 @@ def round_list(request, slug):
         else:
             status = 400
     elif can_run:
-        form = RoundForm()
+        last = services.rounds_for(project=project).first()
+        form = RoundForm(initial={"label_mode": last.label_mode, "judge": last.judge.name if last.judge else "",
+                                  "reward_model": (last.output_reward_model or last.reward_model).name
+                                  if (last.output_reward_model or last.reward_model) else ""} if last else None)
     rounds = list(services.rounds_for(project=project)[:100])
     series = services.rounds_series(project=project)
     ctx = _ctx(gen_project=project, rounds=rounds, series=series, form=form, can_run=can_run,
