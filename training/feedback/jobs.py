@@ -26,7 +26,7 @@ from django.utils import timezone
 from annotation.errors import Conflict, Invalid
 from annotation.models import ConstitutionVersion, Membership, Project, Prompt, Task, TaskStatus
 
-from ..backends import BackendError, TransientBackendError, backend_for
+from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, FeedbackJob, FeedbackKind, JobStatus, Model
 from ..services.generation import prompts_in_scope, retry_delay
 from ..webhooks import feedback_finished
@@ -73,6 +73,29 @@ def tasks_in_scope(*, project: Project, task_filter: dict) -> list[int]:
 
 
 # --- launching -----------------------------------------------------------------------------
+def _clean_scope(scope) -> dict:
+    """Type-check the scope's common keys so a malformed one is a 400 naming `scope`, never a 500."""
+    if scope is None:
+        return {}
+    if not isinstance(scope, dict):
+        raise Invalid("scope must be an object", fields={"scope": ["must be an object"]})
+    scope = dict(scope)
+    ids = scope.get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+        raise Invalid("scope.ids must be a list of integers", fields={"scope": ["ids: a list of integers"]})
+    for key in ("kinds", "tags", "external_ids"):
+        value = scope.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise Invalid(f"scope.{key} must be a list of strings", fields={"scope": [f"{key}: a list of strings"]})
+    limit = scope.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise Invalid("scope.limit must be a positive integer", fields={"scope": ["limit: a positive integer"]})
+    status = scope.get("status")
+    if status is not None and status not in ("open", "complete"):
+        raise Invalid("scope.status must be open or complete", fields={"scope": ["status: open or complete"]})
+    return scope
+
+
 def _bool(value) -> bool:
     return value in (True, "true", "1", 1, "on", "yes")
 
@@ -126,10 +149,18 @@ def feedback_job_create(
         raise Invalid(f"rounds must be from 1 to {MAX_ROUNDS}", fields={"rounds": [f"between 1 and {MAX_ROUNDS}"]})
     if ranking_subset not in ("all", "network"):
         raise Invalid("ranking_subset must be all or network", fields={"ranking_subset": ["all or network"]})
-    scope = dict(scope or {})
+    scope = _clean_scope(scope)
+    for name, value in (("critique_sampling", critique_sampling), ("revision_sampling", revision_sampling)):
+        try:
+            Sampling.from_dict(value or {})
+        except (TypeError, ValueError) as exc:
+            raise Invalid(f"bad {name}: {exc}", fields={name: [str(exc)]}) from None
     rater = None
     if kind == FeedbackKind.CRITIQUE_REVISION:
-        ids = prompts_in_scope(project=project, prompt_filter=scope, model=None)
+        try:
+            ids = prompts_in_scope(project=project, prompt_filter=scope, model=None)
+        except Invalid as exc:
+            raise Invalid(exc.message, fields={"scope": [exc.message]}) from None
         if not ids:
             raise Invalid("no prompt matches this filter", fields={"scope": ["selects no prompt"]})
         total = len(ids)

@@ -77,7 +77,10 @@ def test_bad_input_gets_field_messages(world):
     engineer = world["users"]["engineer"]
     for body, field in [({"kind": "nope"}, "kind"), ({"model": "missing"}, "model"), ({"rounds": 0}, "rounds"),
                         ({"principles": ["unknown"]}, "principles"), ({"scope": {"bogus": 1}}, "scope"),
-                        ({"ranking_subset": "some"}, "ranking_subset")]:
+                        ({"ranking_subset": "some"}, "ranking_subset"), ({"scope": {"ids": ["x"]}}, "scope"),
+                        ({"scope": {"limit": "3"}}, "scope"), ({"scope": {"kinds": "pairwise"}}, "scope"),
+                        ({"kind": "critique_revision", "scope": {"tags": 5}}, "scope"),
+                        ({"revision_sampling": {"temperature": -1}}, "revision_sampling")]:
         response = launch(engineer, **body)
         assert response.status_code == 400, (body, response.content)
         data = response.json()
