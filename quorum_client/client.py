@@ -355,6 +355,36 @@ class Client:
         frame = pd.DataFrame(rows)
         return frame if rows else pd.DataFrame(columns=columns)
 
+    # --- webhooks -----------------------------------------------------------------------------
+    def webhooks(self, project: str | Project) -> list[dict]:
+        """The project's webhooks (admins and engineers); the secret shows only as a hint."""
+        return list(self._pages(self._p(project) + "webhooks/"))
+
+    def create_webhook(self, project: str | Project, url: str, events: list[str], *, secret: str | None = None,
+                       description: str = "", active: bool = True) -> dict:
+        """Register a URL for events (task.completed, snapshot.created, run.finished, generation.finished,
+        feedback.finished; project admins). The answer holds the signing `secret`, shown only this once; check
+        deliveries with `quorum_client.webhooks.verify`."""
+        body = {"url": url, "events": events, "description": description, "active": active}
+        if secret is not None:
+            body["secret"] = secret
+        return self._post(self._p(project) + "webhooks/", body)
+
+    def update_webhook(self, project: str | Project, webhook_id: int, **changes) -> dict:
+        """Change url, events, active or description; `rotate_secret=True` returns a new secret."""
+        return self.request("PATCH", self._p(project) + f"webhooks/{webhook_id}/", json=changes, retry=True).json()
+
+    def delete_webhook(self, project: str | Project, webhook_id: int) -> None:
+        self.request("DELETE", self._p(project) + f"webhooks/{webhook_id}/")
+
+    def ping_webhook(self, project: str | Project, webhook_id: int) -> dict:
+        """Send a test delivery (project admins); returns the delivery row."""
+        return self._post(self._p(project) + f"webhooks/{webhook_id}/ping/")
+
+    def deliveries(self, project: str | Project, *, webhook: int | None = None, status: str | None = None) -> list[dict]:
+        """Deliveries, newest first (status: pending, retrying, succeeded, failed)."""
+        return list(self._pages(self._p(project) + "webhook-deliveries/", webhook=webhook, status=status))
+
     # --- snapshots ----------------------------------------------------------------------------
     def create_snapshot(self, project: str | Project, format: str, *, file_format: str = "jsonl",
                         style: str = "conversational", sources: Iterable[str] = ("human", "ai"),

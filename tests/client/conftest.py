@@ -66,8 +66,8 @@ def client_for(world):
 
 @pytest.fixture
 def inline_worker(monkeypatch):
-    """Run queued generation jobs, feedback jobs and training runs in threads of this process, as a worker
-    would."""
+    """Run queued generation jobs, feedback jobs, training runs and webhook deliveries in threads of this
+    process, as a worker would."""
     threads: list[threading.Thread] = []
 
     def start(target, *args):
@@ -106,6 +106,13 @@ def inline_worker(monkeypatch):
 
         start(run)
 
+    def send_deliveries(delivery_ids, countdown=None):
+        from annotation.tasks import webhook_deliver
+
+        for pk in delivery_ids:
+            start(lambda pk=pk: webhook_deliver.apply(args=[pk]))
+
+    monkeypatch.setattr("annotation.services.webhooks._send", send_deliveries)
     monkeypatch.setattr("training.services.generation._send", send_generation)
     monkeypatch.setattr("training.feedback.jobs._send", send_feedback)
     monkeypatch.setattr("training.services.runs._send", send_run)

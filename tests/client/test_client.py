@@ -388,3 +388,49 @@ def test_files_import_as_they_are_tasks_can_be_skipped_and_a_cancelled_run_relau
     assert run.cancel().status == "cancelled"
     assert run.relaunch().status == "queued" and run.info.attempts == 1
     assert run.cancel().wait(timeout=5) == "cancelled"
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhooks_are_registered_pinged_and_their_signature_checks_out(client_for, world, inline_worker):
+    from quorum_client.webhooks import verify
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Receiver.received = []
+    try:
+        boss = client_for("boss")
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        hook = boss.create_webhook("lab", url, ["snapshot.created"], description="CI")
+        assert len(hook["secret"]) >= 16 and "secret" not in boss.webhooks("lab")[0]
+        with pytest.raises(Forbidden):
+            client_for("engineer").create_webhook("lab", url, ["snapshot.created"])
+        with pytest.raises(BadRequest) as info:
+            boss.create_webhook("lab", url, ["moon.landed"])
+        assert "events" in info.value.fields
+        delivery = boss.ping_webhook("lab", hook["id"])
+        for _ in inline_worker:
+            _.join(timeout=60)
+        [(headers, body)] = _Receiver.received
+        assert verify(hook["secret"], body=body, headers=headers)
+        assert not verify("another-secret-0123456789", body=body, headers=headers)
+        assert not verify(hook["secret"], body=body + b" ", headers=headers)
+        assert [d["status"] for d in boss.deliveries("lab", webhook=hook["id"])] == ["succeeded"]
+        assert boss.deliveries("lab")[0]["id"] == delivery["id"]
+        assert boss.update_webhook("lab", hook["id"], active=False)["active"] is False
+        boss.delete_webhook("lab", hook["id"])
+        assert boss.webhooks("lab") == []
+    finally:
+        server.shutdown()
+        server.server_close()
