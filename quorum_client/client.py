@@ -381,7 +381,8 @@ class Client:
         """Send a test delivery (project admins); returns the delivery row."""
         return self._post(self._p(project) + f"webhooks/{webhook_id}/ping/")
 
-    def deliveries(self, project: str | Project, *, webhook: int | None = None, status: str | None = None) -> list[dict]:
+    def deliveries(self, project: str | Project, *, webhook: int | None = None,
+                   status: str | None = None) -> list[dict]:
         """Deliveries, newest first (status: pending, retrying, succeeded, failed)."""
         return list(self._pages(self._p(project) + "webhook-deliveries/", webhook=webhook, status=status))
 
