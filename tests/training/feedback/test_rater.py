@@ -181,3 +181,25 @@ def test_ai_weight_out_of_range_is_a_field_error(project):
     with pytest.raises(Invalid) as exc:
         snapshot_create(project=project, format="preference", ai_weight=2)
     assert "ai_weight" in exc.value.fields
+
+
+@pytest.mark.parametrize("subset", ["all", "network"])
+def test_rankings_ratings_and_steps_get_valid_labels(project, make_task, tiny, constitution, subset):
+    ranking = make_task("ranking", n=5)
+    rating = make_task("rating")
+    steps = make_task("steps")
+    job = feedback_job_create(project=project, kind="judge", model=tiny, ranking_subset=subset)
+    assert run_to_end(job.pk) == "succeeded"
+    labels = {a.task_id: a for a in Annotation.objects.filter(source="ai")}
+    r = labels[ranking.pk]
+    assert sorted(sum(r.payload["order"], [])) == list(range(5)) and sorted(r.payload["ranks"]) == [1, 2, 3, 4, 5]
+    judged = {(p["i"], p["j"]) for p in r.details["pairs"]}
+    from training.feedback.judge import ranking_pairs
+
+    assert judged == set(ranking_pairs(5, subset=subset))
+    assert len(judged) == (10 if subset == "all" else 8)  # Batcher's network sorts 5 with 8 distinct comparisons
+    assert all(sum(p["order_ab"]) == pytest.approx(1) for p in r.details["pairs"])
+    likert = labels[rating.pk].payload["likert"]
+    assert set(likert) == {"helpful", "honest", "harmless"} and all(1 <= v <= 7 for v in likert.values())
+    assert len(labels[steps.pk].payload["labels"]) == steps.n_steps == 3
+    assert all(v in (-1, 0, 1) for v in labels[steps.pk].payload["labels"])
