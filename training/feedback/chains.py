@@ -22,8 +22,8 @@ from ..backends.base import Sampling
 from .labels import pick_principle
 from .prompts import critique_conversation, revision_conversation
 
-CRITIQUE_SAMPLING = {"max_new_tokens": 96, "temperature": 0.0}
-REVISION_SAMPLING = {"max_new_tokens": 160, "temperature": 0.0}
+CRITIQUE_SAMPLING = {"max_new_tokens": 96, "temperature": 0.0, "repetition_penalty": 1.2}
+REVISION_SAMPLING = {"max_new_tokens": 160, "temperature": 0.0, "repetition_penalty": 1.2}  # greedy small models loop without it
 _LEADS = re.compile(r"^\s*(revision|revised response|critique)\s*:\s*", re.IGNORECASE)
 
 
