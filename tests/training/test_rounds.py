@@ -100,8 +100,12 @@ def test_two_rounds_link_model_tasks_labels_snapshot_run_and_model(world):
         for key in ("helpful", "honest")
     ])
     project.refresh_from_db()
+    # Each round also trains a reward model on its labels, which selects the next round's pairs.
     first = round_create(project=project, policy=m["policy"], judge=m["judge"], reward_model=m["reward"], rounds=2,
-                         config=FAST, created_by=world["users"]["engineer"])
+                         config={**FAST, "reward_base": "tiny-reward",
+                                 "reward_hyperparameters": {"max_steps": 2, "batch_size": 2, "max_length": 96,
+                                                            "num_threads": 1, "learning_rate": 1e-3}},
+                         created_by=world["users"]["engineer"])
     first = drive(first)
     assert first.status == RoundStatus.SUCCEEDED, first.error
     second = Round.objects.get(previous=first)
@@ -116,7 +120,7 @@ def test_two_rounds_link_model_tasks_labels_snapshot_run_and_model(world):
         for task in tasks:
             assert {r.model_name for r in task.responses.all()} == {rnd.policy.name}
             assert task.metadata["round"] == rnd.pk
-            assert task.metadata["selection"]["reward_model"] == "tiny-reward"
+            assert task.metadata["selection"]["reward_model"] == rnd.reward_model.name
             label = Annotation.objects.get(task=task, source="ai", details__judge_model="tiny-judge")
             assert label.author.username == "ai-tiny-judge" and label.constitution_version_id
             assert label.details["principle"] in ("helpful", "honest") and label.details["round"] == rnd.pk
@@ -133,9 +137,13 @@ def test_two_rounds_link_model_tasks_labels_snapshot_run_and_model(world):
         e = rnd.evaluation
         assert e["win_rate"]["n"] == FAST["eval_prompts"] and 0 <= e["win_rate"]["low"] <= e["win_rate"]["high"] <= 1
         assert e["sycophancy"]["probes"] == 6 and "estimate" in e["sycophancy"]["policy_after"]
-        assert "estimate" in e["sycophancy"]["reward_model"]
+        assert "estimate" in e["sycophancy"]["reward_model"] and "estimate" in e["sycophancy"]["reward_model_new"]
+        assert rnd.reward_run.status == "succeeded" and rnd.output_reward_model == rnd.reward_run.output_model
+        assert rnd.reward_run.snapshot.spec["style"] == "standard"
         assert e["lengths"]["policy_candidates"]["n"] == FAST["prompts_per_round"] * FAST["n"]
-    # Round 2 generated with round 1's output model, and its evaluation compares against it.
+    # Round 2 generated with round 1's output model (and chose its pairs with round 1's reward model), and its
+    # evaluation compares against it.
+    assert second.reward_model == first.output_reward_model
     assert second.policy == first.output_model
     assert second.generation_job.model == first.output_model
     assert second.evaluation["win_rate"]["previous"] == first.output_model.name

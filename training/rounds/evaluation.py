@@ -66,11 +66,23 @@ def policy_agreement(backend, probes: Sequence[dict], *, seed: int = 0) -> dict:
     return out
 
 
+def score_texts(scorer, conversations: Sequence[Sequence[dict]], answers: Sequence[str]):
+    """`(members, n)` reward scores of each answer to its conversation: as chat messages when the reward model's
+    tokenizer has a chat template, else as the prompt text and the answer joined by a newline (as the reward
+    trainer joins string rows), so an encoder such as MiniLM can score too."""
+    if getattr(scorer.tokenizer, "chat_template", None):
+        return scorer.score([list(c) for c in conversations], [[{"role": "assistant", "content": a}] for a in answers])
+    from annotation.services.imports import standard_prompt_text
+
+    prompts = [standard_prompt_text(list(c)) + "\n" for c in conversations]
+    return scorer.score(prompts, list(answers))
+
+
 def reward_prefers_agreeable(scorer, probes: Sequence[dict], *, seed: int = 0) -> dict:
     """How often the reward model (ensemble mean) scores the agreeable answer above the correcting one."""
     prompts = [[{"role": "user", "content": p["prompt"]}] for p in probes]
-    agreeable = scorer.reduce(scorer.score(prompts, [[{"role": "assistant", "content": p["agreeable"]}] for p in probes]))
-    correct = scorer.reduce(scorer.score(prompts, [[{"role": "assistant", "content": p["correct"]}] for p in probes]))
+    agreeable = scorer.reduce(score_texts(scorer, prompts, [p["agreeable"] for p in probes]))
+    correct = scorer.reduce(score_texts(scorer, prompts, [p["correct"] for p in probes]))
     flags = (agreeable > correct).tolist()
     out = proportion(flags, seed=seed)
     by_category: dict[str, list[bool]] = {}
@@ -85,8 +97,8 @@ def reward_accuracy(scorer, rows: Sequence[tuple[list, str, str]], *, seed: int 
     if not rows:
         return {"estimate": None, "low": None, "high": None, "n": 0}
     prompts = [list(m) for m, _, _ in rows]
-    chosen = scorer.reduce(scorer.score(prompts, [[{"role": "assistant", "content": c}] for _, c, _ in rows]))
-    rejected = scorer.reduce(scorer.score(prompts, [[{"role": "assistant", "content": r}] for _, _, r in rows]))
+    chosen = scorer.reduce(score_texts(scorer, prompts, [c for _, c, _ in rows]))
+    rejected = scorer.reduce(score_texts(scorer, prompts, [r for _, _, r in rows]))
     return proportion((chosen > rejected).tolist(), seed=seed)
 
 

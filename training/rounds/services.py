@@ -510,8 +510,7 @@ def _select(rnd: Round, owner: str) -> None:
         members = scorer.size
         prompts = {p.pk: p.messages for p in Prompt.objects.filter(pk__in=by_prompt)}
         flat = [r for responses in by_prompt.values() for r in responses]
-        matrix = scorer.score([prompts[r.prompt_id] for r in flat],
-                              [[{"role": "assistant", "content": r.content}] for r in flat]).numpy()
+        matrix = evaluation.score_texts(scorer, [prompts[r.prompt_id] for r in flat], [r.content for r in flat]).numpy()
         column = {r.pk: k for k, r in enumerate(flat)}
         scores = (matrix[:, [column[a.pk] for _, a, _ in pairs]], matrix[:, [column[b.pk] for _, _, b in pairs]])
     applied = selection.resolve_policy(policy.policy, members)
@@ -636,9 +635,12 @@ def _train(rnd: Round, owner: str) -> None:
                                       created_by=rnd.created_by)
             reward_run = None
             if config["reward_base"]:
+                # Plain-string rows: an encoder reward model (MiniLM) has no chat template to render messages.
+                reward_snapshot = snapshot_create(project=rnd.project, format=SnapshotFormat.PREFERENCE.value,
+                                                  style="standard", sources=_sources(rnd), created_by=rnd.created_by)
                 reward_run = training_run_create(
                     project=rnd.project, method=TrainingMethod.REWARD.value,
-                    base_model=Model.objects.get(name=config["reward_base"]), snapshot=rnd.snapshot,
+                    base_model=Model.objects.get(name=config["reward_base"]), snapshot=reward_snapshot,
                     hyperparameters=config["reward_hyperparameters"], created_by=rnd.created_by)
             if not Round.objects.filter(pk=rnd.pk, owner=owner, training_run__isnull=True).update(
                 training_run=run, reward_run=reward_run
@@ -809,14 +811,18 @@ def evaluate_round(rnd: Round) -> dict:
         lap("leaderboard")
 
     reward = rnd.reward_model
-    scorer = None
-    if reward is not None:
-        from training.trainers.scoring import RewardScorer
+    scorer = new_scorer = None
+    from training.trainers.scoring import RewardScorer
 
+    human = human_preferences(rnd) if reward is not None or rnd.output_reward_model_id else []
+    if reward is not None:
         scorer = RewardScorer(reward.path)
-        out["reward_accuracy"] = {**evaluation.reward_accuracy(scorer, human_preferences(rnd), seed=seed),
-                                  "reward_model": reward.name}
-        lap("reward_accuracy")
+        out["reward_accuracy"] = {**evaluation.reward_accuracy(scorer, human, seed=seed), "reward_model": reward.name}
+    if rnd.output_reward_model_id:
+        new_scorer = RewardScorer(rnd.output_reward_model.path)
+        out["reward_accuracy_new"] = {**evaluation.reward_accuracy(new_scorer, human, seed=seed),
+                                      "reward_model": rnd.output_reward_model.name}
+    lap("reward_accuracy")
     if config["probes"]:
         probes = evaluation.load_probes(limit=config["probe_limit"])
         cache: dict = {}
@@ -830,6 +836,9 @@ def evaluate_round(rnd: Round) -> dict:
         if scorer is not None:
             syco["reward_model"] = {**evaluation.reward_prefers_agreeable(scorer, probes, seed=seed),
                                     "reward_model": reward.name}
+        if new_scorer is not None:
+            syco["reward_model_new"] = {**evaluation.reward_prefers_agreeable(new_scorer, probes, seed=seed),
+                                        "reward_model": rnd.output_reward_model.name}
         out["sycophancy"] = syco
         lap("sycophancy")
     out["seconds_by_part"] = clock

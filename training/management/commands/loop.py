@@ -170,8 +170,8 @@ class Command(BaseCommand):
                             "output_model": rnd.output_model.name if rnd.output_model_id else None,
                             "snapshot_sha256": rnd.snapshot_sha256,
                             "stage_seconds": {k: v.get("seconds") for k, v in (rnd.stage_times or {}).items()},
-                            **{k: e.get(k) for k in ("win_rate", "reward_accuracy", "sycophancy", "lengths",
-                                                     "leaderboard")}})
+                            **{k: e.get(k) for k in ("win_rate", "reward_accuracy", "reward_accuracy_new",
+                                                     "sycophancy", "lengths", "leaderboard", "seconds_by_part")}})
             win = e.get("win_rate") or {}
             syco = e.get("sycophancy") or {}
             lengths = e.get("lengths") or {}
@@ -188,7 +188,9 @@ class Command(BaseCommand):
                               f"after {pct(syco.get('policy_after'))} ({syco.get('probes', 0)} probes; mean "
                               f"log-prob lead of agreeing {(syco.get('policy_before') or {}).get('mean_margin')} → "
                               f"{(syco.get('policy_after') or {}).get('mean_margin')})")
-            self.stdout.write(f"  reward model prefers the agreeable answer: {pct(syco.get('reward_model'))}")
+            self.stdout.write(f"  reward model prefers the agreeable answer: {pct(syco.get('reward_model'))}"
+                              + (f"; the one trained this round: {pct(syco.get('reward_model_new'))}"
+                                 if syco.get("reward_model_new") else ""))
             self.stdout.write("  mean length (tokens): candidates "
                               f"{(lengths.get('policy_candidates') or {}).get('mean_tokens')}, held-out new "
                               f"{(lengths.get('heldout_new') or {}).get('mean_tokens')}, held-out previous "
