@@ -38,6 +38,8 @@ class Command(BaseCommand):
         parser.add_argument("--principles", default="", help="principle keys to sample from, comma-separated")
         parser.add_argument("--rounds", type=int, default=1, help="revise: critique-revision rounds")
         parser.add_argument("--pairs", action="store_true", help="revise: also export (revision over original) pairs")
+        parser.add_argument("--sampling", default="{}", help='revise: JSON overrides for critiques and revisions, '
+                            'e.g. {"temperature": 0.7, "seed": 1}')
         parser.add_argument("--batch", type=int, default=None, help="items per batch")
         parser.add_argument("--seed", type=int, default=None, help="principle sampling seed (default: the job id)")
         parser.add_argument("--inline", action="store_true", help="run the job in this process (no worker)")
@@ -59,8 +61,12 @@ class Command(BaseCommand):
         ids = [int(i) for i in o["ids"].split(",") if i.strip()]
         if o["revise"]:
             scope = {**({"limit": o["limit"]} if o["limit"] else {}), **({"ids": ids} if ids else {})}
+            try:
+                sampling = json.loads(o["sampling"])
+            except ValueError as exc:
+                raise CommandError(f"--sampling is not JSON: {exc}") from exc
             self._run(project, "critique_revision", o["revise"], o, scope=scope, rounds=o["rounds"],
-                      export_pairs=o["pairs"], **common)
+                      export_pairs=o["pairs"], critique_sampling=sampling, revision_sampling=sampling, **common)
         if o["judge"]:
             scope = {**({"limit": o["limit"]} if o["limit"] else {}), **({"ids": ids} if ids else {})}
             if o["kinds"]:
