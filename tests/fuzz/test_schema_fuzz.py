@@ -60,6 +60,8 @@ def _objects(w) -> dict:
         "user_id": [w["users"]["annotator"].pk, w["users"]["engineer"].pk],
         "webhook_id": [w["webhook"].pk],
         "delivery_id": [w["delivery"].pk],
+        "webhook_id": [w["webhook"].pk],
+        "delivery_id": [w["delivery"].pk],
     }
 
 
