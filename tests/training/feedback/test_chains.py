@@ -99,7 +99,7 @@ def test_a_job_without_a_constitution_is_refused(project, prompts, tiny):
 
 
 def test_an_empty_revision_is_recorded_as_a_failure_and_retried_once(project, prompts, tiny, constitution):
-    greedy = {"temperature": 0.0, "max_new_tokens": 4}
+    greedy = {"temperature": 0.0, "max_new_tokens": 4, "repetition_penalty": None}
     job = feedback_job_create(project=project, kind="critique_revision", model=tiny,
                               critique_sampling=greedy, revision_sampling=greedy)
     assert run_to_end(job.pk) == "failed"
