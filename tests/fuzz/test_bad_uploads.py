@@ -134,3 +134,13 @@ def test_a_json_body_postgresql_cannot_store_is_a_400_and_changes_nothing(db, ma
     assert why in response.json()["detail"]
     project.refresh_from_db()
     assert project.settings == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["offset=100000000000000000000", "limit=100000000000000000000",
+                                   "offset=9223372036854775807&limit=5", "limit=-1", "offset=x"])
+def test_page_bounds_out_of_range_are_not_server_errors(engineer, query):
+    response = engineer.get(f"/api/v1/projects/p/prompts/?{query}")
+    assert response.status_code == 200, (query, response.status_code, response.content[:300])
+    body = response.json()
+    assert body["count"] == 1 and len(body["results"]) <= 1000
