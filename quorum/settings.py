@@ -151,11 +151,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # JSON bodies refuse what PostgreSQL cannot store (NUL, lone surrogates) with a 400 (annotation/api/parsers.py).
+    # Bodies refuse what PostgreSQL cannot store (NUL, lone surrogates) with a 400 (annotation/api/parsers.py).
     "DEFAULT_PARSER_CLASSES": [
         "annotation.api.parsers.StrictJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "annotation.api.parsers.StrictFormParser",
+        "annotation.api.parsers.StrictMultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Limit/offset with bounds (annotation/api/pagination.py): at most 1000 a page, no database error on a huge offset.

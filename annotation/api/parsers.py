@@ -1,5 +1,6 @@
-"""The JSON request parser, refusing what PostgreSQL cannot store (NUL, unpaired surrogates) and JSON nested too
-deeply to read, with a 400 instead of a database error or a RecursionError (a 500).
+"""Request parsers refusing what PostgreSQL cannot store (NUL, unpaired surrogates) and JSON nested too deeply to
+read, with a 400 instead of a database error or a RecursionError (a 500). Form and multipart fields too: a NUL in
+a name looked up by a SlugRelatedField reached PostgreSQL.
 
 DRF's own CharField already refuses both characters; JSON-valued fields (settings, sampling, hyperparameters,
 payloads, metadata...) take any text, and PostgreSQL's jsonb rejects `\\u0000` while neither jsonb nor text can
@@ -7,7 +8,7 @@ hold a lone surrogate.
 """
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import DataAndFiles, FormParser, JSONParser, MultiPartParser
 
 
 def _bad_text(value: str) -> str | None:
@@ -45,3 +46,25 @@ class StrictJSONParser(JSONParser):
         if problem:
             raise ParseError(f"JSON parse error - {problem}")
         return data
+
+
+def _form_problem(data) -> str | None:
+    return unstorable([v for key in data for v in [key, *data.getlist(key)]])
+
+
+class StrictFormParser(FormParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = super().parse(stream, media_type, parser_context)
+        problem = _form_problem(data)
+        if problem:
+            raise ParseError(f"Form parse error - {problem}")
+        return data
+
+
+class StrictMultiPartParser(MultiPartParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        parsed = super().parse(stream, media_type, parser_context)
+        problem = _form_problem(parsed.data) or unstorable([f.name for f in parsed.files.values()])
+        if problem:
+            raise ParseError(f"Multipart form parse error - {problem}")
+        return DataAndFiles(parsed.data, parsed.files)

@@ -144,3 +144,14 @@ def test_page_bounds_out_of_range_are_not_server_errors(engineer, query):
     assert response.status_code == 200, (query, response.status_code, response.content[:300])
     body = response.json()
     assert body["count"] == 1 and len(body["results"]) <= 1000
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_form_field_with_a_nul_is_a_400(engineer, content_type):
+    if content_type == "multipart/form-data":
+        response = engineer.post("/api/v1/projects/p/generation-jobs/", {"model": "ti\x00ny"}, format="multipart")
+    else:
+        response = engineer.generic("POST", "/api/v1/projects/p/generation-jobs/", "model=ti%00ny", content_type=content_type)
+    assert response.status_code == 400, (response.status_code, response.content[:300])
+    assert "NUL" in response.json()["detail"]
