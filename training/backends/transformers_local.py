@@ -217,10 +217,10 @@ class TransformersBackend:
         torch = _torch()
         rows = [self.tokenizer(self.render(c, prefix), add_special_tokens=False)["input_ids"] for c in conversations]
         pad = self.tokenizer.pad_token_id
-        out: list[dict[str, float]] = []
+        out: list[dict[str, float] | None] = [None] * len(rows)
         index = torch.tensor(token_ids, device=self.device)
-        for start in range(0, len(rows), self.max_batch_size):
-            chunk = rows[start : start + self.max_batch_size]
+        for chunk_ids in self._chunks([len(r) for r in rows]):
+            chunk = [rows[i] for i in chunk_ids]
             width = max(len(r) for r in chunk)
             input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk], device=self.device)
             attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], device=self.device)
@@ -230,8 +230,22 @@ class TransformersBackend:
                     input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=1
                 ).logits[:, -1].float()
             picked = torch.log_softmax(logits, dim=-1)[:, index].tolist()
-            out.extend(dict(zip(candidates, map(float, row))) for row in picked)
-        return out
+            for i, row in zip(chunk_ids, picked):
+                out[i] = dict(zip(candidates, map(float, row)))
+        return out  # type: ignore[return-value]
+
+    def _chunks(self, lengths: list[int]) -> list[list[int]]:
+        """Row indices per forward pass. On a GPU, up to max_batch_size rows in order. On a CPU a forward costs
+        the same per row whatever the batch, and padding only adds work (and a slower masked attention), so
+        rows are grouped by equal length (a judge's two orders of a pair tokenize to the same length)."""
+        if not self.device.startswith("cpu"):
+            return [list(range(s, min(s + self.max_batch_size, len(lengths))))
+                    for s in range(0, len(lengths), self.max_batch_size)]
+        by_length: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            by_length.setdefault(n, []).append(i)
+        return [ids[s : s + self.max_batch_size] for ids in by_length.values()
+                for s in range(0, len(ids), self.max_batch_size)]
 
     def close(self) -> None:
         self.model = None
