@@ -19,7 +19,8 @@ class FeedbackJobForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = Model.objects.filter(is_active=True).order_by("name")
+        ids = [m.pk for m in Model.objects.filter(is_active=True) if {"policy", "judge"} & set(m.roles or [])]
+        self.fields["model"].queryset = Model.objects.filter(pk__in=ids).order_by("name")
 
     def service_kwargs(self) -> dict:
         data = self.cleaned_data

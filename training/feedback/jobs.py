@@ -131,6 +131,8 @@ def feedback_job_create(
         raise Invalid(f"unknown kind {kind!r}", fields={"kind": [f"one of {', '.join(FeedbackKind.values)}"]})
     if not model.is_active:
         raise Invalid(f"model {model.name} is archived", fields={"model": ["archived"]})
+    if not {"policy", "judge"} & set(model.roles or []):
+        raise Invalid(f"model {model.name} is neither a judge nor a policy", fields={"model": ["not a judge or policy model"]})
     # Read from the row, not the object handed in: a version saved since it was loaded is the one in force.
     current_id = Project.objects.filter(pk=project.pk).values_list("current_constitution", flat=True).first()
     constitution = ConstitutionVersion.objects.filter(pk=current_id).first() if current_id else None

@@ -73,9 +73,12 @@ def test_only_engineers_and_admins_cancel(world):
     assert again.status_code == 409
 
 
-def test_bad_input_gets_field_messages(world):
+def test_bad_input_gets_field_messages(world, tmp_path):
+    from training.services import model_register
+
+    model_register(name="rm", backend="transformers", path=str(tmp_path), roles=["reward"])
     engineer = world["users"]["engineer"]
-    for body, field in [({"kind": "nope"}, "kind"), ({"model": "missing"}, "model"), ({"rounds": 0}, "rounds"),
+    for body, field in [({"kind": "nope"}, "kind"), ({"model": "missing"}, "model"), ({"model": "rm"}, "model"), ({"rounds": 0}, "rounds"),
                         ({"principles": ["unknown"]}, "principles"), ({"scope": {"bogus": 1}}, "scope"),
                         ({"ranking_subset": "some"}, "ranking_subset"), ({"scope": {"ids": ["x"]}}, "scope"),
                         ({"scope": {"limit": "3"}}, "scope"), ({"scope": {"kinds": "pairwise"}}, "scope"),
