@@ -113,3 +113,14 @@ def test_reward_model_with_lora_trains_its_head_and_saves_a_merged_model(tiny_mo
     assert not torch.equal(initial.score.weight, trained.score.weight)  # the head is trained in full
     assert not torch.equal(initial.model.layers[0].self_attn.q_proj.weight, trained.model.layers[0].self_attn.q_proj.weight)
     assert torch.equal(initial.model.embed_tokens.weight, trained.model.embed_tokens.weight)  # no adapter there
+
+
+def test_an_encoder_without_an_eos_token_trains_as_a_reward_model(tmp_path):
+    # The packaged all-MiniLM-L6-v2 names [SEP] but no EOS token, which TRL appends to every text.
+    from training.packaged import minilm_dir
+
+    data = write_jsonl(tmp_path / "preference.jsonl", separable_preference_rows(16))
+    result = reward.train(_config(minilm_dir(), data, tmp_path / "run", max_steps=2, save_steps=2, batch_size=4))
+    assert result.evaluation["pairs"] == 4
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run")
+    assert model.config.num_labels == 1

@@ -604,8 +604,10 @@ def chat_rows(dataset: Any, completion_columns: Iterable[str], mode: str, separa
     `separator` appended to the prompt (`mode` "join"; TRL concatenates prompt and completion with nothing between).
     Conversational rows pass through unchanged."""
     completion_columns = list(completion_columns)
-    if not len(dataset) or not isinstance(dataset[0]["prompt"], str):
+    if not len(dataset):
         return dataset
+    if not isinstance(dataset[0]["prompt"], str):
+        return dataset if mode == "chat" else transcript_rows(dataset, completion_columns)
 
     def convert(row: dict) -> dict:
         prompt = row["prompt"]
@@ -616,6 +618,24 @@ def chat_rows(dataset: Any, completion_columns: Iterable[str], mode: str, separa
         elif prompt and separator and not prompt[-1].isspace():
             if not all(row[c][:1].isspace() for c in completion_columns):
                 row["prompt"] = prompt + separator
+        return row
+
+    return dataset.map(convert)
+
+
+def transcript_rows(dataset: Any, completion_columns: Iterable[str]) -> Any:
+    """Conversational rows as plain text, for a tokenizer without a chat template (an encoder such as MiniLM as a
+    reward model): the prompt becomes "User: ...\n\nAssistant:" and each completion its assistant text."""
+    completion_columns = list(completion_columns)
+
+    def text(messages: list[dict]) -> str:
+        return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+    def convert(row: dict) -> dict:
+        row["prompt"] = text(row["prompt"]) + "\n\nAssistant:"
+        for column in completion_columns:
+            turns = row[column]
+            row[column] = " " + (turns[0]["content"] if len(turns) == 1 else text(turns))
         return row
 
     return dataset.map(convert)
@@ -880,6 +900,9 @@ class Run:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path or self.config.tokenizer or self.config.model)
+        if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+            # Encoders (BERT, MiniLM) end a sequence with [SEP] and name no EOS; TRL appends the EOS.
+            tokenizer.eos_token = tokenizer.sep_token
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
