@@ -181,6 +181,8 @@ SPECTACULAR_SETTINGS = {
         "RoundStatusEnum": "training.rounds.models.RoundStatus",
         "RoundLabelModeEnum": "training.rounds.models.LabelMode",
         "ResponseOriginInputEnum": ["imported", "generated", "demonstration"],
+        "TaskKindEnum": "annotation.models.TaskKind",
+        "FeedbackKindEnum": "training.models.FeedbackKind",
     },
 }
 
