@@ -28,7 +28,9 @@ from ..models import (
     Response,
     Role,
     Task,
+    TaskKind,
     TaskResponse,
+    TaskStatus,
 )
 from . import serializers as s
 from .permissions import CanLabel, CanManageData, CanReadData, IsProjectAdmin, IsProjectMember, IsStaff
@@ -271,9 +273,12 @@ class ResponseListView(ListModelMixin, ProjectView):
 
 def _int_param(request, name: str) -> int:
     try:
-        return int(request.query_params[name])
+        value = int(request.query_params[name])
     except (TypeError, ValueError):
         raise Invalid(f"{name} must be an integer", fields={name: ["must be an integer"]}) from None
+    if not -(2**63) <= value < 2**63:  # past a 64-bit id: SQLite cannot even bind it
+        raise Invalid(f"{name} is out of range", fields={name: ["out of range"]})
+    return value
 
 
 def _tasks(project):
@@ -288,9 +293,12 @@ class TaskListView(ListModelMixin, ProjectView):
 
     def get_queryset(self):
         qs = _tasks(self.project).order_by("id")
-        for name in ("kind", "status"):
-            if name in self.request.query_params:
-                qs = qs.filter(**{name: self.request.query_params[name]})
+        for name, choices in (("kind", TaskKind.values), ("status", TaskStatus.values)):
+            value = self.request.query_params.get(name)
+            if value is not None:
+                if value not in choices:
+                    raise Invalid(f"unknown {name}", fields={name: [f"one of {', '.join(choices)}"]})
+                qs = qs.filter(**{name: value})
         return qs
 
     def get(self, request, slug):
@@ -434,7 +442,7 @@ class ImportView(ProjectView):
 
         # Refuse an upload declared larger than the limit before reading (and spooling) its body.
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        if declared.isdigit() and int(declared) > settings.IMPORT_MAX_BYTES + 64 * 1024:
+        if declared.isascii() and declared.isdigit() and int(declared) > settings.IMPORT_MAX_BYTES + 64 * 1024:
             message = f"the upload is larger than the import limit of {settings.IMPORT_MAX_BYTES:,} bytes"
             raise TooLarge(message, code="too_large", fields={"file": [message]})
         data = _parse(s.ImportInput, request)

@@ -134,7 +134,7 @@ class DeliveryListView(ListModelMixin, ProjectView):
     def get_queryset(self):
         params = self.request.query_params
         webhook_id = params.get("webhook")
-        if webhook_id is not None and not webhook_id.isdigit():
+        if webhook_id is not None and not (webhook_id.isascii() and webhook_id.isdigit() and len(webhook_id) <= 18):
             raise Invalid("webhook must be an integer", fields={"webhook": ["must be an integer"]})
         status = params.get("status")
         if status and status not in DeliveryStatus.values:

@@ -155,3 +155,19 @@ def test_a_form_field_with_a_nul_is_a_400(engineer, content_type):
         response = engineer.generic("POST", "/api/v1/projects/p/generation-jobs/", "model=ti%00ny", content_type=content_type)
     assert response.status_code == 400, (response.status_code, response.content[:300])
     assert "NUL" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", [
+    "/api/v1/projects/p/tasks/?kind=%00", "/api/v1/projects/p/tasks/?status=a%00b", "/api/v1/projects/p/tasks/?kind=essay",
+    "/api/v1/projects/p/webhook-deliveries/?webhook=%C2%B2", "/api/v1/projects/p/webhook-deliveries/?webhook=99999999999999999999",
+    "/api/v1/projects/p/annotations/?task=99999999999999999999", "/api/v1/projects/p/responses/?prompt=%C2%B2",
+])
+def test_a_bad_query_parameter_is_a_400(db, make_user, url):
+    admin = make_user("admin")
+    services.project_create(name="P", slug="p", created_by=admin)
+    client = APIClient()
+    client.force_authenticate(admin)
+    response = client.get(url)
+    assert response.status_code == 400 or (response.status_code == 200 and response.json()["count"] == 0), (
+        url, response.status_code, response.content[:300])
