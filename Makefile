@@ -35,7 +35,7 @@ demo-loop: install
 	$(PY) manage.py loop --demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: install
 	$(PY) bench/queue.py
