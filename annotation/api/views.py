@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.db.models import Prefetch
 from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.authtoken.models import Token
 from rest_framework.generics import GenericAPIView
@@ -258,6 +258,7 @@ class ResponseListView(ListModelMixin, ProjectView):
             qs = qs.filter(prompt_id=_int_param(self.request, "prompt"))
         return qs
 
+    @extend_schema(parameters=[OpenApiParameter("prompt", int, description="only this prompt's responses")])
     def get(self, request, slug):
         return self.list(request)
 
@@ -301,6 +302,8 @@ class TaskListView(ListModelMixin, ProjectView):
                 qs = qs.filter(**{name: value})
         return qs
 
+    @extend_schema(parameters=[OpenApiParameter("kind", str, enum=TaskKind.values),
+                               OpenApiParameter("status", str, enum=TaskStatus.values)])
     def get(self, request, slug):
         return self.list(request)
 
@@ -402,6 +405,8 @@ class AnnotationListView(ListModelMixin, ProjectView):
             qs = qs.filter(is_current=True)
         return qs
 
+    @extend_schema(parameters=[OpenApiParameter("task", int, description="only this task's annotations"),
+                               OpenApiParameter("current", str, enum=["1", "true"], description="only current versions")])
     def get(self, request, slug):
         return self.list(request)
 
