@@ -63,9 +63,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--annotators", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (sync: about 2 per core)")
-    parser.add_argument("--worker-class", default="sync", choices=("sync", "gthread"))
-    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    # As served in production (platform/Procfile): gthread workers, about one per core.
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--worker-class", default="gthread", choices=("sync", "gthread"))
+    parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--db", default=LOAD_DB, help="PostgreSQL database to create and drop")
     args = parser.parse_args()
