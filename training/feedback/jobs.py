@@ -13,14 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.errors import Conflict, Invalid
@@ -28,6 +27,7 @@ from annotation.models import ConstitutionVersion, Membership, Project, Prompt, 
 
 from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, FeedbackJob, FeedbackKind, JobStatus, Model
+from ..services.claims import Heartbeat, row_claim
 from ..services.generation import prompts_in_scope, retry_delay
 from ..webhooks import feedback_finished
 from .labels import JUDGEABLE
@@ -236,60 +236,14 @@ class RetryLater(Exception):
         self.ticket, self.countdown = ticket, countdown
 
 
-def _claim(job_id: int, ticket: str, owner: str, now: datetime) -> str:
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    with transaction.atomic():
-        claimed = (
-            FeedbackJob.objects.filter(pk=job_id, ticket=ticket, status__in=ACTIVE_STATUSES, cancel_requested=False)
-            .filter(Q(owner="") | Q(heartbeat_at__lt=stale))
-            .update(status=JobStatus.RUNNING, owner=owner, heartbeat_at=now)
-        )
-        if claimed:
-            FeedbackJob.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
-            return "claimed"
-        job = FeedbackJob.objects.filter(pk=job_id).only("ticket", "status", "cancel_requested", "owner").first()
-        if job is None or job.ticket != ticket or job.status not in ACTIVE_STATUSES:
-            return "stale"
-        if job.cancel_requested:
-            FeedbackJob.objects.filter(pk=job_id, owner="").update(status=JobStatus.CANCELLED, finished_at=now)
-            return "stale"
-        return "busy"
-
-
-class _Heartbeat(threading.Thread):
-    def __init__(self, job_id: int, owner: str, interval: float):
-        super().__init__(name=f"feedback-heartbeat-{job_id}", daemon=True)
-        self.job_id, self.owner, self.interval = job_id, owner, interval
-        self.lost = False
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._stop_event.wait(self.interval):
-                try:
-                    beaten = FeedbackJob.objects.filter(pk=self.job_id, owner=self.owner).update(heartbeat_at=timezone.now())
-                except Exception:
-                    log.warning("heartbeat for feedback job %s failed", self.job_id, exc_info=True)
-                    continue
-                if not beaten:
-                    self.lost = True
-                    return
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-
 def feedback_job_run_slice(*, job_id: int, ticket: str, worker: str = "", backend=None) -> str:
     """Run the job for up to JOB_SLICE_SECONDS; returns succeeded/failed/cancelled/continued/stale/busy/lost.
     Raises RetryLater on transient backend errors. `backend` replaces the registry's (tests, benchmarks)."""
     owner = f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:128]
-    state = _claim(job_id, ticket, owner, timezone.now())
+    state = row_claim(FeedbackJob, job_id, ticket, owner, timezone.now(), ACTIVE_STATUSES)
     if state != "claimed":
         return state
-    heartbeat = _Heartbeat(job_id, owner, settings.JOB_HEARTBEAT_SECONDS)
+    heartbeat = Heartbeat(FeedbackJob, job_id, owner, settings.JOB_HEARTBEAT_SECONDS)
     heartbeat.start()
     try:
         return _run(job_id, owner, heartbeat, backend)
@@ -367,7 +321,7 @@ def _add(result: dict, counts: dict) -> dict:
     return out
 
 
-def _run(job_id: int, owner: str, heartbeat: _Heartbeat, backend) -> str:
+def _run(job_id: int, owner: str, heartbeat: Heartbeat, backend) -> str:
     job = FeedbackJob.objects.select_related("model", "project", "constitution", "rater").get(pk=job_id)
     deadline = time.monotonic() + settings.JOB_SLICE_SECONDS
     backend = backend or backend_for(job.model)

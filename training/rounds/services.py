@@ -17,15 +17,13 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import transaction
 from django.utils import timezone
 
 from annotation.errors import Conflict, Invalid
@@ -47,6 +45,7 @@ from annotation.services.exports import snapshot_create
 
 from ..backends import BackendError, Sampling, backend_for
 from ..models import Backend, CandidateTasks, JobStatus, Model, ModelRole, TrainingMethod
+from ..services.claims import Heartbeat, row_claim
 from ..services.generation import generation_job_cancel, generation_job_create
 from ..services.runs import training_run_cancel, training_run_create, training_run_relaunch
 from . import evaluation, judging, selection
@@ -296,61 +295,14 @@ class _Wait(Exception):
         self.why, self.seconds = why, seconds
 
 
-class _Heartbeat(threading.Thread):
-    def __init__(self, round_id: int, owner: str, interval: float):
-        super().__init__(name=f"round-heartbeat-{round_id}", daemon=True)
-        self.round_id, self.owner, self.interval = round_id, owner, interval
-        self.lost = False
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._stop_event.wait(self.interval):
-                try:
-                    beaten = Round.objects.filter(pk=self.round_id, owner=self.owner).update(heartbeat_at=timezone.now())
-                except Exception:
-                    log.warning("heartbeat for round %s failed", self.round_id, exc_info=True)
-                    continue
-                if not beaten:
-                    self.lost = True
-                    return
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-
-def _claim(round_id: int, ticket: str, owner: str) -> str:
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    with transaction.atomic():
-        claimed = (
-            Round.objects.filter(pk=round_id, ticket=ticket, status__in=ROUND_ACTIVE, cancel_requested=False)
-            .filter(Q(owner="") | Q(heartbeat_at__lt=stale))
-            .update(status=RoundStatus.RUNNING, owner=owner, heartbeat_at=now, waiting_for="")
-        )
-        if claimed:
-            Round.objects.filter(pk=round_id, started_at__isnull=True).update(started_at=now)
-            return "claimed"
-        rnd = Round.objects.filter(pk=round_id).only("ticket", "status", "owner", "cancel_requested").first()
-        if rnd is None or rnd.ticket != ticket or rnd.status not in ROUND_ACTIVE:
-            return "stale"
-        if rnd.cancel_requested:
-            Round.objects.filter(pk=round_id, owner="").update(status=RoundStatus.CANCELLED, finished_at=now)
-            return "stale"
-        return "busy"
-
-
 def round_advance_now(*, round_id: int, ticket: str, worker: str = "") -> str:
     """Take the round as far as it goes without waiting. Returns "succeeded", "failed", "cancelled", "waiting",
     "stale" (an outdated message), "busy" (a live worker holds it) or "lost"."""
     owner = f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:128]
-    state = _claim(round_id, ticket, owner)
+    state = row_claim(Round, round_id, ticket, owner, timezone.now(), ROUND_ACTIVE, waiting_for="")
     if state != "claimed":
         return state
-    heartbeat = _Heartbeat(round_id, owner, settings.JOB_HEARTBEAT_SECONDS)
+    heartbeat = Heartbeat(Round, round_id, owner, settings.JOB_HEARTBEAT_SECONDS)
     heartbeat.start()
     try:
         return _advance(round_id, owner, heartbeat)
@@ -369,7 +321,7 @@ def round_advance_now(*, round_id: int, ticket: str, worker: str = "") -> str:
         heartbeat.stop()
 
 
-def _check_owner(round_id: int, owner: str, heartbeat: _Heartbeat) -> Round:
+def _check_owner(round_id: int, owner: str, heartbeat: Heartbeat) -> Round:
     rnd = Round.objects.select_related(
         "project", "policy", "judge", "reward_model", "generation_job", "snapshot", "training_run", "reward_run",
         "output_model", "created_by",
@@ -379,7 +331,7 @@ def _check_owner(round_id: int, owner: str, heartbeat: _Heartbeat) -> Round:
     return rnd
 
 
-def _advance(round_id: int, owner: str, heartbeat: _Heartbeat) -> str:
+def _advance(round_id: int, owner: str, heartbeat: Heartbeat) -> str:
     while True:
         rnd = _check_owner(round_id, owner, heartbeat)
         if rnd.cancel_requested:

@@ -16,15 +16,14 @@ import dataclasses
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.errors import Conflict, Invalid
@@ -34,6 +33,7 @@ from annotation.services import response_create, task_create
 from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole
 from ..webhooks import generation_finished
+from .claims import Heartbeat, row_claim
 
 log = logging.getLogger(__name__)
 
@@ -198,54 +198,6 @@ def _owner_name(worker: str) -> str:
     return f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:128]
 
 
-def _claim(job_id: int, ticket: str, owner: str, now: datetime) -> str:
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    with transaction.atomic():
-        claimed = (
-            GenerationJob.objects.filter(pk=job_id, ticket=ticket, status__in=ACTIVE_STATUSES, cancel_requested=False)
-            .filter(Q(owner="") | Q(heartbeat_at__lt=stale))
-            .update(status=JobStatus.RUNNING, owner=owner, heartbeat_at=now)
-        )
-        if claimed:
-            GenerationJob.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
-            return "claimed"
-        job = GenerationJob.objects.filter(pk=job_id).only("ticket", "status", "cancel_requested", "owner").first()
-        if job is None or job.ticket != ticket or job.status not in ACTIVE_STATUSES:
-            return "stale"
-        if job.cancel_requested:
-            GenerationJob.objects.filter(pk=job_id, owner="").update(status=JobStatus.CANCELLED, finished_at=now)
-            return "stale"
-        return "busy"
-
-
-class _Heartbeat(threading.Thread):
-    """Beats on the job row while this worker owns it; stops if someone else took it over."""
-
-    def __init__(self, job_id: int, owner: str, interval: float):
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.job_id, self.owner, self.interval = job_id, owner, interval
-        self.lost = False
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._stop_event.wait(self.interval):
-                try:
-                    beaten = GenerationJob.objects.filter(pk=self.job_id, owner=self.owner).update(heartbeat_at=timezone.now())
-                except Exception:  # a locked or lost database: try again next beat
-                    log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
-                    continue
-                if not beaten:
-                    self.lost = True
-                    return
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-
 def generation_job_run_slice(*, job_id: int, ticket: str, worker: str = "") -> str:
     """Run the job for up to JOB_SLICE_SECONDS. Returns what happened:
 
@@ -254,10 +206,10 @@ def generation_job_run_slice(*, job_id: int, ticket: str, worker: str = "") -> s
     "lost": another worker took the job over mid-slice. Raises RetryLater on transient errors.
     """
     owner = _owner_name(worker)
-    state = _claim(job_id, ticket, owner, timezone.now())
+    state = row_claim(GenerationJob, job_id, ticket, owner, timezone.now(), ACTIVE_STATUSES)
     if state != "claimed":
         return state
-    heartbeat = _Heartbeat(job_id, owner, settings.JOB_HEARTBEAT_SECONDS)
+    heartbeat = Heartbeat(GenerationJob, job_id, owner, settings.JOB_HEARTBEAT_SECONDS)
     heartbeat.start()
     try:
         return _run(job_id, owner, heartbeat)
@@ -281,7 +233,7 @@ def generation_job_run_slice(*, job_id: int, ticket: str, worker: str = "") -> s
         heartbeat.stop()
 
 
-def _run(job_id: int, owner: str, heartbeat: _Heartbeat) -> str:
+def _run(job_id: int, owner: str, heartbeat: Heartbeat) -> str:
     job = GenerationJob.objects.select_related("model", "project").get(pk=job_id)
     deadline = time.monotonic() + settings.JOB_SLICE_SECONDS
     backend = backend_for(job.model)
