@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Sequence
 
 from .base import BackendError, Completion, Conversation, Sampling, check_request
+from .prefix_tree import score_next_token
 
 
 def _torch():
@@ -55,6 +56,8 @@ class TransformersBackend:
         if not tokenizer.chat_template:
             raise BackendError(f"model {name or '?'} has no chat template: register one with the model")
         self._stop_ids = self._end_token_ids()
+        self.share_prefixes = True  # CPU scoring computes rows' shared beginnings once (False: each row whole)
+        self.last_tree = None  # TreeStats of the last CPU scoring call: tokens run against tokens asked
 
     @classmethod
     def load(
@@ -213,13 +216,19 @@ class TransformersBackend:
 
     def _next_token_logprobs(self, conversations, candidates, token_ids: list[int], prefix: str) -> list[dict[str, float]]:
         """Single-token candidates (a judge's "A"/"B"): one row per conversation, read at its last position,
-        instead of one full row per candidate."""
+        instead of one full row per candidate. On a CPU the rows' shared beginnings are computed once
+        (`prefix_tree`); on a GPU rows go in padded batches, where width is cheap."""
         torch = _torch()
         rows = [self.tokenizer(self.render(c, prefix), add_special_tokens=False)["input_ids"] for c in conversations]
         pad = self.tokenizer.pad_token_id
+        if self.device.startswith("cpu"):
+            scores, self.last_tree = score_next_token(self.model, rows, token_ids, pad_id=pad,
+                                                      max_batch=self.max_batch_size, share=self.share_prefixes)
+            return [dict(zip(candidates, map(float, row))) for row in scores]
         out: list[dict[str, float] | None] = [None] * len(rows)
         index = torch.tensor(token_ids, device=self.device)
-        for chunk_ids in self._chunks([len(r) for r in rows]):
+        for start in range(0, len(rows), self.max_batch_size):
+            chunk_ids = list(range(start, min(start + self.max_batch_size, len(rows))))
             chunk = [rows[i] for i in chunk_ids]
             width = max(len(r) for r in chunk)
             input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk], device=self.device)
@@ -233,19 +242,6 @@ class TransformersBackend:
             for i, row in zip(chunk_ids, picked):
                 out[i] = dict(zip(candidates, map(float, row)))
         return out  # type: ignore[return-value]
-
-    def _chunks(self, lengths: list[int]) -> list[list[int]]:
-        """Row indices per forward pass. On a GPU, up to max_batch_size rows in order. On a CPU a forward costs
-        the same per row whatever the batch, and padding only adds work (and a slower masked attention), so
-        rows are grouped by equal length (a judge's two orders of a pair tokenize to the same length)."""
-        if not self.device.startswith("cpu"):
-            return [list(range(s, min(s + self.max_batch_size, len(lengths))))
-                    for s in range(0, len(lengths), self.max_batch_size)]
-        by_length: dict[int, list[int]] = {}
-        for i, n in enumerate(lengths):
-            by_length.setdefault(n, []).append(i)
-        return [ids[s : s + self.max_batch_size] for ids in by_length.values()
-                for s in range(0, len(ids), self.max_batch_size)]
 
     def close(self) -> None:
         self.model = None

@@ -14,7 +14,7 @@ from `backend.logprobs` after the opened answer "The answer is: (" (the candidat
 tokens, so the shared "(" cancels and the closing ")" is certain). Each order is normalized so its two
 probabilities sum to 1; `p_first` is the mean of P(first) over the two orders, which cancels position bias.
 All items' prompts, both orders side by side, go to the backend in one call per `batch_size` items (sorted by
-length so a batch pads little); with `cot=True` the judge first writes its reasoning (greedy), then the answer
+length, the items of one conversation together, so a call pads little and shares the most); with `cot=True` the judge first writes its reasoning (greedy), then the answer
 is read after it and each order's probabilities are clamped to [0.4, 0.6], as the paper did for
 chain-of-thought labels.
 
@@ -238,7 +238,10 @@ def judge_pairs(
     items = list(items)
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    order = sorted(range(len(items)), key=lambda i: -len(conversation_text(items[i].messages)) - len(items[i].first) - len(items[i].second))
+    # Longest first, the items of one conversation side by side: they share the beginning of their prompts, which
+    # a CPU backend computes once per call.
+    texts = [conversation_text(item.messages) for item in items]
+    order = sorted(range(len(items)), key=lambda i: (-len(texts[i]), texts[i], -len(items[i].first) - len(items[i].second)))
     results: list[Verdict | None] = [None] * len(items)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
