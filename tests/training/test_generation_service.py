@@ -177,6 +177,10 @@ def test_a_live_worker_keeps_its_job(project, prompts, tiny):
 
 
 def test_a_job_that_keeps_losing_its_worker_fails_instead_of_running_forever(project, prompts, tiny):
+    from annotation.models import WebhookDelivery
+    from annotation.services.webhooks import webhook_create
+
+    webhook_create(project=project, url="https://hooks.example/gen", events=["generation.finished"])
     job = generation_job_create(project=project, model=tiny, n=2)
     for attempt in range(3):
         GenerationJob.objects.filter(pk=job.pk).update(
@@ -185,6 +189,10 @@ def test_a_job_that_keeps_losing_its_worker_fails_instead_of_running_forever(pro
         generation_jobs_reconcile()
     job.refresh_from_db()
     assert job.status == "failed" and "stopped responding 3 times" in job.error
+    # The failure the reconciler declares reaches the project's webhooks, once, like a worker's own ending.
+    [delivery] = WebhookDelivery.objects.filter(event="generation.finished")
+    assert delivery.payload["data"]["job"]["status"] == "failed"
+    assert "stopped responding" in delivery.payload["data"]["job"]["error"]
 
 
 def test_a_queued_job_whose_message_was_lost_gets_a_new_one(project, prompts, tiny, django_capture_on_commit_callbacks):

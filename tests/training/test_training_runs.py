@@ -193,6 +193,10 @@ def test_reconciler_fails_a_run_whose_worker_went_silent(world, monkeypatch, set
     TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING, owner="w1:1", heartbeat_at=old)
     fresh = launch(world)
     TrainingRun.objects.filter(pk=fresh.pk).update(status=JobStatus.RUNNING, owner="w2:1", heartbeat_at=timezone.now())
+    from annotation.models import WebhookDelivery
+    from annotation.services.webhooks import webhook_create
+
+    webhook_create(project=run.project, url="https://hooks.example/runs", events=["run.finished"])
     counts = reconcile()
     assert counts["runs_failed"] == 1
     run.refresh_from_db()
@@ -200,6 +204,9 @@ def test_reconciler_fails_a_run_whose_worker_went_silent(world, monkeypatch, set
     assert run.status == JobStatus.FAILED and "stopped responding" in run.error and run.owner == ""
     assert fresh.status == JobStatus.RUNNING
     assert training_runs_reconcile()["runs_failed"] == 0
+    # The failure is reported to the project's webhooks, once.
+    [delivery] = WebhookDelivery.objects.filter(event="run.finished")
+    assert (delivery.payload["data"]["run"]["id"], delivery.payload["data"]["run"]["status"]) == (run.pk, "failed")
 
 
 def test_run_pages_launch_form_and_live_data(world, client, monkeypatch):

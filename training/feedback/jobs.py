@@ -27,7 +27,7 @@ from annotation.models import ConstitutionVersion, Membership, Project, Prompt, 
 
 from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, FeedbackJob, FeedbackKind, JobStatus, Model
-from ..services.claims import Heartbeat, row_claim
+from ..services.claims import Heartbeat, jobs_reconcile, row_claim
 from ..services.generation import prompts_in_scope, retry_delay
 from ..webhooks import feedback_finished
 from .labels import JUDGEABLE
@@ -453,49 +453,9 @@ def _release_for_retry(job_id: int, owner: str, message: str) -> RetryLater | st
 
 
 def feedback_jobs_reconcile(*, now: datetime | None = None) -> dict:
-    """Re-queue or end feedback jobs nobody works on (as `generation_jobs_reconcile` does for generation)."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    waiting_too_long = now - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS)
-    counts = {"feedback_requeued": 0, "feedback_failed": 0, "feedback_cancelled": 0, "feedback_resent": 0}
-    silent = FeedbackJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="")
-    for job_id in list(silent.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            job = (FeedbackJob.objects.select_for_update()
-                   .filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="").first())
-            if job is None:
-                continue
-            if job.cancel_requested:
-                job.status, job.owner, job.finished_at = JobStatus.CANCELLED, "", now
-                job.save(update_fields=["status", "owner", "finished_at"])
-                counts["feedback_cancelled"] += 1
-            elif job.attempts + 1 >= settings.JOB_MAX_ATTEMPTS:
-                job.status, job.owner, job.finished_at = JobStatus.FAILED, "", now
-                job.error = f"its worker stopped responding {job.attempts + 1} times; giving up"
-                job.save(update_fields=["status", "owner", "finished_at", "error"])
-                counts["feedback_failed"] += 1
-            else:
-                job.attempts += 1
-                job.error = f"worker {job.owner} stopped responding; re-queued at item {job.cursor}"[:4000]
-                job.owner = ""
-                job.save(update_fields=["attempts", "owner", "error"])
-                _enqueue(job)
-                counts["feedback_requeued"] += 1
-    orphans = FeedbackJob.objects.filter(status__in=ACTIVE_STATUSES, owner="", enqueued_at__lt=waiting_too_long)
-    for job_id in list(orphans.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            job = (FeedbackJob.objects.select_for_update()
-                   .filter(pk=job_id, status__in=ACTIVE_STATUSES, owner="", enqueued_at__lt=waiting_too_long).first())
-            if job is None:
-                continue
-            if job.cancel_requested:
-                job.status, job.finished_at = JobStatus.CANCELLED, now
-                job.save(update_fields=["status", "finished_at"])
-                counts["feedback_cancelled"] += 1
-            else:
-                _enqueue(job)
-                counts["feedback_resent"] += 1
-    return counts
+    """Re-queue or end feedback jobs nobody works on, as `generation_jobs_reconcile` does for generation."""
+    return jobs_reconcile(FeedbackJob, now=now or timezone.now(), active=ACTIVE_STATUSES, enqueue=_enqueue,
+                          finished=feedback_finished, what="feedback job", prefix="feedback_")
 
 
 def ai_raters_of(*, project: Project):

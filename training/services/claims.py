@@ -71,3 +71,61 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=10)
+
+
+def jobs_reconcile(model, *, now: datetime, active, enqueue, finished, what: str, unit: str = "item",
+                   prefix: str = "") -> dict:
+    """Re-queue or end job rows nobody is working on, so that no row stays queued or running forever.
+
+    A running row whose worker has been silent for JOB_STALE_SECONDS is re-queued (`enqueue`: it resumes from
+    its cursor) or, past JOB_MAX_ATTEMPTS, failed; a row waiting for a message that never came (the broker lost
+    it, the sender died after commit) gets a new one; a cancelled row nobody runs is closed. Every row this
+    ends is reported through `finished(job_id=...)` (the project's webhooks), as a worker's own ending is.
+    Counts come back as `{prefix}requeued`, `{prefix}failed`, `{prefix}cancelled` and `{prefix}resent`.
+    """
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    waiting_too_long = now - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS)
+    counts = dict.fromkeys(("requeued", "failed", "cancelled", "resent"), 0)
+
+    def end(job, status: str, error: str | None = None) -> None:
+        job.status, job.owner, job.finished_at = status, "", now
+        fields = ["status", "owner", "finished_at"]
+        if error is not None:
+            job.error = error
+            fields.append("error")
+        job.save(update_fields=fields)
+        finished(job_id=job.pk)
+        counts["cancelled" if status == JobStatus.CANCELLED else "failed"] += 1
+
+    silent = model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="")
+    for job_id in list(silent.values_list("id", flat=True)[:500]):
+        with transaction.atomic():
+            job = (model.objects.select_for_update()
+                   .filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="").first())
+            if job is None:
+                continue
+            if job.cancel_requested:
+                end(job, JobStatus.CANCELLED)
+            elif job.attempts + 1 >= settings.JOB_MAX_ATTEMPTS:
+                end(job, JobStatus.FAILED, f"its worker stopped responding {job.attempts + 1} times; giving up")
+            else:
+                log.warning("%s %s: worker %s silent since %s, re-queued", what, job.pk, job.owner, job.heartbeat_at)
+                job.attempts += 1
+                job.error = f"worker {job.owner} stopped responding; re-queued at {unit} {job.cursor}"[:4000]
+                job.owner = ""
+                job.save(update_fields=["attempts", "owner", "error"])
+                enqueue(job)
+                counts["requeued"] += 1
+    orphans = model.objects.filter(status__in=active, owner="", enqueued_at__lt=waiting_too_long)
+    for job_id in list(orphans.values_list("id", flat=True)[:500]):
+        with transaction.atomic():
+            job = (model.objects.select_for_update()
+                   .filter(pk=job_id, status__in=active, owner="", enqueued_at__lt=waiting_too_long).first())
+            if job is None:
+                continue
+            if job.cancel_requested:
+                end(job, JobStatus.CANCELLED)
+            else:
+                enqueue(job)
+                counts["resent"] += 1
+    return {prefix + key: value for key, value in counts.items()}

@@ -33,7 +33,7 @@ from annotation.services import response_create, task_create
 from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole
 from ..webhooks import generation_finished
-from .claims import Heartbeat, row_claim
+from .claims import Heartbeat, jobs_reconcile, row_claim
 
 log = logging.getLogger(__name__)
 
@@ -384,59 +384,7 @@ def _release_for_retry(job_id: int, owner: str, message: str) -> RetryLater | st
 
 # --- reconciling ---------------------------------------------------------------------------
 def generation_jobs_reconcile(*, now: datetime | None = None) -> dict:
-    """Re-queue or end jobs nobody is working on, so that no job stays queued or running forever.
-
-    A running job whose worker has been silent for JOB_STALE_SECONDS is re-queued (it resumes from its
-    cursor) or, past JOB_MAX_ATTEMPTS, failed; a job waiting for a message that never came (the broker lost
-    it, the sender died after commit) gets a new one; a cancelled job nobody runs is closed.
-    """
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    waiting_too_long = now - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS)
-    counts = {"requeued": 0, "failed": 0, "cancelled": 0, "resent": 0}
-    silent = GenerationJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="")
-    for job_id in list(silent.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            job = (
-                GenerationJob.objects.select_for_update()
-                .filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale)
-                .exclude(owner="")
-                .first()
-            )
-            if job is None:
-                continue
-            if job.cancel_requested:
-                job.status, job.owner, job.finished_at = JobStatus.CANCELLED, "", now
-                job.save(update_fields=["status", "owner", "finished_at"])
-                counts["cancelled"] += 1
-            elif job.attempts + 1 >= settings.JOB_MAX_ATTEMPTS:
-                job.status, job.owner, job.finished_at = JobStatus.FAILED, "", now
-                job.error = f"its worker stopped responding {job.attempts + 1} times; giving up"
-                job.save(update_fields=["status", "owner", "finished_at", "error"])
-                counts["failed"] += 1
-            else:
-                job.attempts += 1
-                job.error = f"worker {job.owner} stopped responding; re-queued at prompt {job.cursor}"[:4000]
-                job.owner = ""
-                job.save(update_fields=["attempts", "owner", "error"])
-                _enqueue(job)
-                log.warning("generation job %s: worker silent since %s, re-queued", job.pk, job.heartbeat_at)
-                counts["requeued"] += 1
-    orphans = GenerationJob.objects.filter(status__in=ACTIVE_STATUSES, owner="", enqueued_at__lt=waiting_too_long)
-    for job_id in list(orphans.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            job = (
-                GenerationJob.objects.select_for_update()
-                .filter(pk=job_id, status__in=ACTIVE_STATUSES, owner="", enqueued_at__lt=waiting_too_long)
-                .first()
-            )
-            if job is None:
-                continue
-            if job.cancel_requested:
-                job.status, job.finished_at = JobStatus.CANCELLED, now
-                job.save(update_fields=["status", "finished_at"])
-                counts["cancelled"] += 1
-            else:
-                _enqueue(job)
-                counts["resent"] += 1
-    return counts
+    """Re-queue or end generation jobs nobody is working on (`claims.jobs_reconcile`): none stays queued or
+    running forever, a silent worker's job resumes from its cursor, and every job ended here is reported."""
+    return jobs_reconcile(GenerationJob, now=now or timezone.now(), active=ACTIVE_STATUSES, enqueue=_enqueue,
+                          finished=generation_finished, what="generation job", unit="prompt")

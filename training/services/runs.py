@@ -367,6 +367,7 @@ def training_runs_reconcile(*, now: datetime | None = None) -> dict:
                 counts["runs_failed"] += 1
             run.owner, run.finished_at = "", now
             run.save(update_fields=["status", "error", "owner", "finished_at"])
+            run_finished(run_id=run.pk)  # run.finished webhooks: an ending the reconciler declares is reported too
             log.warning("training run %s: worker silent since %s, marked %s", run.pk, run.heartbeat_at, run.status)
     waiting = now - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS)
     orphans = TrainingRun.objects.filter(status=JobStatus.QUEUED, owner="", enqueued_at__lt=waiting)
