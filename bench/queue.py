@@ -550,6 +550,91 @@ def http_annotator(base_url: str, slug: str, token: str, start: threading.Barrie
                 _error(stats, "submit", r)
 
 
+class _Reply:
+    """What `_error` reads from a reply, for the raw client."""
+
+    def __init__(self, status: int, body: bytes):
+        self.status_code, self.text = status, body.decode(errors="replace")
+
+
+def raw_annotator(base_url: str, slug: str, token: str, deadline: float, stats: LoopStats) -> None:
+    """The same loop as `http_annotator` on the standard library's http.client: one kept-alive connection,
+    about a third of httpx's CPU per request, so the load generator takes less of the cores it shares."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(base_url)
+    headers = {"Authorization": f"Token {token}", "Accept": "application/json", "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+
+    def post(path: str, body: bytes) -> tuple[int, bytes]:
+        nonlocal conn
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+            raise
+
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        try:
+            status, body = post(f"/api/v1/projects/{slug}/next-task/", b"")
+        except (OSError, http.client.HTTPException) as exc:
+            stats.errors[f"next-task {type(exc).__name__}"] += 1
+            time.sleep(0.01)
+            continue
+        stats.next_ms.append((time.perf_counter() - t0) * 1000)
+        if status == 204:
+            stats.empty += 1
+            return
+        if status != 200:
+            _error(stats, "next-task", _Reply(status, body))
+            continue
+        lease = json.loads(body)
+        if len(lease.get("responses", ())) != 2:
+            stats.errors["next-task body without two responses"] += 1
+        submit = json.dumps({"payload": random_payload(), "client_id": str(uuid.uuid4()),
+                             "seconds_spent": round(random.uniform(3, 90), 2)}).encode()
+        t0 = time.perf_counter()
+        try:
+            status, body = post(f"/api/v1/assignments/{lease['assignment']}/submit/", submit)
+        except (OSError, http.client.HTTPException) as exc:
+            stats.errors[f"submit {type(exc).__name__}"] += 1
+            continue
+        stats.submit_ms.append((time.perf_counter() - t0) * 1000)
+        if status == 201:
+            stats.done += 1
+        else:
+            _error(stats, "submit", _Reply(status, body))
+    conn.close()
+
+
+def loadgen_main(spec: dict) -> None:
+    """A load-generator process: its annotators (threads) loop from `start_at` (wall clock) for `seconds`, then it
+    prints their merged statistics and the CPU it used while they ran, as one JSON line."""
+    stats = [LoopStats() for _ in spec["tokens"]]
+    time.sleep(max(0.0, spec["start_at"] - time.time()))
+    cpu0 = time.process_time()
+    deadline = time.perf_counter() + spec["seconds"]
+    threads = [threading.Thread(target=raw_annotator, args=(spec["url"], spec["slug"], tok, deadline, st), daemon=True)
+               for tok, st in zip(spec["tokens"], stats)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=spec["seconds"] + 120)
+    merged = LoopStats()
+    for st in stats:
+        merged.merge(st)
+    if any(t.is_alive() for t in threads):
+        merged.errors["annotator thread still running after the run"] += 1
+    print(json.dumps({"next_ms": merged.next_ms, "submit_ms": merged.submit_ms, "done": merged.done,
+                      "empty": merged.empty, "errors": dict(merged.errors), "samples": merged.samples,
+                      "cpu_s": time.process_time() - cpu0}))
+
+
 @dataclass
 class LevelResult:
     label: str
@@ -564,7 +649,17 @@ class LevelResult:
         return self.stats.done / self.seconds if self.seconds else 0.0
 
 
+CLIENT_PROCESSES = 4  # load-generator processes (set by --client-processes; 0: threads in this process, httpx)
+
+
 def http_level(server: Gunicorn, slug: str, tokens: list[str], seconds: float, label: str) -> LevelResult:
+    """`tokens` annotators loop next-task -> submit for `seconds` against `server`.
+
+    By default they are spread over CLIENT_PROCESSES processes on http.client, so the load generator's own
+    interpreter lock does not queue replies it has received (which would count as server latency); with 0 they
+    run as threads of this process on httpx (the earlier way, kept for comparison)."""
+    if CLIENT_PROCESSES:
+        return _http_level_processes(server, slug, tokens, seconds, label, min(CLIENT_PROCESSES, len(tokens)))
     per = [LoopStats() for _ in tokens]
     start = threading.Barrier(len(tokens) + 1)
     threads = [threading.Thread(target=http_annotator, args=(server.url, slug, tok, start, seconds, st), daemon=True)
@@ -582,6 +677,31 @@ def http_level(server: Gunicorn, slug: str, tokens: list[str], seconds: float, l
         stats.merge(st)
     if any(t.is_alive() for t in threads):
         stats.errors["annotator thread still running after the run"] += 1
+    return LevelResult(label, len(tokens), elapsed, stats, *cpu_line(before, after, elapsed, stats.done))
+
+
+def _http_level_processes(server: Gunicorn, slug: str, tokens: list[str], seconds: float, label: str,
+                          processes: int) -> LevelResult:
+    start_at = time.time() + 2.0  # every process is up and waiting by then
+    children = []
+    for k in range(processes):
+        spec = {"url": server.url, "slug": slug, "tokens": tokens[k::processes], "seconds": seconds,
+                "start_at": start_at}
+        children.append(subprocess.Popen([PY, __file__, "--child", "loadgen", "--spec", json.dumps(spec)], cwd=ROOT,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    time.sleep(max(0.0, start_at - time.time()))
+    before, t0 = cpu_sample(server.pids(), server.db), time.perf_counter()
+    outputs = [child.communicate(timeout=seconds + 180) for child in children]
+    elapsed = time.perf_counter() - t0
+    after = cpu_sample(server.pids(), server.db)
+    stats = LoopStats()
+    for child, (out, err) in zip(children, outputs):
+        if child.returncode != 0:
+            raise RuntimeError(f"load generator failed ({child.returncode}):\n{err.decode()[-3000:]}")
+        answer = json.loads(out.decode().strip().splitlines()[-1])
+        stats.merge(LoopStats(answer["next_ms"], answer["submit_ms"], answer["done"], answer["empty"],
+                              Counter(answer["errors"]), answer["samples"]))
+        after.client += answer["cpu_s"]  # the load generator's CPU is its processes'
     return LevelResult(label, len(tokens), elapsed, stats, *cpu_line(before, after, elapsed, stats.done))
 
 
@@ -872,6 +992,9 @@ def _vm(field_name: str) -> int:
 
 
 def child_main(args) -> None:
+    if args.child == "loadgen":  # no Django: the load generator only speaks HTTP
+        loadgen_main(json.loads(args.spec))
+        return
     import django
 
     django.setup()
@@ -953,6 +1076,7 @@ def exports_available() -> tuple[bool, str]:
 
 
 def main() -> int:
+    global CLIENT_PROCESSES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller seed and shorter runs (a ~1 minute smoke test)")
     parser.add_argument("--skip-export", action="store_true", help="skip seeding and timing the 1M-annotation export")
@@ -970,12 +1094,17 @@ def main() -> int:
     parser.add_argument("--async-commit", action="store_true",
                         help="diagnostic: synchronous_commit=off on the bench database (commits stop waiting for the WAL flush)")
     parser.add_argument("--seconds", type=float, help="override the duration of each HTTP level")
+    parser.add_argument("--client-processes", type=int, default=CLIENT_PROCESSES, metavar="N",
+                        help=f"load-generator processes on http.client (default {CLIENT_PROCESSES}); 0: threads of "
+                             "this process on httpx")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--tasks", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_main(args)
         return 0
+    CLIENT_PROCESSES = max(0, args.client_processes)
 
     plan = QUICK if args.quick else FULL
     if args.seconds:
@@ -993,7 +1122,9 @@ def main() -> int:
         f"gunicorn {args.workers} {args.worker_class} workers"
         + (f" x {args.threads} threads" if args.worker_class == "gthread" else
            " (a sync worker holds one request and blocks on every query; ~2 per core keeps both cores busy "
-           "while one waits on PostgreSQL)"))
+           "while one waits on PostgreSQL)")
+        + (f"; load generator: {CLIENT_PROCESSES} processes on http.client" if CLIENT_PROCESSES else
+           "; load generator: threads of this process on httpx"))
     say(idle)
     try:
         # 1. PostgreSQL: fresh database, migrations, bulk seed.
