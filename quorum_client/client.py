@@ -140,6 +140,11 @@ class Client:
     def _get(self, path: str, **params) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
 
+    def _launch(self, path: str, body: dict) -> Any:
+        """Start a job, a run or a round. The request carries a client id made up here, so it is safe to retry: a
+        retry the server already acted on returns the first launch instead of starting a second one."""
+        return self._post(path, {**body, "client_id": str(uuid.uuid4())}, retry=True)
+
     def _post(self, path: str, body: Any = None, *, retry: bool | None = None) -> Any:
         response = self.request("POST", path, json=body if body is not None else {}, retry=retry)
         return response.json() if response.content else None
@@ -511,7 +516,7 @@ class Client:
         limit, without_model_responses. Returns a `Job`; `.wait()` follows it."""
         body = {"model": model, "n": n, "prompt_filter": prompt_filter or {}, "sampling": sampling or {},
                 "task_kind": task_kind, "group_size": group_size, "task_priority": task_priority}
-        info = self._post(self._p(project) + "generation-jobs/", body)
+        info = self._launch(self._p(project) + "generation-jobs/", body)
         return Job(self, project, "generation", info["id"], info)
 
     def train(self, project: str | Project, *, method: str, base_model: str, snapshot: int | str | Snapshot,
@@ -522,7 +527,7 @@ class Client:
         ref = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
         body = {"method": method, "base_model": base_model, "snapshot": str(ref),
                 "hyperparameters": hyperparameters or {}, "reward_model": reward_model}
-        info = self._post(self._p(project) + "training-runs/", body)
+        info = self._launch(self._p(project) + "training-runs/", body)
         return Job(self, project, "training", info["id"], info)
 
     def feedback(self, project: str | Project, kind: str, model: str, *, scope: dict | None = None,
@@ -534,7 +539,7 @@ class Client:
         batch_items, critique_sampling, revision_sampling) pass through."""
         body = {"kind": kind, "model": model, "scope": scope or {}, "rounds": rounds, "principles": principles or [],
                 "counts_toward_overlap": counts_toward_overlap, **options}
-        info = self._post(self._p(project) + "feedback-jobs/", body)
+        info = self._launch(self._p(project) + "feedback-jobs/", body)
         return Job(self, project, "feedback", info["id"], info)
 
     def feedback_jobs(self, project: str | Project) -> list[Job]:
@@ -553,7 +558,7 @@ class Client:
         last round's output model. Returns the first round as a `Job` (kind "round", id = round number)."""
         body = {"policy": policy, "judge": judge, "reward_model": reward_model, "label_mode": label_mode,
                 "rounds": rounds, "human_quota": human_quota, "config": config or {}}
-        info = self._post(self._p(project) + "rounds/", {k: v for k, v in body.items() if v is not None})
+        info = self._launch(self._p(project) + "rounds/", {k: v for k, v in body.items() if v is not None})
         return Job(self, project, "round", info["number"], info)
 
     def rounds(self, project: str | Project) -> list[Job]:

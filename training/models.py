@@ -94,6 +94,7 @@ class GenerationJob(models.Model):
     project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="generation_jobs")
     model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="generation_jobs")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    client_id = models.UUIDField(null=True, blank=True, help_text="The launcher's id for this launch: a retry with it returns this row.")
     prompt_filter = models.JSONField(default=dict, blank=True, help_text="The scope as asked for.")
     prompt_ids = models.JSONField(default=list, help_text="The scope resolved at launch, in processing order.")
     n = models.PositiveSmallIntegerField(default=2, help_text="Samples per prompt.")
@@ -131,6 +132,8 @@ class GenerationJob(models.Model):
             models.CheckConstraint(condition=Q(task_kind__in=CandidateTasks.values), name="generation_job_kind_valid"),
             models.CheckConstraint(condition=Q(n__gte=1), name="generation_job_n_positive"),
             models.CheckConstraint(condition=Q(done__lte=F("total")), name="generation_job_done_within_total"),
+            models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
+                                    name="generation_job_client_id_unique"),
         ]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="generation_job_active",
@@ -195,6 +198,7 @@ class TrainingRun(models.Model):
     owner = models.CharField(max_length=128, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    client_id = models.UUIDField(null=True, blank=True, help_text="The launcher's id for this launch: a retry with it returns this row.")
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -205,6 +209,8 @@ class TrainingRun(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="training_run_status_valid"),
             models.CheckConstraint(condition=Q(method__in=TrainingMethod.values), name="training_run_method_valid"),
+            models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
+                                    name="training_run_client_id_unique"),
         ]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="training_run_active",
@@ -258,6 +264,7 @@ class FeedbackJob(models.Model):
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="+", help_text="The AI rater the labels are written as (judge jobs).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    client_id = models.UUIDField(null=True, blank=True, help_text="The launcher's id for this launch: a retry with it returns this row.")
     scope = models.JSONField(default=dict, blank=True, help_text="The filter as asked for.")
     item_ids = models.JSONField(default=list, help_text="Prompt ids (chains) or task ids (judge), resolved at launch.")
     parameters = models.JSONField(default=dict, blank=True, help_text="rounds, cot, principles, seed, overlap, export…")
@@ -288,6 +295,8 @@ class FeedbackJob(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="feedback_job_status_valid"),
             models.CheckConstraint(condition=Q(kind__in=FeedbackKind.values), name="feedback_job_kind_valid"),
+            models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
+                                    name="feedback_job_client_id_unique"),
         ]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="feedback_job_active",

@@ -3,6 +3,8 @@
 Pages extend the web UI's base template; every model output is rendered escaped.
 """
 
+import uuid
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -33,9 +35,18 @@ def _project(request, slug: str, roles: tuple[str, ...]):
 
 
 def _ctx(**extra) -> dict:
-    # The UI's base template when it is installed, a minimal layout otherwise.
+    # The UI's base template when it is installed, a minimal layout otherwise. `launch_id` goes in launch forms
+    # as their hidden client_id: a form sent twice (a double click, a resubmitted page) launches once.
     layout = select_template(["frontend/base.html", "training/standalone.html"]).template.name
-    return {"layout": layout, **extra}
+    return {"layout": layout, "launch_id": uuid.uuid4(), **extra}
+
+
+def _launch_id(request) -> uuid.UUID | None:
+    """The client_id a launch form carries (None when missing or not a UUID: then the launch is not deduplicated)."""
+    try:
+        return uuid.UUID(request.POST.get("client_id", ""))
+    except ValueError:
+        return None
 
 
 @login_required
@@ -56,7 +67,8 @@ def generation_jobs(request, slug):
         form = GenerationJobForm(request.POST)
         if form.is_valid():
             try:
-                job = services.generation_job_create(project=project, created_by=request.user, **form.service_kwargs())
+                job = services.generation_job_create(project=project, created_by=request.user,
+                                                     client_id=_launch_id(request), **form.service_kwargs())
             except DomainError as exc:
                 messages.error(request, exc.message)
             else:
@@ -168,7 +180,7 @@ def training_runs(request, slug):
             try:
                 run = run_services.training_run_create(project=project, method=method, base_model=base, snapshot=snapshot,
                                                        hyperparameters=hyper, reward_model=reward,
-                                                       created_by=request.user)
+                                                       created_by=request.user, client_id=_launch_id(request))
             except DomainError as exc:
                 messages.error(request, exc.message)
                 errors = exc.fields

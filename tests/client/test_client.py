@@ -225,12 +225,17 @@ def test_generation_and_training_jobs_are_followed_to_their_end(client_for, worl
 class _Flaky(http.server.BaseHTTPRequestHandler):
     failures_left = 0
     seen: list = []
+    bodies: list = []
 
     def _answer(self):
         type(self).seen.append(self.command)
         length = int(self.headers.get("Content-Length") or 0)
         if length:
-            self.rfile.read(length)
+            raw = self.rfile.read(length)
+            try:
+                type(self).bodies.append(json.loads(raw))
+            except ValueError:  # an upload (multipart)
+                type(self).bodies.append(raw)
         if type(self).failures_left > 0:
             type(self).failures_left -= 1
             self.send_response(503)
@@ -240,6 +245,8 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
         body = b'{"count": 1, "next": null, "results": [{"id": 1, "name": "P", "slug": "p"}]}'
         if "/imports/" in self.path:
             body = b'{"format": "prompts", "records": 1, "prompts_created": 1}'
+        if "/generation-jobs/" in self.path:
+            body = b'{"id": 7, "model": "tiny", "status": "queued", "done": 0, "total": 4}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -257,7 +264,7 @@ def flaky_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    _Flaky.seen = []
+    _Flaky.seen, _Flaky.bodies = [], []
     yield server, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -280,6 +287,21 @@ def test_reads_are_retried_after_5xx_and_writes_are_not(flaky_server):
     # An import is idempotent on the server, so the client repeats it.
     _Flaky.seen, _Flaky.failures_left = [], 1
     assert client.push_prompts("p", ["Again?"]).prompts_created == 1 and _Flaky.seen == ["POST", "POST"]
+
+
+def test_a_launch_is_retried_with_the_same_client_id(flaky_server):
+    """A job launch is a write, but it carries a client id the server deduplicates on, so the client may repeat it
+    after a 503 without starting a second job."""
+    _, url = flaky_server
+    client = Client(url, token="t", retries=3, backoff=0.01)
+    _Flaky.failures_left = 2
+    job = client.generate("p", "tiny", n=2)
+    assert job.id == 7 and _Flaky.seen == ["POST", "POST", "POST"]
+    ids = {body["client_id"] for body in _Flaky.bodies}
+    assert len(ids) == 1 and uuid.UUID(ids.pop())
+    # The next launch is a new one: a new id.
+    client.generate("p", "tiny", n=2)
+    assert _Flaky.bodies[-1]["client_id"] != _Flaky.bodies[0]["client_id"]
 
 
 def test_an_unreachable_server_raises_connection_failed():

@@ -131,3 +131,34 @@ def test_the_schema_documents_the_generation_endpoints(world):
     assert schema.status_code == 200
     text = schema.content.decode()
     assert "/api/v1/projects/{slug}/generation-jobs/" in text and "/api/v1/models/" in text
+
+
+def test_a_retried_launch_with_its_client_id_returns_the_first_job(world, django_capture_on_commit_callbacks):
+    engineer, admin = world["users"]["engineer"], world["users"]["admin"]
+    key = "8d6c53a4-3f0e-4a53-9d7e-2b1f0c9a6e11"
+    with django_capture_on_commit_callbacks() as sent:
+        first = launch(engineer, client_id=key)
+        again = launch(engineer, client_id=key)
+    assert (first.status_code, again.status_code) == (201, 200), again.content
+    assert again.json()["id"] == first.json()["id"] and again.json()["client_id"] == key
+    assert GenerationJob.objects.count() == 1 and len(sent) == 1  # one job, one message
+    # Someone else's id is not theirs to replay; a new id (or none) is a new job.
+    taken = launch(admin, client_id=key)
+    assert taken.status_code == 409 and taken.json()["code"] == "client_id_taken"
+    assert launch(engineer, client_id="0b0e6a0e-7c1e-4a8e-9f59-3c0b5d1f2a77").status_code == 201
+    assert launch(engineer).status_code == 201
+    assert GenerationJob.objects.count() == 3
+
+
+def test_the_database_settles_two_launches_with_one_client_id(world):
+    """The loser of a race (its check ran before the winner committed) gets the winner's row from the unique
+    constraint, not a second job."""
+    from training.services.launch import insert_once
+
+    engineer, project = world["users"]["engineer"], world["project"]
+    key = "5a1f0b7e-1111-4c2d-8e3f-000000000001"
+    fields = {"model": world["base"], "prompt_ids": [1], "total": 2}
+    first = insert_once(GenerationJob, project=project, client_id=key, created_by=engineer, **fields)
+    second = insert_once(GenerationJob, project=project, client_id=key, created_by=engineer, **fields)
+    assert (first.replayed, second.replayed, second.pk) == (False, True, first.pk)
+    assert GenerationJob.objects.count() == 1

@@ -67,6 +67,25 @@ def test_an_engineer_launches_a_job_from_the_form(world, django_capture_on_commi
     assert f'id="job-{job.pk}"' in page and "0/6 responses" in page
 
 
+def test_a_launch_form_sent_twice_launches_once(world):
+    """The form carries a fresh client id each time it is shown; sending the same page twice (a double click, a
+    resubmitted page) makes one job, and the next form shown makes a new one."""
+    import re
+
+    engineer = login(world["users"]["engineer"])
+    page = engineer.get("/training/p/acme/generation/").content.decode()
+    [launch_id] = re.findall(r'name="client_id" value="([0-9a-f-]{36})"', page)
+    form = {"model": "base-model", "n": 2, "task_kind": "pairwise", "limit": 1, "client_id": launch_id}
+    assert engineer.post("/training/p/acme/generation/", form).status_code == 302
+    assert engineer.post("/training/p/acme/generation/", form).status_code == 302
+    assert GenerationJob.objects.count() == 1 and str(GenerationJob.objects.get().client_id) == launch_id
+    [fresh] = re.findall(r'name="client_id" value="([0-9a-f-]{36})"',
+                         engineer.get("/training/p/acme/generation/").content.decode())
+    assert fresh != launch_id
+    assert engineer.post("/training/p/acme/generation/", {**form, "client_id": fresh}).status_code == 302
+    assert GenerationJob.objects.count() == 2
+
+
 def test_a_launch_the_service_refuses_shows_why(world):
     form = {"model": "base-model", "n": 1, "task_kind": "pairwise"}
     response = login(world["users"]["engineer"]).post("/training/p/acme/generation/", form, follow=True)

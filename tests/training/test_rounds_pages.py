@@ -77,6 +77,20 @@ def test_api_roles(world):
 
 
 @pytest.mark.django_db
+def test_a_retried_round_launch_returns_the_running_round_not_a_conflict(world):
+    engineer = world["users"]["engineer"]
+    body = {**GOOD, "client_id": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"}
+    first = api(engineer).post(URL, body, format="json")
+    # The first answer was lost; the retry comes while that round is in progress.
+    again = api(engineer).post(URL, body, format="json")
+    assert (first.status_code, again.status_code) == (201, 200), again.content
+    assert again.json()["number"] == first.json()["number"] == 1 and again.json()["client_id"] == body["client_id"]
+    assert Round.objects.count() == 1
+    # A launch without the id is a new request and meets the running round.
+    assert api(engineer).post(URL, GOOD, format="json").status_code == 409
+
+
+@pytest.mark.django_db
 def test_api_bad_input_is_400_with_field_messages(world):
     engineer = world["users"]["engineer"]
     bad = api(engineer).post(URL, {"policy": "nope", "label_mode": "robots", "rounds": 0}, format="json")

@@ -252,3 +252,16 @@ def test_train_command(world, monkeypatch):
                  set=["max_steps=2", "lr_scheduler=cosine"])
     run = TrainingRun.objects.get()
     assert run.hyperparameters == {"max_steps": 2, "lr_scheduler": "cosine"} and run.status == JobStatus.QUEUED
+
+
+def test_a_retried_launch_with_its_client_id_returns_the_first_run(world, monkeypatch):
+    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    body = {"method": "sft", "base_model": "tiny", "snapshot": world["snapshot"].pk, "hyperparameters": FAST,
+            "client_id": "3f9a1c2e-5b6d-4e7f-8a9b-0c1d2e3f4a5b"}
+    first = api(world["users"]["engineer"]).post("/api/v1/projects/p/training-runs/", body, format="json")
+    again = api(world["users"]["engineer"]).post("/api/v1/projects/p/training-runs/", body, format="json")
+    assert (first.status_code, again.status_code) == (201, 200), again.content
+    assert again.json()["id"] == first.json()["id"] and again.json()["client_id"] == body["client_id"]
+    assert TrainingRun.objects.count() == 1
+    taken = api(world["users"]["admin"]).post("/api/v1/projects/p/training-runs/", body, format="json")
+    assert taken.status_code == 409 and TrainingRun.objects.count() == 1

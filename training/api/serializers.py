@@ -31,7 +31,7 @@ class GenerationJobOutput(serializers.ModelSerializer):
             "id", "model", "status", "cancel_requested", "done", "total", "percent", "tasks_created",
             "n", "task_kind", "group_size", "task_priority", "sampling", "prompt_filter",
             "prompt_tokens", "completion_tokens", "generation_seconds", "attempts", "error",
-            "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
+            "created_by", "created_at", "started_at", "finished_at", "heartbeat_at", "client_id",
         ]
 
 
@@ -66,6 +66,10 @@ class GenerationJobInput(serializers.Serializer):
     task_kind = serializers.ChoiceField(choices=CandidateTasks.values, default=CandidateTasks.PAIRWISE)
     group_size = serializers.IntegerField(min_value=2, max_value=16, required=False, allow_null=True, default=None)
     task_priority = serializers.IntegerField(default=0)
+    client_id = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="Made up by the client once per launch: sending it again returns the first launch (200) instead of "
+                  "starting another.")
 
 
 # --- training runs -------------------------------------------------------------------------
@@ -85,7 +89,7 @@ class TrainingRunOutput(serializers.ModelSerializer):
         fields = [
             "id", "method", "status", "cancel_requested", "base_model", "snapshot", "snapshot_sha256",
             "reward_model", "hyperparameters", "step", "output_dir", "output_model", "error", "attempts",
-            "created_by", "created_at", "enqueued_at", "started_at", "finished_at", "heartbeat_at",
+            "created_by", "created_at", "enqueued_at", "started_at", "finished_at", "heartbeat_at", "client_id",
         ]
 
 
@@ -118,3 +122,7 @@ class TrainingRunInput(serializers.Serializer):
         slug_field="name", queryset=Model.objects.filter(is_active=True), required=False, allow_null=True, default=None
     )
     hyperparameters = serializers.DictField(required=False, default=dict)
+    client_id = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="Made up by the client once per launch: sending it again returns the first launch (200) instead of "
+                  "starting another.")

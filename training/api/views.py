@@ -62,11 +62,11 @@ class GenerationJobListView(ListModelMixin, ProjectView):
     def get(self, request, slug):
         return self.list(request)
 
-    @extend_schema(request=s.GenerationJobInput, responses={201: s.GenerationJobOutput})
+    @extend_schema(request=s.GenerationJobInput, responses={201: s.GenerationJobOutput, 200: s.GenerationJobOutput})
     def post(self, request, slug):
         data = _parse(s.GenerationJobInput, request)
         job = services.generation_job_create(project=self.project, created_by=request.user, **data)
-        return HttpResponse(s.GenerationJobOutput(job).data, status=201)
+        return HttpResponse(s.GenerationJobOutput(job).data, status=200 if job.replayed else 201)
 
 
 class GenerationJobDetailView(ProjectView):
@@ -107,11 +107,11 @@ class TrainingRunListView(ListModelMixin, ProjectView):
     def get(self, request, slug):
         return self.list(request)
 
-    @extend_schema(request=s.TrainingRunInput, responses={201: s.TrainingRunOutput})
+    @extend_schema(request=s.TrainingRunInput, responses={201: s.TrainingRunOutput, 200: s.TrainingRunOutput})
     def post(self, request, slug):
         data = _parse(s.TrainingRunInput, request)
         run = run_services.training_run_create(project=self.project, created_by=request.user, **data)
-        return HttpResponse(s.TrainingRunOutput(run).data, status=201)
+        return HttpResponse(s.TrainingRunOutput(run).data, status=200 if run.replayed else 201)
 
 
 class TrainingRunDetailView(ProjectView):

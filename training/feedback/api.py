@@ -29,7 +29,7 @@ class FeedbackJobOutput(serializers.ModelSerializer):
         fields = [
             "id", "kind", "model", "constitution_version", "rater", "status", "cancel_requested", "done", "total",
             "percent", "scope", "parameters", "failures", "result", "error", "attempts", "created_by", "created_at",
-            "started_at", "finished_at", "heartbeat_at",
+            "started_at", "finished_at", "heartbeat_at", "client_id",
         ]
 
 
@@ -47,6 +47,10 @@ class FeedbackJobInput(serializers.Serializer):
     batch_items = serializers.IntegerField(min_value=1, max_value=256, required=False, allow_null=True, default=None)
     critique_sampling = serializers.DictField(required=False, default=dict)
     revision_sampling = serializers.DictField(required=False, default=dict)
+    client_id = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="Made up by the client once per launch: sending it again returns the first launch (200) instead of "
+                  "starting another.")
 
 
 class FeedbackJobListView(ListModelMixin, ProjectView):
@@ -59,12 +63,12 @@ class FeedbackJobListView(ListModelMixin, ProjectView):
     def get(self, request, slug):
         return self.list(request)
 
-    @extend_schema(request=FeedbackJobInput, responses={201: FeedbackJobOutput})
+    @extend_schema(request=FeedbackJobInput, responses={201: FeedbackJobOutput, 200: FeedbackJobOutput})
     def post(self, request, slug):
         serializer = FeedbackJobInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         job = jobs.feedback_job_create(project=self.project, created_by=request.user, **serializer.validated_data)
-        return HttpResponse(FeedbackJobOutput(job).data, status=201)
+        return HttpResponse(FeedbackJobOutput(job).data, status=200 if job.replayed else 201)
 
 
 class FeedbackJobDetailView(ProjectView):

@@ -28,6 +28,7 @@ from annotation.models import ConstitutionVersion, Membership, Project, Prompt, 
 from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, FeedbackJob, FeedbackKind, JobStatus, Model
 from ..services.claims import Heartbeat, jobs_reconcile, row_claim
+from ..services.launch import earlier_launch, insert_once
 from ..services.generation import prompts_in_scope, retry_delay
 from ..webhooks import feedback_finished
 from .labels import JUDGEABLE
@@ -118,6 +119,7 @@ def feedback_job_create(
     batch_items: int | None = None,
     critique_sampling: dict | None = None,
     revision_sampling: dict | None = None,
+    client_id: uuid.UUID | str | None = None,
 ) -> FeedbackJob:
     """Record a feedback job under the project's current constitution version and queue it (after commit).
 
@@ -126,7 +128,11 @@ def feedback_job_create(
     kind "judge": `scope` is a task filter (`tasks_in_scope`); labels are written by the judge model's AI rater,
     beside the people, or through the queue when `counts_toward_overlap` (then `scope.limit` tasks at most).
     `principles`: keys to sample from (default: all of the version's).
+    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first job.
     """
+    earlier = earlier_launch(FeedbackJob, project=project, client_id=client_id, created_by=created_by)
+    if earlier is not None:
+        return earlier
     if kind not in FeedbackKind.values:
         raise Invalid(f"unknown kind {kind!r}", fields={"kind": [f"one of {', '.join(FeedbackKind.values)}"]})
     if not model.is_active:
@@ -185,12 +191,14 @@ def feedback_job_create(
         "ranking_subset": ranking_subset, "export_pairs": _bool(export_pairs),
         "critique_sampling": critique_sampling or {}, "revision_sampling": revision_sampling or {},
     }
-    job = FeedbackJob.objects.create(
-        project=project, kind=kind, model=model, constitution=constitution, rater=rater, created_by=created_by,
-        scope=scope, item_ids=ids, parameters=parameters, total=total,
+    job = insert_once(
+        FeedbackJob, project=project, client_id=client_id, created_by=created_by, kind=kind, model=model,
+        constitution=constitution, rater=rater, scope=scope, item_ids=ids, parameters=parameters, total=total,
         batch_items=max(1, min(int(batch_items or (16 if kind == FeedbackKind.JUDGE else 4)), 256)),
         queue="default" if model.backend == Backend.OPENAI else "gpu",
     )
+    if job.replayed:
+        return job
     job.parameters["seed"] = job.pk if seed is None else int(seed)
     job.save(update_fields=["parameters"])
     _enqueue(job)

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from annotation.errors import DomainError
 
-from ..views import ENGINEERS, OBSERVERS, _ctx, _project
+from ..views import ENGINEERS, OBSERVERS, _ctx, _launch_id, _project
 from . import jobs
 from .agreement import agreement_report
 from .forms import FeedbackJobForm
@@ -31,7 +31,8 @@ def feedback_jobs(request, slug):
         form = FeedbackJobForm(request.POST)
         if form.is_valid():
             try:
-                job = jobs.feedback_job_create(project=project, created_by=request.user, **form.service_kwargs())
+                job = jobs.feedback_job_create(project=project, created_by=request.user, client_id=_launch_id(request),
+                                               **form.service_kwargs())
             except DomainError as exc:
                 messages.error(request, exc.message)
             else:

@@ -27,6 +27,10 @@ class RoundInput(serializers.Serializer):
     judge = _model_field()
     reward_model = _model_field()
     config = serializers.DictField(required=False, default=dict)
+    client_id = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="Made up by the client once per launch: sending it again returns the first launch (200) instead of "
+                  "starting another.")
 
 
 class RoundOutput(serializers.ModelSerializer):
@@ -43,7 +47,7 @@ class RoundOutput(serializers.ModelSerializer):
                   "policy", "judge", "reward_model", "config", "prompt_ids", "generation_job", "snapshot",
                   "snapshot_sha256", "training_run", "reward_run", "output_model", "output_reward_model", "previous",
                   "stage_times", "evaluation", "error", "attempts", "cancel_requested", "created_at", "started_at",
-                  "finished_at"]
+                  "finished_at", "client_id"]
 
 
 class RoundDetailOutput(RoundOutput):
@@ -63,12 +67,12 @@ class RoundListView(ListAPIView, ProjectView):
     def get_queryset(self):
         return services.rounds_for(project=self.project)
 
-    @extend_schema(request=RoundInput, responses={201: RoundOutput})
+    @extend_schema(request=RoundInput, responses={201: RoundOutput, 200: RoundOutput})
     def post(self, request, slug):
         serializer = RoundInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         rnd = services.round_create(project=self.project, created_by=request.user, **serializer.validated_data)
-        return HttpResponse(RoundOutput(rnd).data, status=201)
+        return HttpResponse(RoundOutput(rnd).data, status=200 if rnd.replayed else 201)
 
 
 class RoundDetailView(ProjectView):

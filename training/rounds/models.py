@@ -91,6 +91,7 @@ class Round(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When the next message is due.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
+    client_id = models.UUIDField(null=True, blank=True, help_text="The launcher's id for this launch: a retry with it returns this row.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -99,6 +100,8 @@ class Round(models.Model):
         ordering = ["project", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
+            models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
+                                    name="round_client_id_unique"),
             models.CheckConstraint(condition=Q(status__in=RoundStatus.values), name="round_status_valid"),
             models.CheckConstraint(condition=Q(stage__in=RoundStage.values), name="round_stage_valid"),
             models.CheckConstraint(condition=Q(label_mode__in=LabelMode.values), name="round_label_mode_valid"),

@@ -46,6 +46,7 @@ from annotation.services.exports import snapshot_create
 from ..backends import BackendError, Sampling, backend_for
 from ..models import Backend, CandidateTasks, JobStatus, Model, ModelRole, TrainingMethod
 from ..services.claims import Heartbeat, row_claim
+from ..services.launch import earlier_launch, insert_once
 from ..services.generation import generation_job_cancel, generation_job_create
 from ..services.runs import training_run_cancel, training_run_create, training_run_relaunch
 from . import evaluation, judging, selection
@@ -184,9 +185,15 @@ def round_create(
     config: dict | None = None,
     created_by: AbstractBaseUser | None = None,
     previous: Round | None = None,
+    client_id: uuid.UUID | str | None = None,
 ) -> Round:
     """Record round n+1 of the project and queue it (after commit). `rounds` > 1 chains that many rounds, each
-    generating with the model the one before it trained. The policy defaults to the last round's output model."""
+    generating with the model the one before it trained. The policy defaults to the last round's output model.
+    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first round, even
+    while it runs."""
+    earlier = earlier_launch(Round, project=project, client_id=client_id, created_by=created_by)
+    if earlier is not None:
+        return earlier
     if label_mode not in LabelMode.values:
         raise Invalid(f"unknown label mode {label_mode!r}", fields={"label_mode": [f"one of {', '.join(LabelMode.values)}"]})
     if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= 100:
@@ -217,12 +224,13 @@ def round_create(
                       fields={"project": ["import prompts first"]})
     if previous is None and last is not None and last.output_model_id == policy.pk and not hasattr(last, "next_round"):
         previous = last  # continuing the loop by hand links the rounds as the chained ones are
-    rnd = Round.objects.create(
-        project=project, number=(last.number + 1) if last else 1, policy=policy, judge=judge, reward_model=reward_model,
+    rnd = insert_once(
+        Round, project=project, client_id=client_id, created_by=created_by, number=(last.number + 1) if last else 1, policy=policy, judge=judge, reward_model=reward_model,
         label_mode=label_mode, human_quota=human_quota or 0, config=config, rounds_after=rounds - 1,
-        previous=previous if previous is not None else None, prompt_ids=prompt_ids, created_by=created_by,
+        previous=previous if previous is not None else None, prompt_ids=prompt_ids,
     )
-    _enqueue(rnd)
+    if not rnd.replayed:
+        _enqueue(rnd)
     return rnd
 
 

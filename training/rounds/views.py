@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from annotation.errors import DomainError
 
-from ..views import ENGINEERS, OBSERVERS, _ctx, _project
+from ..views import ENGINEERS, OBSERVERS, _ctx, _launch_id, _project
 from . import services
 from .forms import RoundForm
 
@@ -26,7 +26,8 @@ def round_list(request, slug):
         form = RoundForm(request.POST)
         if form.is_valid():
             try:
-                rnd = services.round_create(project=project, created_by=request.user, **form.service_kwargs())
+                rnd = services.round_create(project=project, created_by=request.user, client_id=_launch_id(request),
+                                            **form.service_kwargs())
             except DomainError as exc:
                 messages.error(request, exc.message)
                 for field, errors in exc.fields.items():

@@ -34,6 +34,7 @@ from ..backends import BackendError, Sampling, TransientBackendError, backend_fo
 from ..models import ACTIVE_STATUSES, Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole
 from ..webhooks import generation_finished
 from .claims import Heartbeat, jobs_reconcile, row_claim
+from .launch import earlier_launch, insert_once
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,14 @@ def generation_job_create(
     group_size: int | None = None,
     task_priority: int = 0,
     batch_prompts: int | None = None,
+    client_id: uuid.UUID | str | None = None,
 ) -> GenerationJob:
-    """Record a generation job over the prompts the filter selects and queue it (after commit)."""
+    """Record a generation job over the prompts the filter selects and queue it (after commit).
+
+    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first job."""
+    earlier = earlier_launch(GenerationJob, project=project, client_id=client_id, created_by=created_by)
+    if earlier is not None:
+        return earlier
     if not model.is_active:
         raise Invalid(f"model {model.name} is archived", fields={"model": ["archived"]})
     if ModelRole.POLICY not in (model.roles or []):
@@ -127,10 +134,12 @@ def generation_job_create(
         raise Invalid("no prompt matches this filter", fields={"prompt_filter": ["selects no prompt"]})
     if batch_prompts is None:
         batch_prompts = max(1, int((model.options or {}).get("max_batch_size", 8)) // n)
-    job = GenerationJob.objects.create(
+    job = insert_once(
+        GenerationJob,
         project=project,
-        model=model,
+        client_id=client_id,
         created_by=created_by,
+        model=model,
         prompt_filter=prompt_filter,
         prompt_ids=ids,
         n=n,
@@ -142,7 +151,8 @@ def generation_job_create(
         queue="default" if model.backend == Backend.OPENAI else "gpu",
         total=len(ids) * n,
     )
-    _enqueue(job)
+    if not job.replayed:
+        _enqueue(job)
     return job
 
 

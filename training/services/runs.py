@@ -39,6 +39,7 @@ from annotation.services.integrity import snapshot_verify
 
 from ..models import ACTIVE_STATUSES, Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
 from ..webhooks import run_finished
+from .launch import earlier_launch, insert_once
 from .registry import model_register
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,14 @@ def training_run_create(
     reward_model: Model | None = None,
     created_by: AbstractBaseUser | None = None,
     queue: str = "gpu",
+    client_id: uuid.UUID | str | None = None,
 ) -> TrainingRun:
-    """Validate the run against the trainer's own config loader, record it and queue it (after commit)."""
+    """Validate the run against the trainer's own config loader, record it and queue it (after commit).
+
+    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first run."""
+    earlier = earlier_launch(TrainingRun, project=project, client_id=client_id, created_by=created_by)
+    if earlier is not None:
+        return earlier
     if not isinstance(hyperparameters or {}, dict):
         raise Invalid("hyperparameters must be an object", fields={"hyperparameters": ["must be an object"]})
     hyperparameters = dict(hyperparameters or {})
@@ -140,10 +147,13 @@ def training_run_create(
     spec = run_spec(method=method, base_model=base_model, snapshot=snapshot, hyperparameters=hyperparameters,
                     reward_model=reward_model, output_dir=run_dir(0))
     _validate_spec(method, spec)
-    run = TrainingRun.objects.create(
-        project=project, method=method, base_model=base_model, snapshot=snapshot, snapshot_sha256=snapshot.sha256,
-        reward_model=reward_model, hyperparameters=hyperparameters, created_by=created_by, queue=queue,
+    run = insert_once(
+        TrainingRun, project=project, client_id=client_id, created_by=created_by, method=method, base_model=base_model,
+        snapshot=snapshot, snapshot_sha256=snapshot.sha256, reward_model=reward_model, hyperparameters=hyperparameters,
+        queue=queue,
     )
+    if run.replayed:
+        return run
     run.output_dir = str(run_dir(run.pk))
     run.save(update_fields=["output_dir"])
     _enqueue(run)

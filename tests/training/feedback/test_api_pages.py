@@ -143,3 +143,15 @@ def test_manage_py_feedback_runs_inline_and_prints_agreement(world, capsys):
     assert Annotation.objects.filter(source="ai").count() == 1
     with pytest.raises(Exception, match="no model"):
         call_command("feedback", "--project", "p", "--judge", "missing", stdout=StringIO())
+
+
+def test_a_retried_launch_with_its_client_id_returns_the_first_job(world):
+    from training.models import FeedbackJob
+
+    key = "c0ffee00-1234-4abc-8def-0123456789ab"
+    first = launch(world["users"]["engineer"], client_id=key)
+    again = launch(world["users"]["engineer"], client_id=key)
+    assert (first.status_code, again.status_code) == (201, 200), again.content
+    assert again.json()["id"] == first.json()["id"] and again.json()["client_id"] == key
+    assert FeedbackJob.objects.count() == 1
+    assert launch(world["users"]["admin"], client_id=key).status_code == 409
