@@ -72,10 +72,20 @@ class Processes:
         return proc
 
     def worker(self) -> subprocess.Popen:
-        return self.start(
+        """Start a worker and return once it is consuming: the embedded broker creates its tables when the first
+        process connects, and a message sent while they are being created can be lost (the reconciler would
+        resend it, but these tests run no beat unless they ask for one)."""
+        proc = self.start(
             "worker", "worker", "-Q", "default,gpu", "-c", "1", "-n", f"gen-{uuid.uuid4().hex[:6]}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
         )
+        log = self.logs / f"worker-{self.count}.log"
+        deadline = time.monotonic() + 120
+        while " ready." not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start:\n" + log.read_text(errors="replace")[-3000:])
+            time.sleep(0.1)
+        return proc
 
     def beat(self) -> subprocess.Popen:
         return self.start("beat", "beat", "--schedule", str(self.logs / "beat-schedule"), "--loglevel", "INFO")
