@@ -124,3 +124,20 @@ def test_the_backend_scores_judge_prompts_through_the_tree_on_cpu(backend):
     for a, b in zip(together, unshared):
         assert a.order_ab == pytest.approx(b.order_ab, abs=1e-4)
         assert a.order_ba == pytest.approx(b.order_ba, abs=1e-4)
+
+
+def test_a_leaf_batch_copies_a_bounded_amount_of_shared_cache(backend, monkeypatch):
+    """Each row of a leaf batch gets its own copy of the shared cache, so rows x shared tokens is capped."""
+    import training.backends.prefix_tree as prefix_tree
+
+    model, vocab = backend.model, backend.model.config.vocab_size
+    rng = random.Random(5)
+    common = tokens(rng, 60, vocab)
+    rows = [common + tokens(rng, 4, vocab) for _ in range(6)]
+    _, wide = score_next_token(model, rows, CANDIDATES, pad_id=0, max_batch=16)
+    assert wide.forward_passes == 2  # the shared 60 tokens, then the six tails together
+    monkeypatch.setattr(prefix_tree, "PAST_BUDGET", 120)  # two rows of 60 shared tokens per batch
+    scores, capped = score_next_token(model, rows, CANDIDATES, pad_id=0, max_batch=16)
+    assert capped.forward_passes == 1 + 3
+    for row, got in zip(rows, scores):
+        assert got == pytest.approx(plain(model, row), abs=1e-4)

@@ -26,6 +26,7 @@ __all__ = ["score_next_token", "TreeStats"]
 
 MIN_SAVED = 48  # tokens a shared run must save before it gets its own forward pass (a pass costs ~40 ms on CPU)
 PAD_SLACK = 1.1  # a leaf batch may hold at most this many times the tokens its rows need (padding is work)
+PAST_BUDGET = 8192  # rows x shared tokens a leaf batch may copy (each row gets its own copy of the shared cache)
 
 
 @dataclass
@@ -103,14 +104,14 @@ class _Tree:
 
     def leaves(self, layers, start: int, members: list[int]) -> None:
         """Each member's tokens after `start`, batched by length (left-padded between the shared part and them)."""
-        torch = self.torch
         members = sorted(members, key=lambda i: len(self.rows[i]))
+        most = max(1, min(self.max_batch, PAST_BUDGET // max(start, 1)))
         batch: list[int] = []
         for i in members + [None]:
             if batch:
                 width = len(self.rows[i]) - start if i is not None else 0
                 need = sum(len(self.rows[j]) - start for j in batch) + width
-                if i is None or len(batch) == self.max_batch or width * (len(batch) + 1) > PAD_SLACK * need:
+                if i is None or len(batch) == most or width * (len(batch) + 1) > PAD_SLACK * need:
                     self._leaf_batch(layers, start, batch)
                     batch = []
             if i is not None:
