@@ -53,6 +53,8 @@ say "migrating and seeding the demo project"
 $PY manage.py migrate --noinput -v 0 || exit 1
 $PY manage.py seed_demo --url "http://$HOST:$PORT/" || exit 1
 $PY manage.py collectstatic --noinput -v 0 || exit 1
+# The embedded broker's tables exist before the four processes below connect to it at once.
+$PY -c 'from quorum.celery import embedded_broker_prepare; embedded_broker_prepare()' || exit 1
 
 start worker-gpu $PY -m celery -A quorum worker -Q gpu -c 1 -n gpu@%h --without-gossip --without-mingle --loglevel INFO
 start worker-default $PY -m celery -A quorum worker -Q default -c 1 -n default@%h --without-gossip --without-mingle --loglevel INFO

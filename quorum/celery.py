@@ -50,3 +50,18 @@ elif app.conf.broker_url.startswith("redis"):
         # Lets several deployments (or test runs) share one Redis.
         "global_keyprefix": os.environ.get("CELERY_BROKER_KEY_PREFIX", ""),
     }
+
+
+def embedded_broker_prepare() -> bool:
+    """Create the embedded broker's tables and queues now, before web, workers and beat start together.
+
+    The SQLAlchemy transport creates its tables when a process first connects; processes starting at once race to
+    create them on SQLite, and a message sent during that race is lost (the reconciler resends it, a beat later).
+    Returns whether there was anything to prepare (False on Redis and RabbitMQ)."""
+    if not app.conf.broker_url.startswith("sqla+"):
+        return False
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            channel.queue_declare(queue.name)
+    return True

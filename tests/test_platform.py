@@ -163,3 +163,21 @@ def test_platform_holds_deployment_files_only():
     for topic in ("Scaling out", "single source of truth", "-Q gpu", "tensor-parallel-size", "accelerate",
                   "DeepSpeed", "pg_dump", "pg_restore", "verify_snapshots"):
         assert topic in readme, topic
+
+
+def test_the_embedded_broker_is_prepared_before_its_processes_start(tmp_path, monkeypatch):
+    """`make demo` creates the embedded broker's tables and queues before web, workers and beat connect at once;
+    on Redis or RabbitMQ there is nothing to prepare."""
+    import sqlite3
+
+    from quorum.celery import app, embedded_broker_prepare
+
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:6379/0")
+    assert embedded_broker_prepare() is False
+    broker = tmp_path / "broker.sqlite3"
+    monkeypatch.setattr(app.conf, "broker_url", f"sqla+sqlite:///{broker}")
+    assert embedded_broker_prepare() is True
+    queues = sqlite3.connect(broker).execute("SELECT name FROM kombu_queue ORDER BY name").fetchall()
+    assert queues == [("default",), ("gpu",)]
+    assert embedded_broker_prepare() is True  # again: nothing changes
+    assert "embedded_broker_prepare" in (Path(__file__).parents[1] / "platform" / "demo.sh").read_text()
