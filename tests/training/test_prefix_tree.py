@@ -11,6 +11,7 @@ from training.backends.transformers_local import TransformersBackend
 from training.tiny import save_tiny_model
 
 CANDIDATES = [5, 6, 7]
+pytestmark = pytest.mark.usefixtures("offline_single_thread")  # tests/training/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +22,6 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backend(tiny_dir):
     return TransformersBackend.load(tiny_dir, max_batch_size=4)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def plain(model, row):
