@@ -225,12 +225,13 @@ def round_create(
     if previous is None and last is not None and last.output_model_id == policy.pk and not hasattr(last, "next_round"):
         previous = last  # continuing the loop by hand links the rounds as the chained ones are
     rnd = insert_once(
-        Round, project=project, client_id=client_id, created_by=created_by, number=(last.number + 1) if last else 1, policy=policy, judge=judge, reward_model=reward_model,
-        label_mode=label_mode, human_quota=human_quota or 0, config=config, rounds_after=rounds - 1,
-        previous=previous if previous is not None else None, prompt_ids=prompt_ids,
+        Round, project=project, client_id=client_id, created_by=created_by, number=(last.number + 1) if last else 1,
+        policy=policy, judge=judge, reward_model=reward_model, label_mode=label_mode, human_quota=human_quota or 0,
+        config=config, rounds_after=rounds - 1, previous=previous, prompt_ids=prompt_ids,
     )
-    if not rnd.replayed:
-        _enqueue(rnd)
+    if rnd.replayed:  # a concurrent launch with this client id came first
+        return rnd
+    _enqueue(rnd)
     return rnd
 
 

@@ -151,8 +151,9 @@ def generation_job_create(
         queue="default" if model.backend == Backend.OPENAI else "gpu",
         total=len(ids) * n,
     )
-    if not job.replayed:
-        _enqueue(job)
+    if job.replayed:  # a concurrent launch with this client id came first
+        return job
+    _enqueue(job)
     return job
 
 
