@@ -214,16 +214,12 @@ def cmd_push(args) -> int:
         raise UsageError(f"{args.file} holds no rows")
     if args.what == "dataset":
         report = client.import_dataset(project, args.file, format=args.format, split=args.split)
-        counts = {k: v for k, v in report.raw.items() if isinstance(v, int)}
-        human = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v and k not in ("lines",))
-        _emit(args, {**report.raw}, f"{project}: {human or 'nothing new'}")
+        _emit(args, report.as_dict(), f"{project}: {_report_line(report)}")
         return EXIT_OK
     if args.what in ("prompts", "records"):
         fmt = "prompts" if args.what == "prompts" else args.format
         report = client.push_records(project, rows, format=fmt, filename=Path(args.file).name or "stdin.jsonl")
-        counts = {k: v for k, v in report.raw.items() if isinstance(v, int)}
-        human = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v and k not in ("lines",))
-        _emit(args, {**report.raw}, f"{project}: {human or 'nothing new'}")
+        _emit(args, report.as_dict(), f"{project}: {_report_line(report)}")
     elif args.what == "responses":
         out = client.push_responses(project, rows)
         _emit(args, [r.raw for r in out], f"{project}: {len(out)} responses (ids {_span([r.id for r in out])})")
@@ -231,6 +227,13 @@ def cmd_push(args) -> int:
         out = client.push_tasks(project, rows)
         _emit(args, [t.raw for t in out], f"{project}: {len(out)} tasks (ids {_span([t.id for t in out])})")
     return EXIT_OK
+
+
+def _report_line(report) -> str:
+    """The non-zero counts of an import (totals over all its batches), e.g. "prompts created 3, prompts existing 1"."""
+    counts = {k: v for k, v in report.as_dict().items()
+              if isinstance(v, int) and not isinstance(v, bool) and v and k != "lines"}
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()) or "nothing new"
 
 
 def _span(ids: list[int]) -> str:

@@ -158,10 +158,24 @@ class ImportReport:
     annotations_existing: int = 0
     raw: dict = field(default_factory=dict, repr=False)
 
+    def as_dict(self) -> dict:
+        """The report as the server sent it (keys this client does not know included)."""
+        known = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "raw"}
+        return {**known, **self.raw}
+
     def __add__(self, other: ImportReport) -> ImportReport:
-        counts = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)
-                  if f.type == "int"}
-        return ImportReport(format=self.format or other.format, filename=self.filename, **counts)
+        """The report of two imports in a row (a push sent in batches): every count the server sent, summed,
+        also counts this client has no field for."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        total = {**theirs, **mine}
+        for key in mine.keys() & theirs.keys():
+            if _is_count(mine[key]) and _is_count(theirs[key]):
+                total[key] = mine[key] + theirs[key]
+        return from_dict(ImportReport, total)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass

@@ -86,6 +86,27 @@ def test_push_prompts_from_a_file_prints_what_it_wrote(cli, world, tmp_path):
     assert code == 0 and {p["external_id"] for p in json.loads(out)} == {"a", "", "w"}
 
 
+def test_a_push_larger_than_one_batch_prints_the_totals_of_every_batch(cli, world, tmp_path):
+    # 5,001 rows go as two requests (5,000 + 1); the last row repeats the first, across the batch boundary.
+    rows = [{"prompt": f"Question {i}?"} for i in range(5000)] + [{"prompt": "Question 0?"}]
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = cli("push", "prompts", path, "-p", "lab")
+    assert code == 0, err
+    assert out == "lab: records 5001, prompts created 5000, prompts existing 1\n"
+    code, out, err = cli("push", "prompts", path, "-p", "lab", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["lines"], report["records"], report["prompts_created"], report["prompts_existing"]) == (
+        5001, 5001, 0, 5001)
+    # Exactly one batch: one request, nothing left over for an empty second one.
+    path.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(1, 5001)))
+    code, out, err = cli("push", "prompts", path, "-p", "lab")
+    assert code == 0, err
+    assert out == "lab: records 5000, prompts created 1, prompts existing 4999\n"
+    assert Prompt.objects.filter(project=world["project"]).count() == 5001
+
+
 def test_a_bad_request_exits_1_with_the_servers_message(cli, world, tmp_path):
     code, out, err = cli("train", "lab", "--method", "dpo", "--snapshot", "deadbeefdeadbeef", "--base-model", "nope")
     assert code == 1 and out == ""

@@ -79,6 +79,33 @@ def test_prompts_pushed_from_a_list_a_dataframe_and_a_dataset_are_stored_once(cl
     assert many.prompts_created == 7 and many.records == 7
 
 
+def test_a_push_of_several_batches_returns_the_totals_of_all_of_them(client_for, world):
+    eng = client_for("engineer")
+    rows = [f"Question {i}?" for i in range(5000)] + ["Question 0?", "Question 5000?"]
+    report = eng.push_prompts("lab", rows)
+    assert (report.records, report.prompts_created, report.prompts_existing) == (5002, 5001, 1)
+    # `raw` (what --json prints) holds the same totals, not one batch's counts.
+    assert {k: report.raw[k] for k in ("lines", "records", "prompts_created", "prompts_existing")} == {
+        "lines": 5002, "records": 5002, "prompts_created": 5001, "prompts_existing": 1}
+    assert report.raw["format"] == "prompts"
+    again = eng.push_prompts("lab", rows[:5000])
+    assert (again.prompts_created, again.prompts_existing, again.raw["prompts_existing"]) == (0, 5000, 5000)
+
+
+def test_import_reports_add_every_count_the_server_sends_even_ones_the_client_does_not_know():
+    from quorum_client.types import ImportReport, from_dict
+
+    first = from_dict(ImportReport, {"format": "preference", "filename": "a.jsonl", "records": 3,
+                                     "prompts_created": 2, "lines_skipped": 1, "dry_run": False})
+    second = from_dict(ImportReport, {"format": "preference", "filename": "a.jsonl", "records": 4,
+                                      "prompts_created": 1, "prompts_existing": 1, "lines_skipped": 2,
+                                      "dry_run": False})
+    total = first + second
+    assert (total.records, total.prompts_created, total.prompts_existing) == (7, 3, 1)
+    assert total.raw["lines_skipped"] == 3 and total.raw["prompts_created"] == 3 and total.raw["dry_run"] is False
+    assert total.raw["format"] == "preference" and total.raw["filename"] == "a.jsonl"
+
+
 def test_responses_and_tasks_pushed_in_bulk_round_trip_and_a_retry_writes_nothing_twice(client_for, world):
     eng = client_for("engineer")
     eng.push_prompts("lab", [{"prompt": "Capital of France?", "external_id": "q1"}])
