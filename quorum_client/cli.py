@@ -2,7 +2,8 @@
 
 Exit codes a script can rely on: 0 done; 1 the server refused (its message on stderr); 2 usage (bad arguments,
 unreadable input file, not logged in); 3 the server could not be reached; 4 a job that was waited for ended
-failed or cancelled, or the wait timed out. `--json` prints one JSON document on stdout, in any position.
+failed or cancelled, or the wait timed out; 141 the reader of stdout went away (`quorum tasks P | head`), quietly,
+as a command killed by SIGPIPE. `--json` prints one JSON document on stdout, in any position.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ from .errors import ApiError, ConnectionFailed, QuorumError
 from .jobs import Job, JobTimeout
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONNECTION, EXIT_JOB = 0, 1, 2, 3, 4
+EXIT_CLOSED_PIPE = 128 + 13  # what a shell reports for a command ended by SIGPIPE
 
 
 class UsageError(Exception):
@@ -271,6 +274,9 @@ def cmd_list(args) -> int:
 
 def cmd_export(args) -> int:
     client = _client(args)
+    to_stdout = args.output == "-"
+    if to_stdout and args.json:
+        raise UsageError("-o - writes the data on stdout: leave out --json")
     if args.snapshot:
         snap = client.snapshot(args.project_pos, args.snapshot)
     else:
@@ -279,6 +285,10 @@ def cmd_export(args) -> int:
         sources = [s for s in (args.sources or "human,ai").split(",") if s]
         snap = client.create_snapshot(args.project_pos, args.format, file_format=args.file_format, style=args.style,
                                       sources=sources, aggregation=args.aggregation)
+    if to_stdout:
+        client.stream_snapshot(args.project_pos, snap, sys.stdout.buffer)
+        print(f"snapshot {snap.id}  {snap.format}  {snap.row_count} rows  sha256 {snap.sha256}", file=sys.stderr)
+        return EXIT_OK
     path = client.download_snapshot(args.project_pos, snap, args.output) if args.output != "" else None
     payload = {"snapshot": snap.raw, "path": str(path) if path else None}
     if args.card:
@@ -383,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="Exit codes: 0 ok, 1 refused by the server, 2 usage, 3 no connection, "
                                             "4 a waited-for job failed.")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    parser.add_argument("--version", action="version", version=f"quorum {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str, project: bool = False) -> argparse.ArgumentParser:
@@ -437,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", help="comma-separated: human,ai (default both)")
     p.add_argument("--aggregation", choices=["majority", "dawid_skene"], default="majority")
     p.add_argument("--snapshot", help="download this existing snapshot (id or sha256) instead of writing one")
-    p.add_argument("-o", "--output", default=None, help="file or directory (default: a name in the current one)")
+    p.add_argument("-o", "--output", default=None,
+                   help="file or directory (default: a name in the current one); '-' writes the data on stdout")
     p.add_argument("--card", metavar="PATH", help="also write the snapshot's dataset card (README.md) there")
 
     p = add("train", cmd_train, "launch a training run on a snapshot", project=True)
@@ -501,6 +513,20 @@ def _wait_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-timeout", type=float, default=None)
 
 
+def _version() -> str:
+    """The installed version: the client's own package, else the server's that ships it, else the source's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("quorum-client", "quorum"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    from . import __version__
+
+    return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad usage
@@ -508,7 +534,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, default)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # Python's note on SIGPIPE: point stdout at /dev/null, so that the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
     except UsageError as exc:
         print(f"quorum: {exc}", file=sys.stderr)
         return EXIT_USAGE

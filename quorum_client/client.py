@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -433,7 +433,8 @@ class Client:
         attempt = 0
         while True:
             try:
-                digest = self._download(self._p(project) + f"snapshots/{snap.id}/download/", partial)
+                with partial.open("wb") as out:
+                    digest = self._download(self._p(project) + f"snapshots/{snap.id}/download/", out)
                 break
             except (ConnectionFailed, ServerError):
                 if attempt >= self.retries:
@@ -445,17 +446,27 @@ class Client:
         partial.replace(target)
         return target
 
-    def _download(self, path: str, target: Path) -> str:
+    def stream_snapshot(self, project: str | Project, snapshot: int | str | Snapshot, out: BinaryIO) -> Snapshot:
+        """Write the snapshot's file to a binary stream (e.g. `sys.stdout.buffer`) as it arrives, then check its
+        sha256: `ChecksumMismatch` comes after the bytes were written, and nothing is retried. Returns the
+        snapshot."""
+        snap = self.snapshot(project, snapshot)
+        digest = self._download(self._p(project) + f"snapshots/{snap.id}/download/", out)
+        out.flush()
+        if digest != snap.sha256:
+            raise ChecksumMismatch(f"snapshot {snap.id}: downloaded sha256 {digest} != recorded {snap.sha256}")
+        return snap
+
+    def _download(self, path: str, out: BinaryIO) -> str:
         sha = hashlib.sha256()
         try:
             with self._http.stream("GET", path) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise self._error(response)
-                with target.open("wb") as f:
-                    for block in response.iter_bytes(1 << 20):
-                        sha.update(block)
-                        f.write(block)
+                for block in response.iter_bytes(1 << 20):
+                    sha.update(block)
+                    _write_all(out, block)
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"download from {self.url} failed: {exc or type(exc).__name__}") from exc
         return sha.hexdigest()
@@ -586,6 +597,15 @@ def _keyed(row: dict, fields: tuple[str, ...]) -> dict:
 
     basis = json.dumps({k: row.get(k) for k in fields}, sort_keys=True, ensure_ascii=False)
     return {**row, "key": "h:" + hashlib.sha256(basis.encode("utf-8")).hexdigest()[:40]}
+
+
+def _write_all(out: BinaryIO, block: bytes) -> None:
+    # A buffered pipe may take part of a large block (its reader went away mid-write); the rest is written
+    # again, so that the loss surfaces as BrokenPipeError instead of a silently short copy.
+    view = memoryview(block)
+    while view:
+        written = out.write(view)
+        view = view[len(view) if written is None else written:]
 
 
 def _sha256(path: Path) -> str:

@@ -203,6 +203,44 @@ def test_the_installed_command_runs_as_its_own_process(world):
     assert refused.stderr.startswith("error: 403") and "permission" in refused.stderr.lower()
 
 
+def _as_a_process(world, role="engineer"):
+    """The command as its own process, on this tree's code, and the environment it reads its server from."""
+    env = {**os.environ, "QUORUM_URL": world["url"], "QUORUM_TOKEN": world["tokens"][role],
+           "QUORUM_CONFIG": "/nonexistent/quorum.json", "PYTHONPATH": str(ROOT)}
+    return [sys.executable, "-m", "quorum_client"], env
+
+
+def test_version_prints_the_packages_version_and_exits_0(world):
+    from importlib.metadata import version
+
+    command, env = _as_a_process(world)
+    done = subprocess.run([*command, "--version"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"quorum {version('quorum')}\n" and done.stderr == ""
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(cli, world, tmp_path):
+    records = tmp_path / "prefs.jsonl"
+    records.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) + "\n"
+                               for i in range(3000)))
+    assert cli("push", "records", records, "-p", "lab")[0] == 0
+    command, env = _as_a_process(world)
+    # Far more than a pipe holds (64 KiB): the writes after the reader closed its end fail with EPIPE.
+    listing = subprocess.Popen([*command, "tasks", "lab"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert listing.stdout.readline().split()[:2] == [b"ID", b"KIND"]
+    listing.stdout.close()
+    _, err = listing.communicate(timeout=120)
+    assert (listing.returncode, err) == (141, b"")
+    # Through a shell, as `quorum ... | head -1` runs.
+    for args, first_line in (("tasks lab --json", lambda line: line == "[\n"),
+                             ("export lab --format preference -o -", lambda line: "chosen" in json.loads(line))):
+        shell = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m quorum_client {args} | head -1"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert (shell.returncode, shell.stderr) == (141, ""), args
+        assert first_line(shell.stdout), (args, shell.stdout)
+
+
 def test_push_a_dataset_directory_and_export_with_its_card(cli, world, tmp_path):
     import datasets
 
