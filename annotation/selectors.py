@@ -1,11 +1,21 @@
 """Reads. Every queryset a caller can reach is scoped to the caller's projects here."""
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 
 from . import rows
-from .errors import NotFound
-from .models import Annotation, Assignment, GuidelineVersion, Membership, Project, Role, Task, TaskResponse
+from .errors import Conflict, Invalid, NotFound
+from .models import (
+    Annotation,
+    Assignment,
+    DatasetSnapshot,
+    GuidelineVersion,
+    Membership,
+    Project,
+    Role,
+    Task,
+    TaskResponse,
+)
 
 # Roles that see every annotation of a project; annotators see only their own.
 OVERSEEING_ROLES = frozenset({Role.ADMIN, Role.ENGINEER, Role.REVIEWER})
@@ -101,3 +111,63 @@ def task_view(*, assignment: Assignment) -> dict:
         "responses": responses,
         "flags": task.flags,
     }
+
+
+# --- snapshots by id or sha256 -----------------------------------------------------------------
+SHA256_PREFIX_MIN = 8
+_HEX_DIGITS = frozenset("0123456789abcdef")
+REF_HELP = "give a snapshot id (fewer than 8 digits, or id:N) or at least 8 hex digits of its sha256"
+
+
+def snapshot_ref_parse(ref: int | str) -> tuple[str, int | str]:
+    """How a snapshot reference reads: ("id", N) or ("sha256", prefix).
+
+    An int, `id:N`, or fewer than 8 digits is an id; 8 to 64 hex digits are a sha256 prefix, digits only too
+    (an id that long would need ten million snapshots: write it `id:N`)."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return "id", ref
+    text = ref.strip().lower() if isinstance(ref, str) else ""
+    if text.startswith("id:") and text[3:].isascii() and text[3:].isdigit():
+        return "id", int(text[3:])
+    if text.isascii() and text.isdigit() and len(text) < SHA256_PREFIX_MIN:
+        return "id", int(text)
+    if text and set(text) <= _HEX_DIGITS:
+        if len(text) < SHA256_PREFIX_MIN:
+            raise Invalid(f"a sha256 prefix needs at least {SHA256_PREFIX_MIN} hex digits, not {len(text)}")
+        if len(text) > 64:
+            raise Invalid("a sha256 has 64 hex digits")
+        return "sha256", text
+    raise Invalid(REF_HELP)
+
+
+def snapshots_with_sha256_prefix(*, project: Project, prefix: str) -> QuerySet[DatasetSnapshot]:
+    """The project's snapshots whose sha256 starts with `prefix` (8 to 64 hex digits), newest first."""
+    kind, value = snapshot_ref_parse(prefix)
+    if kind != "sha256":
+        raise Invalid(f"a sha256 prefix needs at least {SHA256_PREFIX_MIN} hex digits")
+    return DatasetSnapshot.objects.filter(project=project, sha256__startswith=value).order_by("-id")
+
+
+def snapshot_by_ref(*, project: Project, ref: int | str) -> DatasetSnapshot:
+    """One of the project's snapshots by id or sha256 prefix (see `snapshot_ref_parse`).
+
+    Snapshots with the same sha256 hold the same bytes: a prefix of theirs gives the newest of them. A prefix
+    shared by different sha256s is refused (Conflict, code "ambiguous") with the candidates named."""
+    kind, value = snapshot_ref_parse(ref)
+    if kind == "id":
+        found = DatasetSnapshot.objects.filter(project=project, pk=value).first()
+        if found is None:
+            raise NotFound(f"no such snapshot: id {value}")
+        return found
+    shas = list(
+        snapshots_with_sha256_prefix(project=project, prefix=value)
+        .values("sha256").annotate(newest=Max("id")).order_by("-newest")[:6]
+    )
+    if not shas:
+        raise NotFound(f"no such snapshot: no sha256 starts with {value}")
+    if len(shas) > 1:
+        named = ", ".join(f"{s['sha256'][:16]} (id {s['newest']})" for s in shas[:5])
+        more = " and more" if len(shas) > 5 else ""
+        raise Conflict(f"sha256 prefix {value} is ambiguous: it matches {named}{more}; give more digits",
+                       code="ambiguous")
+    return DatasetSnapshot.objects.get(pk=shas[0]["newest"])

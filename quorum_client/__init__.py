@@ -10,6 +10,7 @@ See docs/client.md in the repository, and `quorum --help` for the command line.
 from .client import Client
 from .config import Config, config_path, load_config, save_config
 from .errors import (
+    AmbiguousSnapshot,
     ApiError,
     BadRequest,
     ChecksumMismatch,
@@ -44,8 +45,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client", "Config", "config_path", "load_config", "save_config",
-    "ApiError", "BadRequest", "ChecksumMismatch", "Conflict", "ConnectionFailed", "Forbidden", "NotFound",
-    "QuorumError", "RateLimited", "ServerError", "Unauthorized",
+    "AmbiguousSnapshot", "ApiError", "BadRequest", "ChecksumMismatch", "Conflict", "ConnectionFailed", "Forbidden",
+    "NotFound", "QuorumError", "RateLimited", "ServerError", "Unauthorized",
     "Job", "JobTimeout",
     "Annotation", "FeedbackJob", "GenerationJob", "ImportReport", "LeasedTask", "Membership", "Model", "Project",
     "Prompt", "Response", "Round", "Snapshot", "Task", "TrainingRun",

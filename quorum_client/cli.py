@@ -27,6 +27,10 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONNECTION, EXIT_JOB = 0, 1, 2, 3, 4
 EXIT_CLOSED_PIPE = 128 + 13  # what a shell reports for a command ended by SIGPIPE
 
 
+SNAPSHOT_REF = ("an id (fewer than 8 digits, or id:N) or 8 to 64 hex digits of its sha256 (digits only too); "
+                "equal sha256s give the newest")
+
+
 class UsageError(Exception):
     pass
 
@@ -447,14 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", choices=["conversational", "standard"], default="conversational")
     p.add_argument("--sources", help="comma-separated: human,ai (default both)")
     p.add_argument("--aggregation", choices=["majority", "dawid_skene"], default="majority")
-    p.add_argument("--snapshot", help="download this existing snapshot (id or sha256) instead of writing one")
+    p.add_argument("--snapshot", help="download this existing snapshot instead of writing one: " + SNAPSHOT_REF)
     p.add_argument("-o", "--output", default=None,
                    help="file or directory (default: a name in the current one); '-' writes the data on stdout")
     p.add_argument("--card", metavar="PATH", help="also write the snapshot's dataset card (README.md) there")
 
     p = add("train", cmd_train, "launch a training run on a snapshot", project=True)
     p.add_argument("--method", required=True, choices=["sft", "reward", "dpo", "kto", "orpo", "ppo", "prm"])
-    p.add_argument("--snapshot", required=True, help="snapshot id or sha256 (a unique prefix of 8+ digits)")
+    p.add_argument("--snapshot", required=True, help=SNAPSHOT_REF)
     p.add_argument("--base-model", required=True, help="registered model name")
     p.add_argument("--reward-model")
     p.add_argument("--hyperparameters", help="JSON object, or @file.json")

@@ -29,7 +29,16 @@ import httpx
 
 from . import data as _data
 from .config import load_config
-from .errors import ApiError, ChecksumMismatch, ConnectionFailed, QuorumError, ServerError, error_from_response
+from .errors import (
+    AmbiguousSnapshot,
+    ApiError,
+    ChecksumMismatch,
+    ConnectionFailed,
+    NotFound,
+    QuorumError,
+    ServerError,
+    error_from_response,
+)
 from .jobs import Job
 from .types import (
     Annotation,
@@ -405,18 +414,28 @@ class Client:
         return [from_dict(Snapshot, s) for s in self._pages(self._p(project) + "snapshots/")]
 
     def snapshot(self, project: str | Project, ref: int | str | Snapshot) -> Snapshot:
-        """A snapshot by id, by sha256 or by a unique sha256 prefix (at least 8 hex digits)."""
+        """One of the project's snapshots by id or by sha256.
+
+        An int, `"id:N"` or a string of fewer than 8 digits is an id; 8 to 64 hex digits (digits only too) are a
+        sha256 prefix. Snapshots with the same sha256 hold the same bytes, so a prefix of theirs gives the newest;
+        a prefix of different sha256s raises `AmbiguousSnapshot` (its `candidates` are the newest snapshot of
+        each), a shorter one `ValueError`, none `NotFound`."""
         if isinstance(ref, Snapshot):
             return ref
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit() and len(ref) < 12):
-            return from_dict(Snapshot, self._get(self._p(project) + f"snapshots/{int(ref)}/"))
-        ref = str(ref).lower()
-        if len(ref) < 8:
-            raise ValueError("give a snapshot id or at least 8 hex digits of its sha256")
-        found = [s for s in self.snapshots(project) if s.sha256.startswith(ref)]
-        if len(found) != 1:
-            raise QuorumError(f"no snapshot with sha256 {ref}" if not found else f"sha256 prefix {ref} is ambiguous")
-        return found[0]
+        kind, value = snapshot_ref(ref)
+        if kind == "id":
+            return from_dict(Snapshot, self._get(self._p(project) + f"snapshots/{value}/"))
+        newest: dict[str, Snapshot] = {}
+        for item in self._pages(self._p(project) + "snapshots/", sha256_prefix=value):
+            snap = from_dict(Snapshot, item)
+            # The filter is the server's; checked again here, and the newest (highest id) kept per sha256.
+            if snap.sha256.startswith(value) and (snap.sha256 not in newest or snap.id > newest[snap.sha256].id):
+                newest[snap.sha256] = snap
+        if not newest:
+            raise NotFound(404, f"no snapshot of this project has a sha256 starting with {value}", code="not_found")
+        if len(newest) > 1:
+            raise AmbiguousSnapshot(value, sorted(newest.values(), key=lambda s: -s.id))
+        return next(iter(newest.values()))
 
     def download_snapshot(self, project: str | Project, snapshot: int | str | Snapshot,
                           path: str | Path | None = None) -> Path:
@@ -533,10 +552,11 @@ class Client:
     def train(self, project: str | Project, *, method: str, base_model: str, snapshot: int | str | Snapshot,
               hyperparameters: dict | None = None, reward_model: str | None = None) -> Job:
         """Launch a training run (sft, reward, dpo, kto, orpo, ppo, prm) of `base_model` on a snapshot given by
-        id, sha256 (or a unique prefix) or object. Hyperparameters are checked by the trainer's own config
-        before anything is queued (a 400 names the bad fields)."""
-        ref = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
-        body = {"method": method, "base_model": base_model, "snapshot": str(ref),
+        id, sha256 prefix (read as `snapshot()` reads it) or object. Hyperparameters are checked by the trainer's
+        own config before anything is queued (a 400 names the bad fields)."""
+        # An id goes as a JSON number, a sha256 prefix as text: the server reads them as `snapshot()` does.
+        _, ref = snapshot_ref(snapshot.id if isinstance(snapshot, Snapshot) else snapshot)
+        body = {"method": method, "base_model": base_model, "snapshot": ref,
                 "hyperparameters": hyperparameters or {}, "reward_model": reward_model}
         info = self._launch(self._p(project) + "training-runs/", body)
         return Job(self, project, "training", info["id"], info)
@@ -587,6 +607,29 @@ class Client:
 
     def training_runs(self, project: str | Project) -> list[Job]:
         return [Job(self, project, "training", r["id"], r) for r in self._pages(self._p(project) + "training-runs/")]
+
+
+SHA256_PREFIX_MIN = 8
+
+
+def snapshot_ref(ref: int | str) -> tuple[str, int | str]:
+    """How `Client.snapshot` reads a reference: ("id", N) or ("sha256", prefix); ValueError for neither."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return "id", ref
+    text = ref.strip().lower() if isinstance(ref, str) else ""
+    if text.startswith("id:") and text[3:].isascii() and text[3:].isdigit():
+        return "id", int(text[3:])
+    if text.isascii() and text.isdigit() and len(text) < SHA256_PREFIX_MIN:
+        return "id", int(text)
+    if text and set(text) <= set("0123456789abcdef"):
+        if len(text) < SHA256_PREFIX_MIN:
+            raise ValueError(f"a sha256 prefix needs at least {SHA256_PREFIX_MIN} hex digits, not {len(text)}: "
+                             f"{ref!r}")
+        if len(text) > 64:
+            raise ValueError(f"a sha256 has 64 hex digits, not {len(text)}")
+        return "sha256", text
+    raise ValueError(f"{ref!r} is neither a snapshot id (fewer than 8 digits, or id:N) nor 8 or more hex digits of "
+                     "a sha256")
 
 
 def _keyed(row: dict, fields: tuple[str, ...]) -> dict:

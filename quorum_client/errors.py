@@ -17,6 +17,15 @@ class ChecksumMismatch(QuorumError):
     """A downloaded snapshot does not hash to the sha256 the server recorded for it."""
 
 
+class AmbiguousSnapshot(QuorumError):
+    """A sha256 prefix that starts the sha256 of different snapshots; `candidates` holds the newest of each."""
+
+    def __init__(self, prefix: str, candidates: list):
+        self.prefix, self.candidates = prefix, candidates
+        named = ", ".join(f"{c.sha256[:16]} (id {c.id}, {c.format}, {c.created_at})" for c in candidates)
+        super().__init__(f"sha256 prefix {prefix} is ambiguous: it matches {named}; give more digits")
+
+
 class ApiError(QuorumError):
     """The server answered with an error status.
 

@@ -467,8 +467,16 @@ class SnapshotListView(ListModelMixin, ProjectView):
     permissions_by_method = {"*": [CanManageData]}
 
     def get_queryset(self):
-        return DatasetSnapshot.objects.filter(project=self.project).order_by("-id")
+        prefix = self.request.query_params.get("sha256_prefix")
+        if prefix is None:
+            return DatasetSnapshot.objects.filter(project=self.project).order_by("-id")
+        try:
+            return selectors.snapshots_with_sha256_prefix(project=self.project, prefix=prefix)
+        except Invalid as exc:
+            raise Invalid(exc.message, fields={"sha256_prefix": [exc.message]}) from None
 
+    @extend_schema(parameters=[OpenApiParameter(
+        "sha256_prefix", str, description="only snapshots whose sha256 starts with these 8 to 64 hex digits")])
     def get(self, request, slug):
         return self.list(request)
 

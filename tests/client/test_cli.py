@@ -203,6 +203,28 @@ def test_the_installed_command_runs_as_its_own_process(world):
     assert refused.stderr.startswith("error: 403") and "permission" in refused.stderr.lower()
 
 
+def test_snapshot_references_digits_only_sha256_prefixes_ids_and_ambiguity(cli, world):
+    from annotation.models import DatasetSnapshot
+
+    def stored(sha256):
+        return DatasetSnapshot.objects.create(project=world["project"], format="preference", sha256=sha256,
+                                              path="/nonexistent/data.jsonl").pk
+
+    digits, a, b = stored("12345678" + "0" * 56), stored("aaaa0000" + "1" * 56), stored("aaaa0000" + "2" * 56)
+    code, out, err = cli("export", "lab", "--snapshot", "12345678", "-o", "", "--json")
+    assert code == 0, err
+    assert json.loads(out)["snapshot"]["id"] == digits
+    code, out, err = cli("export", "lab", "--snapshot", f"id:{a}", "-o", "", "--json")
+    assert code == 0 and json.loads(out)["snapshot"]["id"] == a
+    code, out, err = cli("export", "lab", "--snapshot", "aaaa0000", "-o", "")
+    assert code == 1 and out == "" and "ambiguous" in err
+    assert f"aaaa000011111111 (id {a}" in err and f"aaaa000022222222 (id {b}" in err
+    code, _, err = cli("export", "lab", "--snapshot", "aaaa000", "-o", "")
+    assert code == 2 and "at least 8 hex digits" in err
+    code, _, err = cli("train", "lab", "--method", "dpo", "--snapshot", "aaaa000", "--base-model", "tiny")
+    assert code == 2 and "at least 8 hex digits" in err
+
+
 def _as_a_process(world, role="engineer"):
     """The command as its own process, on this tree's code, and the environment it reads its server from."""
     env = {**os.environ, "QUORUM_URL": world["url"], "QUORUM_TOKEN": world["tokens"][role],

@@ -203,6 +203,65 @@ def test_snapshots_are_created_downloaded_with_their_sha256_and_loaded_as_datase
         eng.snapshot("lab", 999999)
 
 
+def test_a_snapshot_is_found_by_id_or_by_any_sha256_prefix_of_8_digits_or_more_in_its_project(client_for, world):
+    from annotation import services
+    from annotation.models import DatasetSnapshot
+    from quorum_client import AmbiguousSnapshot
+
+    eng = client_for("engineer")
+    eng.push_records("lab", [{"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
+    first = eng.create_snapshot("lab", "preference")
+    again = eng.create_snapshot("lab", "preference")
+    # The same rows give the same bytes: equal sha256s are one content, not an ambiguity; the newest is given.
+    assert again.sha256 == first.sha256 and again.id > first.id
+    assert eng.snapshot("lab", first.sha256[:8]).id == again.id
+    assert eng.snapshot("lab", str(first.id)).id == first.id == eng.snapshot("lab", f"id:{first.id}").id
+
+    other = services.project_create(name="Other", slug="other", created_by=world["users"]["boss"])
+
+    def stored(project, sha256):
+        return DatasetSnapshot.objects.create(project=project, format="preference", sha256=sha256,
+                                              path="/nonexistent/data.jsonl").pk
+
+    digits = stored(world["project"], "1234567890" + "a" * 54)
+    mine = stored(world["project"], "abcdef01" + "1" * 56)
+    stored(other, "abcdef01" + "2" * 56)
+    a, b = stored(world["project"], "fedcba98" + "0" * 56), stored(world["project"], "fedcba98" + "f" * 56)
+    # Digits only, 8 or more: a sha256 prefix, not an id.
+    for prefix in ("12345678", "123456789", "1234567890", "1234567890AAAA"):
+        assert eng.snapshot("lab", prefix).id == digits, prefix
+    # Another project's snapshots are not looked at, so they make nothing ambiguous.
+    assert eng.snapshot("lab", "abcdef01").id == mine
+    with pytest.raises(AmbiguousSnapshot) as info:
+        eng.snapshot("lab", "fedcba98")
+    assert {c.id for c in info.value.candidates} == {a, b}
+    assert "ambiguous" in str(info.value) and "fedcba9800000000" in str(info.value) and "fedcba98ffffffff" in str(
+        info.value)
+    assert eng.snapshot("lab", "fedcba98f").id == b
+    with pytest.raises(ValueError, match="at least 8 hex digits"):
+        eng.snapshot("lab", "abc1234")
+    with pytest.raises(ValueError, match="neither a snapshot id"):
+        eng.snapshot("lab", "data.jsonl")
+    with pytest.raises(NotFound):
+        eng.snapshot("lab", "1234567")  # fewer than 8 digits: an id
+    with pytest.raises(NotFound):
+        eng.snapshot("lab", "abcdef012")
+
+    # The server reads references the same way, in the project only.
+    found = eng.request("GET", "projects/lab/snapshots/", params={"sha256_prefix": "12345678"}).json()
+    assert [r["id"] for r in found["results"]] == [digits]
+    with pytest.raises(BadRequest) as info:
+        eng.request("GET", "projects/lab/snapshots/", params={"sha256_prefix": "abc"})
+    assert "sha256_prefix" in info.value.fields
+    for ref, problem in (("abcdef01", None), ("fedcba98", "ambiguous"), ("abcdef0122", "no such snapshot"),
+                         ("12345678", None), ("abc1234", "at least 8 hex digits")):
+        with pytest.raises(BadRequest) as info:  # the model does not exist: refused whatever the snapshot
+            eng.request("POST", "projects/lab/training-runs/", json={
+                "method": "dpo", "base_model": "nope", "snapshot": ref, "client_id": str(uuid.uuid4())})
+        assert "base_model" in info.value.fields
+        assert (problem in str(info.value.fields["snapshot"])) if problem else "snapshot" not in info.value.fields, ref
+
+
 def test_models_are_listed_and_a_bad_training_launch_names_the_fields(client_for, world, tiny_model_dir):
     boss = client_for("boss")
     model = boss.register_model("tiny", "transformers", path=str(tiny_model_dir), roles=["policy"])

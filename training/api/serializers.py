@@ -73,7 +73,8 @@ class GenerationJobInput(serializers.Serializer):
 
 
 # --- training runs -------------------------------------------------------------------------
-from annotation.models import DatasetSnapshot  # noqa: E402
+from annotation.errors import DomainError  # noqa: E402
+from annotation.selectors import snapshot_by_ref  # noqa: E402
 
 from ..models import TrainingMethod, TrainingRun  # noqa: E402
 
@@ -95,20 +96,14 @@ class TrainingRunOutput(serializers.ModelSerializer):
 
 @extend_schema_field(OpenApiTypes.STR)
 class SnapshotField(serializers.Field):
-    """A snapshot by id or by sha256 (a unique prefix of at least 8 hex digits is enough)."""
+    """One of the project's snapshots (the serializer's context "project") by id or sha256: an int, `id:N` or
+    fewer than 8 digits is an id; 8 or more hex digits (digits only too) are a sha256 prefix."""
 
     def to_internal_value(self, data):
-        qs = DatasetSnapshot.objects.all()
-        if isinstance(data, int) or (isinstance(data, str) and data.isdigit() and len(data) < 12):
-            found = list(qs.filter(pk=int(data))[:2])
-        elif isinstance(data, str) and len(data) >= 8:
-            found = list(qs.filter(sha256__startswith=data.lower()).order_by("-id")[:2])
-            found = found[:1] if len(data) == 64 else found
-        else:
-            raise serializers.ValidationError("an id or a sha256")
-        if len(found) != 1:
-            raise serializers.ValidationError("no such snapshot" if not found else "ambiguous sha256 prefix")
-        return found[0]
+        try:
+            return snapshot_by_ref(project=self.context["project"], ref=data)
+        except DomainError as exc:
+            raise serializers.ValidationError(exc.message) from None
 
     def to_representation(self, value):
         return value.pk

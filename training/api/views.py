@@ -14,8 +14,8 @@ from .. import selectors, services
 from . import serializers as s
 
 
-def _parse(serializer_class, request):
-    serializer = serializer_class(data=request.data)
+def _parse(serializer_class, request, **kwargs):
+    serializer = serializer_class(data=request.data, **kwargs)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
@@ -109,7 +109,7 @@ class TrainingRunListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=s.TrainingRunInput, responses={201: s.TrainingRunOutput, 200: s.TrainingRunOutput})
     def post(self, request, slug):
-        data = _parse(s.TrainingRunInput, request)
+        data = _parse(s.TrainingRunInput, request, context={"project": self.project})
         run = run_services.training_run_create(project=self.project, created_by=request.user, **data)
         return HttpResponse(s.TrainingRunOutput(run).data, status=200 if run.replayed else 201)
 

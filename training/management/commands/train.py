@@ -6,7 +6,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.errors import DomainError
-from annotation.models import DatasetSnapshot, Project
+from annotation.models import Project
+from annotation.selectors import snapshot_by_ref
 from training.models import ACTIVE_STATUSES, Model, TrainingMetric, TrainingRun
 from training.services.runs import training_run_create
 
@@ -25,7 +26,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True, help="project slug")
         parser.add_argument("--method", required=True, help="sft, reward, dpo, kto, orpo, ppo or prm")
-        parser.add_argument("--snapshot", required=True, help="snapshot id or sha256 (a unique prefix will do)")
+        parser.add_argument("--snapshot", required=True,
+                            help="snapshot id (fewer than 8 digits, or id:N) or 8+ hex digits of its sha256")
         parser.add_argument("--model", required=True, help="registered base model name")
         parser.add_argument("--reward-model", default=None, help="registered reward model name (ppo)")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -45,12 +47,10 @@ class Command(BaseCommand):
             reward = Model.objects.filter(name=o["reward_model"]).first()
             if reward is None:
                 raise CommandError(f"no model {o['reward_model']!r}")
-        key = o["snapshot"].strip().lower()
-        snapshots = DatasetSnapshot.objects.filter(project=project)
-        found = list(snapshots.filter(pk=int(key))) if key.isdigit() and len(key) < 12 else []
-        found = found or list(snapshots.filter(sha256__startswith=key)[:2]) if len(key) >= 6 else found
-        if len(found) != 1:
-            raise CommandError(f"no single snapshot {o['snapshot']!r} in {project.slug}")
+        try:
+            snapshot = snapshot_by_ref(project=project, ref=o["snapshot"])
+        except DomainError as exc:
+            raise CommandError(f"snapshot {o['snapshot']!r} in {project.slug}: {exc.message}") from exc
         hyper = {}
         for item in o["set"]:
             name, sep, value = item.partition("=")
@@ -58,7 +58,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--set takes KEY=VALUE, not {item!r}")
             hyper[name.strip()] = _value(value)
         try:
-            run = training_run_create(project=project, method=o["method"], base_model=model, snapshot=found[0],
+            run = training_run_create(project=project, method=o["method"], base_model=model, snapshot=snapshot,
                                       hyperparameters=hyper, reward_model=reward)
         except DomainError as exc:
             detail = "".join(f"\n  {f}: {'; '.join(m)}" for f, m in exc.fields.items())
