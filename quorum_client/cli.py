@@ -289,17 +289,20 @@ def cmd_export(args) -> int:
         sources = [s for s in (args.sources or "human,ai").split(",") if s]
         snap = client.create_snapshot(args.project_pos, args.format, file_format=args.file_format, style=args.style,
                                       sources=sources, aggregation=args.aggregation)
+    summary = f"snapshot {snap.id}  {snap.format}  {snap.row_count} rows  sha256 {snap.sha256}"
+    path = card = None
     if to_stdout:
         client.stream_snapshot(args.project_pos, snap, sys.stdout.buffer)
-        print(f"snapshot {snap.id}  {snap.format}  {snap.row_count} rows  sha256 {snap.sha256}", file=sys.stderr)
+        print(summary, file=sys.stderr)
+    elif args.output != "":
+        path, card = client.save_snapshot(args.project_pos, snap, args.output, card=args.card)
+    if args.card and card is None:
+        card = Path(args.card)
+        card.write_text(client.snapshot_card(args.project_pos, snap), encoding="utf-8")
+    if to_stdout:
         return EXIT_OK
-    path = client.download_snapshot(args.project_pos, snap, args.output) if args.output != "" else None
-    payload = {"snapshot": snap.raw, "path": str(path) if path else None}
-    if args.card:
-        Path(args.card).write_text(client.snapshot_card(args.project_pos, snap), encoding="utf-8")
-        payload["card"] = args.card
-    _emit(args, payload, f"snapshot {snap.id}  {snap.format}  {snap.row_count} rows  sha256 {snap.sha256}"
-          + (f"\nwritten to {path}" if path else ""))
+    _emit(args, {"snapshot": snap.raw, "path": str(path) if path else None, "card": str(card) if card else None},
+          summary + (f"\nwritten to {path}" if path else "") + (f"\ncard {card}" if card else ""))
     return EXIT_OK
 
 
@@ -453,8 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregation", choices=["majority", "dawid_skene"], default="majority")
     p.add_argument("--snapshot", help="download this existing snapshot instead of writing one: " + SNAPSHOT_REF)
     p.add_argument("-o", "--output", default=None,
-                   help="file or directory (default: a name in the current one); '-' writes the data on stdout")
-    p.add_argument("--card", metavar="PATH", help="also write the snapshot's dataset card (README.md) there")
+                   help="a directory (existing, or ending in /: gets data.<ext> and README.md, which "
+                        "datasets.load_dataset(DIR) loads) or a file (README.md goes beside it); default: a name in "
+                        "the current directory; '-' writes the data on stdout; '' writes nothing")
+    p.add_argument("--card", metavar="PATH", help="write the dataset card there instead of beside the data")
 
     p = add("train", cmd_train, "launch a training run on a snapshot", project=True)
     p.add_argument("--method", required=True, choices=["sft", "reward", "dpo", "kto", "orpo", "ppo", "prm"])

@@ -18,6 +18,7 @@ retried only when the connection failed before anything was sent.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 import uuid
@@ -439,13 +440,14 @@ class Client:
 
     def download_snapshot(self, project: str | Project, snapshot: int | str | Snapshot,
                           path: str | Path | None = None) -> Path:
-        """Download the snapshot's file to `path` (a file or a directory; default: the current directory) and
-        check its sha256 against the one the server recorded. Returns the file's path."""
+        """Download the snapshot's file to `path` (a file, or a directory: one that exists or a name ending in
+        "/"; default: the current directory) and check its sha256 against the one the server recorded. Returns the
+        file's path."""
         snap = self.snapshot(project, snapshot)
         slug = project.slug if isinstance(project, Project) else project
         name = f"{slug}-{snap.format}-{snap.sha256[:12]}.{snap.file_format}"
         target = Path(path) if path is not None else Path(name)
-        if target.is_dir():
+        if _names_a_folder(path):
             target = target / name
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
@@ -490,11 +492,30 @@ class Client:
             raise ConnectionFailed(f"download from {self.url} failed: {exc or type(exc).__name__}") from exc
         return sha.hexdigest()
 
-    def snapshot_card(self, project: str | Project, snapshot: int | str | Snapshot) -> str:
+    def snapshot_card(self, project: str | Project, snapshot: int | str | Snapshot, *,
+                      data_file: str | None = None) -> str:
         """The snapshot's dataset card (a README.md in Hugging Face's style: fields, counts, aggregation,
-        guideline and constitution versions, license), as markdown."""
+        guideline and constitution versions, license), as markdown. Its `configs` name the data file `data_file`
+        (default: `data.<ext>`), which `datasets.load_dataset(<folder>)` then loads from beside the card."""
         snap = self.snapshot(project, snapshot)
-        return self.request("GET", self._p(project) + f"snapshots/{snap.id}/card/").text
+        params = {"data_file": data_file} if data_file else None
+        return self.request("GET", self._p(project) + f"snapshots/{snap.id}/card/", params=params).text
+
+    def save_snapshot(self, project: str | Project, snapshot: int | str | Snapshot,
+                      path: str | Path | None = None, *, card: str | Path | None = None) -> tuple[Path, Path]:
+        """Download the snapshot (sha256 checked) and write its dataset card beside it, so that
+        `datasets.load_dataset(<folder>)` loads it as it is. `path` is a directory (one that exists, or a name
+        ending in "/"), which gets `data.<ext>` and `README.md`, or a file name, which gets a README.md beside it
+        naming that file; default: `<project>-<format>-<sha256 prefix>.<ext>` here. A README.md there that is
+        not a Quorum card is left alone: the card is then written as `<data file>.README.md`. `card` puts the
+        card elsewhere. Returns the paths of the data file and of the card."""
+        snap = self.snapshot(project, snapshot)
+        target = Path(path) / f"data.{snap.file_format}" if _names_a_folder(path) else path
+        data_path = self.download_snapshot(project, snap, target)
+        card_path = Path(card) if card else _card_beside(data_path)
+        card_path.parent.mkdir(parents=True, exist_ok=True)
+        card_path.write_text(self.snapshot_card(project, snap, data_file=data_path.name), encoding="utf-8")
+        return data_path, card_path
 
     def snapshot_dataset(self, project: str | Project, snapshot: int | str | Snapshot,
                          cache_dir: str | Path | None = None):
@@ -640,6 +661,21 @@ def _keyed(row: dict, fields: tuple[str, ...]) -> dict:
 
     basis = json.dumps({k: row.get(k) for k in fields}, sort_keys=True, ensure_ascii=False)
     return {**row, "key": "h:" + hashlib.sha256(basis.encode("utf-8")).hexdigest()[:40]}
+
+
+def _names_a_folder(path: str | Path | None) -> bool:
+    return path is not None and (Path(path).is_dir() or str(path).endswith(("/", os.sep)))
+
+
+def _card_beside(data_path: Path) -> Path:
+    """README.md beside the data file, unless a README.md that is not a Quorum card is there already."""
+    readme = data_path.with_name("README.md")
+    if readme.exists():
+        with readme.open(encoding="utf-8", errors="replace") as f:
+            head = f.read(65536)
+        if not (head.startswith("---\n") and "\nquorum:\n" in head.split("\n---\n", 1)[0]):
+            return data_path.with_name(data_path.name + ".README.md")
+    return readme
 
 
 def _write_all(out: BinaryIO, block: bytes) -> None:

@@ -2,7 +2,7 @@
 and imports of `datasets` data (Parquet, Arrow, a zipped save_to_disk directory)."""
 
 from django.http import HttpResponse as PlainResponse
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.mixins import ListModelMixin
 from rest_framework.response import Response as HttpResponse
@@ -163,12 +163,21 @@ class SnapshotCardView(ProjectView):
 
     permissions_by_method = {"*": [CanManageData]}
 
-    @extend_schema(responses={(200, "text/markdown"): str})
+    @extend_schema(
+        parameters=[OpenApiParameter("data_file", str, description="the name the data file was saved under, for the "
+                                     "card's `configs` (default: the server's, data.<ext>)")],
+        responses={(200, "text/markdown"): str},
+    )
     def get(self, request, slug, snapshot_id):
         snapshot = DatasetSnapshot.objects.filter(project=self.project, pk=snapshot_id).select_related("project", "created_by").first()
         if snapshot is None:
             raise NotFound("no such snapshot")
-        response = PlainResponse(snapshot_card(snapshot=snapshot), content_type="text/markdown; charset=utf-8")
+        data_name = request.query_params.get("data_file") or None
+        if data_name is not None and (len(data_name) > 255 or data_name in (".", "..") or not data_name.isprintable()
+                                      or "/" in data_name or "\\" in data_name):
+            raise Invalid("data_file is a file name, without folders", fields={"data_file": ["a plain file name"]})
+        card = snapshot_card(snapshot=snapshot, data_name=data_name)
+        response = PlainResponse(card, content_type="text/markdown; charset=utf-8")
         response["Content-Disposition"] = f'inline; filename="{self.project.slug}-{snapshot.sha256[:12]}-README.md"'
         return response
 

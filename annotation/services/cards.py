@@ -184,11 +184,12 @@ def _versions_text(counts: dict[int, int], what: str) -> str:
     return ", ".join(parts)
 
 
-def snapshot_card_text(snapshot: DatasetSnapshot) -> str:
+def snapshot_card_text(snapshot: DatasetSnapshot, *, data_name: str | None = None) -> str:
+    """The card, for the data file as the server stores it or, with `data_name`, as a download was named."""
     project = snapshot.project
     spec = snapshot.spec or {}
     facts = snapshot_card_facts(snapshot)
-    data_name = Path(snapshot.path).name
+    data_name = data_name or Path(snapshot.path).name
     columns = spec.get("columns") or []
     created = snapshot.created_at.isoformat()
     settings = project.settings or {}
@@ -311,8 +312,11 @@ def snapshot_card_write(*, snapshot: DatasetSnapshot) -> Path:
     return target
 
 
-def snapshot_card(*, snapshot: DatasetSnapshot) -> str:
-    """The card's text: the file beside the snapshot, written now if it is missing."""
+def snapshot_card(*, snapshot: DatasetSnapshot, data_name: str | None = None) -> str:
+    """The card's text: the file beside the snapshot, written now if it is missing; made afresh for a download
+    named `data_name` (its `configs` must name the file beside it)."""
+    if data_name and data_name != Path(snapshot.path).name:
+        return snapshot_card_text(snapshot, data_name=data_name)
     path = card_path(snapshot)
     if path.is_file():
         return path.read_text(encoding="utf-8")

@@ -225,6 +225,67 @@ def test_snapshot_references_digits_only_sha256_prefixes_ids_and_ambiguity(cli, 
     assert code == 2 and "at least 8 hex digits" in err
 
 
+def _load_offline(*folders: Path) -> list[dict]:
+    """`datasets.load_dataset(folder)` of each folder as it is, in a process with no network: split sizes and the
+    train split's columns."""
+    code = ("import datasets, json, sys\n"
+            "out = []\n"
+            "for folder in sys.argv[1:]:\n"
+            "    ds = datasets.load_dataset(folder)\n"
+            "    out.append({'splits': {k: v.num_rows for k, v in ds.items()}, 'columns': ds['train'].column_names})\n"
+            "print(json.dumps(out))\n")
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(folders[0].parent / "hf-home")}
+    done = subprocess.run([sys.executable, "-c", code, *map(str, folders)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_export_to_a_directory_writes_data_and_card_that_datasets_loads_as_they_are(cli, world, tmp_path):
+    import yaml
+
+    records = tmp_path / "prefs.jsonl"
+    records.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."}) + "\n"
+                               for i in range(4)))
+    assert cli("push", "records", records, "-p", "lab")[0] == 0
+    # A directory named with a trailing slash (not there yet), and one that exists.
+    fresh = tmp_path / "fresh"
+    code, out, err = cli("export", "lab", "--format", "preference", "-o", f"{fresh}/", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["path"] == str(fresh / "data.jsonl") and result["card"] == str(fresh / "README.md")
+    assert sorted(p.name for p in fresh.iterdir()) == ["README.md", "data.jsonl"]
+    assert hashlib.sha256((fresh / "data.jsonl").read_bytes()).hexdigest() == result["snapshot"]["sha256"]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    code, out, err = cli("export", "lab", "--format", "preference", "--file-format", "parquet", "-o", existing)
+    assert code == 0, err
+    assert sorted(p.name for p in existing.iterdir()) == ["README.md", "data.parquet"]
+    assert f"written to {existing / 'data.parquet'}" in out and f"card {existing / 'README.md'}" in out
+    # A file name: the card goes beside it and names that file.
+    named = tmp_path / "named"
+    code, out, err = cli("export", "lab", "--snapshot", result["snapshot"]["id"], "-o", named / "prefs-v1.jsonl",
+                         "--json")
+    assert code == 0, err
+    card = (named / "README.md").read_text()
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "prefs-v1.jsonl"}]}]
+    assert "data.jsonl" not in card and result["snapshot"]["sha256"] in card
+
+    loaded = _load_offline(fresh, existing, named)
+    assert [r["splits"] for r in loaded] == [{"train": 4}] * 3
+    assert all({"prompt", "chosen", "rejected"} <= set(r["columns"]) for r in loaded)
+
+    # Someone else's README beside the file is left as it is; the card takes a name of its own.
+    (named / "README.md").write_text("# My notes\n")
+    code, out, err = cli("export", "lab", "--snapshot", result["snapshot"]["id"], "-o", named / "again.jsonl", "--json")
+    assert code == 0, err
+    assert (named / "README.md").read_text() == "# My notes\n"
+    assert json.loads(out)["card"] == str(named / "again.jsonl.README.md")
+    assert "again.jsonl" in (named / "again.jsonl.README.md").read_text()
+
+
 def _as_a_process(world, role="engineer"):
     """The command as its own process, on this tree's code, and the environment it reads its server from."""
     env = {**os.environ, "QUORUM_URL": world["url"], "QUORUM_TOKEN": world["tokens"][role],

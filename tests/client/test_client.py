@@ -416,6 +416,25 @@ def test_hugging_face_datasets_go_in_as_they_are_on_disk_and_snapshots_come_with
         client_for("annotator").import_dataset("lab", parquet)
 
 
+def test_a_snapshot_saved_to_a_folder_comes_with_a_card_that_names_its_data_file(client_for, world, tmp_path):
+    import yaml
+
+    eng = client_for("engineer")
+    eng.push_records("lab", [{"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."} for i in range(3)])
+    snap = eng.create_snapshot("lab", "preference", file_format="parquet")
+    data, card = eng.save_snapshot("lab", snap, f"{tmp_path}/prefs/")
+    assert (data, card) == (tmp_path / "prefs" / "data.parquet", tmp_path / "prefs" / "README.md")
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == snap.sha256
+    data, card = eng.save_snapshot("lab", snap, tmp_path / "named" / "v1.parquet")
+    assert card == tmp_path / "named" / "README.md"
+    header = yaml.safe_load(card.read_text().split("---\n")[1])
+    assert header["configs"][0]["data_files"] == [{"split": "train", "path": "v1.parquet"}]
+    assert header["quorum"]["sha256"] == snap.sha256
+    with pytest.raises(BadRequest) as info:
+        eng.snapshot_card("lab", snap, data_file="../elsewhere.parquet")
+    assert "data_file" in info.value.fields
+
+
 def test_a_round_is_started_followed_and_cancelled_through_the_client(client_for, world, tiny_model_dir, monkeypatch):
     # The round's worker is not the point here: its message is dropped and the round stays queued until cancelled.
     monkeypatch.setattr("training.rounds.services._send", lambda *a: None)
