@@ -3,6 +3,8 @@
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Max, QuerySet
 
+from quorum_client.refs import SHA256_PREFIX_MIN, snapshot_ref
+
 from . import rows
 from .errors import Conflict, Invalid, NotFound
 from .models import (
@@ -114,37 +116,19 @@ def task_view(*, assignment: Assignment) -> dict:
 
 
 # --- snapshots by id or sha256 -----------------------------------------------------------------
-SHA256_PREFIX_MIN = 8
-_HEX_DIGITS = frozenset("0123456789abcdef")
-REF_HELP = "give a snapshot id (fewer than 8 digits, or id:N) or at least 8 hex digits of its sha256"
-
-
 def snapshot_ref_parse(ref: int | str) -> tuple[str, int | str]:
-    """How a snapshot reference reads: ("id", N) or ("sha256", prefix).
-
-    An int, `id:N`, or fewer than 8 digits is an id; 8 to 64 hex digits are a sha256 prefix, digits only too
-    (an id that long would need ten million snapshots: write it `id:N`)."""
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        return "id", ref
-    text = ref.strip().lower() if isinstance(ref, str) else ""
-    if text.startswith("id:") and text[3:].isascii() and text[3:].isdigit():
-        return "id", int(text[3:])
-    if text.isascii() and text.isdigit() and len(text) < SHA256_PREFIX_MIN:
-        return "id", int(text)
-    if text and set(text) <= _HEX_DIGITS:
-        if len(text) < SHA256_PREFIX_MIN:
-            raise Invalid(f"a sha256 prefix needs at least {SHA256_PREFIX_MIN} hex digits, not {len(text)}")
-        if len(text) > 64:
-            raise Invalid("a sha256 has 64 hex digits")
-        return "sha256", text
-    raise Invalid(REF_HELP)
+    """("id", N) or ("sha256", prefix), by the rule the client and the command line follow (Invalid for neither)."""
+    try:
+        return snapshot_ref(ref)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def snapshots_with_sha256_prefix(*, project: Project, prefix: str) -> QuerySet[DatasetSnapshot]:
     """The project's snapshots whose sha256 starts with `prefix` (8 to 64 hex digits), newest first."""
     kind, value = snapshot_ref_parse(prefix)
     if kind != "sha256":
-        raise Invalid(f"a sha256 prefix needs at least {SHA256_PREFIX_MIN} hex digits")
+        raise Invalid(f"a sha256 prefix needs at least {SHA256_PREFIX_MIN} hex digits, not an id")
     return DatasetSnapshot.objects.filter(project=project, sha256__startswith=value).order_by("-id")
 
 

@@ -41,6 +41,7 @@ from .errors import (
     error_from_response,
 )
 from .jobs import Job
+from .refs import snapshot_ref
 from .types import (
     Annotation,
     ImportReport,
@@ -628,29 +629,6 @@ class Client:
 
     def training_runs(self, project: str | Project) -> list[Job]:
         return [Job(self, project, "training", r["id"], r) for r in self._pages(self._p(project) + "training-runs/")]
-
-
-SHA256_PREFIX_MIN = 8
-
-
-def snapshot_ref(ref: int | str) -> tuple[str, int | str]:
-    """How `Client.snapshot` reads a reference: ("id", N) or ("sha256", prefix); ValueError for neither."""
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        return "id", ref
-    text = ref.strip().lower() if isinstance(ref, str) else ""
-    if text.startswith("id:") and text[3:].isascii() and text[3:].isdigit():
-        return "id", int(text[3:])
-    if text.isascii() and text.isdigit() and len(text) < SHA256_PREFIX_MIN:
-        return "id", int(text)
-    if text and set(text) <= set("0123456789abcdef"):
-        if len(text) < SHA256_PREFIX_MIN:
-            raise ValueError(f"a sha256 prefix needs at least {SHA256_PREFIX_MIN} hex digits, not {len(text)}: "
-                             f"{ref!r}")
-        if len(text) > 64:
-            raise ValueError(f"a sha256 has 64 hex digits, not {len(text)}")
-        return "sha256", text
-    raise ValueError(f"{ref!r} is neither a snapshot id (fewer than 8 digits, or id:N) nor 8 or more hex digits of "
-                     "a sha256")
 
 
 def _keyed(row: dict, fields: tuple[str, ...]) -> dict:
