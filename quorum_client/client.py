@@ -460,8 +460,12 @@ class Client:
                 break
             except (ConnectionFailed, ServerError):
                 if attempt >= self.retries:
+                    partial.unlink(missing_ok=True)
                     raise
                 attempt = self._sleep(attempt)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
         if digest != snap.sha256:
             partial.unlink(missing_ok=True)
             raise ChecksumMismatch(f"snapshot {snap.id}: downloaded sha256 {digest} != recorded {snap.sha256}")
