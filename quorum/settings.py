@@ -154,6 +154,10 @@ CACHES = {
     else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}
 }
 
+# Webhook URLs must resolve to public addresses; these hosts, addresses and CIDR networks are allowed anyway
+# (a receiver on the internal network), comma-separated: "hooks.internal,10.20.0.0/16".
+WEBHOOK_ALLOW_PRIVATE = [h.strip() for h in env_str("QUORUM_WEBHOOK_ALLOW_PRIVATE", "").split(",") if h.strip()]
+
 # Uploads: imports stream from a temporary file and are capped.
 IMPORT_MAX_BYTES = env_int("QUORUM_IMPORT_MAX_BYTES", 512 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
