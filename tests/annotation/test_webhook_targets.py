@@ -8,8 +8,6 @@ system resolver.
 """
 
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.test import Client
@@ -19,6 +17,7 @@ from annotation.errors import Invalid
 from annotation.models import DeliveryStatus, Role, WebhookDelivery
 from annotation.services.webhook_targets import REFUSED_MESSAGE
 from annotation.services.webhooks import webhook_create, webhook_delivery_attempt, webhook_emit, webhook_update
+from tests.annotation.webhook_receiver import FAILURE_ANSWER, Receiver
 
 INTERNAL_URLS = [
     "http://127.0.0.1/hook",
@@ -44,40 +43,6 @@ INTERNAL_URLS = [
     "http://[2002:7f00:1::]/hook",  # 6to4 wrapping 127.0.0.1
     "http://2130706433/hook",  # 127.0.0.1 written as one number
 ]
-
-
-class Receiver:
-    """An HTTP server on `host` recording the POSTs it gets; /fail answers 500 with a body, /moved redirects."""
-
-    def __init__(self, host="127.0.0.1", port=0, redirect_to=""):
-        self.requests: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"path": self.path, "host": self.headers.get("Host")})
-                if self.path.startswith("/moved"):
-                    self.send_response(302)
-                    self.send_header("Location", redirect_to)
-                    self.end_headers()
-                    return
-                status = 500 if self.path.startswith("/fail") else 200
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"internal: db password is hunter2" if status == 500 else b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.port = self.server.server_port
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -214,7 +179,7 @@ def test_an_attempt_connects_to_the_address_it_checked_with_the_urls_host_header
     delivery = _deliver(hook)
     assert delivery.status == DeliveryStatus.SUCCEEDED and delivery.response_code == 200
     assert other.requests == []
-    assert checked.requests == [{"path": "/in", "host": f"pin.rebind.test:{checked.port}"}]
+    assert [(r["path"], r["headers"]["host"]) for r in checked.requests] == [("/in", f"pin.rebind.test:{checked.port}")]
     assert dns.lookups["pin.rebind.test"] == 1
 
 
@@ -246,11 +211,11 @@ def test_engineers_and_admins_read_the_code_and_a_short_reason_never_the_answer(
         api.force_authenticate(member(role))
         (row,) = api.get(f"/api/v1/projects/{project.slug}/webhook-deliveries/").data["results"]
         assert (row["response_code"], row["last_error"]) == (500, "HTTP 500")
-        assert "hunter2" not in str(row)
+        assert FAILURE_ANSWER.decode() not in str(row)
     page = Client()
     page.force_login(member(Role.ADMIN))
     html = page.get(f"/p/{project.slug}/webhooks/").content.decode()
-    assert "HTTP 500" in html and "hunter2" not in html
+    assert "HTTP 500" in html and FAILURE_ANSWER.decode() not in html
 
 
 def test_a_webhook_moved_to_an_internal_url_by_an_update_is_refused(db, project):
@@ -275,7 +240,7 @@ def test_the_migration_rewrites_earlier_errors_to_short_reasons(project):
         hook = old.get_model("annotation", "Webhook").objects.create(
             project_id=project.pk, url="https://hooks.example/a", events=["run.finished"], secret="s" * 32)
         rows = {
-            "HTTP 500: internal: db password is hunter2" + "x" * 400: (500, "HTTP 500"),
+            "HTTP 500: " + FAILURE_ANSWER.decode() + "x" * 400: (500, "HTTP 500"),
             "ConnectError: [Errno 111] Connection refused": (None, "connection refused"),
             "ReadTimeout: timed out": (None, "timed out"),
             "the webhook was disabled": (None, "the webhook was disabled"),

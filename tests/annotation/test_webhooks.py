@@ -14,10 +14,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -38,6 +36,7 @@ from annotation.services.webhooks import (
     webhook_emit,
     webhook_update,
 )
+from tests.annotation.webhook_receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60
@@ -46,44 +45,6 @@ MAX_ATTEMPTS = 3
 
 
 # --- a receiver -----------------------------------------------------------------------------
-class Receiver:
-    """A local HTTP server that records every POST; /fail answers 500, anything else 200."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append(
-                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
-                     "at": time.monotonic()}
-                )
-                status = 500 if self.path.startswith("/fail") else 200
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"receiver is down" if status == 500 else b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
-
-    def on(self, path: str) -> list[dict]:
-        return [r for r in self.requests if r["path"] == path]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver(settings):
     # Webhooks go to public addresses only; this receiver on loopback is a deliberate exception.
