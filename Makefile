@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Every target here is local development: the built-in development key is allowed (production sets
+# QUORUM_SECRET_KEY instead; see platform/quorum.env.example).
+export QUORUM_DEV ?= 1
 
 .PHONY: install demo test bench browser serve worker clean docs
 

@@ -345,7 +345,11 @@ class WebhookDelivery(models.Model):
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     response_code = models.PositiveIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
+    # A fixed phrase ("HTTP 500", "connection refused", "address not allowed"), never the receiver's answer:
+    # whoever reads the log must not be able to read what an internal address said.
+    last_error = models.CharField(
+        max_length=100, blank=True, help_text="why the last attempt failed, in a few words (never what the receiver answered)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

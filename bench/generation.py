@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quorum.settings")
+os.environ.setdefault("QUORUM_DEV", "1")  # a local measurement: the development secret key will do
 
 QUESTIONS = ROOT / "annotation" / "fixtures" / "demo" / "mt_bench_questions.jsonl"
 

@@ -85,8 +85,9 @@ def main() -> None:
         os.environ["CELERY_BROKER_KEY_PREFIX"] = f"bench-webhooks-{uuid.uuid4().hex[:8]}:"
     else:
         os.environ.pop("CELERY_BROKER_URL", None)
-    os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    os.environ["QUORUM_WEBHOOK_ALLOW_PRIVATE"] = "127.0.0.1"  # the receiver below listens on loopback
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quorum.settings")
+    os.environ.setdefault("QUORUM_DEV", "1")  # a local measurement: the development secret key will do
     import django
 
     django.setup()

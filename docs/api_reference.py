@@ -41,6 +41,7 @@ def generate_schema() -> dict:
     """The schema of the code in this checkout (needs Django settings; no server, no database)."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quorum.settings")
+    os.environ.setdefault("QUORUM_DEV", "1")  # the schema is the same whatever the key
     import django
 
     django.setup()

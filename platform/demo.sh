@@ -12,6 +12,7 @@ DEMO_PROMPTS=${DEMO_PROMPTS:-6}
 LOG=var/log
 mkdir -p "$LOG"
 export QUORUM_DEBUG=${QUORUM_DEBUG:-1}
+export QUORUM_DEV=${QUORUM_DEV:-1}        # the development secret key, even with QUORUM_DEBUG=0
 export QUORUM_WORKER_PRELOAD=1    # workers import torch/transformers while the model is being converted
 export OMP_WAIT_POLICY=PASSIVE    # four processes share the cores; spinning OpenMP threads would starve them
 export HF_HUB_OFFLINE=1           # nothing is downloaded, ever

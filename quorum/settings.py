@@ -25,7 +25,21 @@ def env_int(name: str, default: int) -> int:
 
 
 DEBUG = env_bool("QUORUM_DEBUG", False)
-SECRET_KEY = env_str("QUORUM_SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+# Without QUORUM_SECRET_KEY only local development may run, on a fixed key anyone can read here: with
+# QUORUM_DEBUG or QUORUM_DEV on (make demo, make, bench/), or under pytest (which sets PYTEST_VERSION for the
+# tests and the processes they start). Anything else refuses to start rather than sign sessions with it.
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me-in-production-0123456789"
+SECRET_KEY = env_str("QUORUM_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not (DEBUG or env_bool("QUORUM_DEV", False) or "PYTEST_VERSION" in os.environ):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "QUORUM_SECRET_KEY is not set. In production set it to a long random value, the same on every host "
+            "(see platform/quorum.env.example); for local development set QUORUM_DEV=1 (or QUORUM_DEBUG=1) to run "
+            "on the built-in development key."
+        )
+    SECRET_KEY = DEV_SECRET_KEY
 ALLOWED_HOSTS = [h for h in env_str("QUORUM_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("QUORUM_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -139,6 +153,10 @@ CACHES = {
     if CACHE_URL
     else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}
 }
+
+# Webhook URLs must resolve to public addresses; these hosts, addresses and CIDR networks are allowed anyway
+# (a receiver on the internal network), comma-separated: "hooks.internal,10.20.0.0/16".
+WEBHOOK_ALLOW_PRIVATE = [h.strip() for h in env_str("QUORUM_WEBHOOK_ALLOW_PRIVATE", "").split(",") if h.strip()]
 
 # Uploads: imports stream from a temporary file and are capped.
 IMPORT_MAX_BYTES = env_int("QUORUM_IMPORT_MAX_BYTES", 512 * 1024 * 1024)

@@ -47,22 +47,37 @@ def project_update(*, project: Project, **changes) -> Project:
     return project
 
 
+def _keep_an_admin(*, project: Project, leaving: Membership) -> None:
+    """Refuse (409 last_admin) a change that takes `leaving`, an admin, out of the admins when no other is left.
+
+    Takes the project's row lock first: two such changes at once (two admins demoting or removing each other)
+    then run one after the other, and the second sees the first; a lock on the leaving row alone would let
+    each see the other still an admin.
+    """
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    if not Membership.objects.filter(project=project, role=Role.ADMIN).exclude(pk=leaving.pk).exists():
+        raise Conflict("a project keeps at least one admin", code="last_admin")
+
+
 @transaction.atomic
 def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
     if role not in Role.values:
         raise Invalid(f"unknown role {role!r}", fields={"role": [f"must be one of {', '.join(Role.values)}"]})
+    current = Membership.objects.filter(project=project, user=user).first()
+    if current is not None and current.role == Role.ADMIN and role != Role.ADMIN:
+        _keep_an_admin(project=project, leaving=current)
     membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
     return membership
 
 
 @transaction.atomic
 def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
-    membership = Membership.objects.select_for_update().filter(project=project, user=user).first()
+    membership = Membership.objects.filter(project=project, user=user).first()
     if membership is None:
         return
-    if membership.role == Role.ADMIN and not Membership.objects.filter(project=project, role=Role.ADMIN).exclude(pk=membership.pk).exists():
-        raise Conflict("a project keeps at least one admin", code="last_admin")
-    membership.delete()
+    if membership.role == Role.ADMIN:
+        _keep_an_admin(project=project, leaving=membership)
+    Membership.objects.filter(pk=membership.pk).delete()
 
 
 def _next_number(queryset) -> int:

@@ -8,6 +8,10 @@ sent once. Delivery is at least once: receivers deduplicate by the `X-Quorum-Del
 
 Signature: `X-Quorum-Signature: sha256=HEX`, HEX = HMAC-SHA256(secret, f"{timestamp}.{body}") with the
 `X-Quorum-Timestamp` header's value (Unix seconds), so an old delivery cannot be replayed as new.
+
+URLs go to public addresses only (`webhook_targets`): checked when a webhook is registered and again before each
+attempt, which connects to the address it checked. What a receiver answers is never stored: a delivery keeps the
+status code and a short reason.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -32,6 +37,7 @@ from django.utils import timezone
 
 from ..errors import Conflict, Invalid
 from ..models import DeliveryStatus, Project, Task, TaskStatus, Webhook, WebhookDelivery, WebhookEvent
+from .webhook_targets import REFUSED_MESSAGE, TargetRefused, TargetUnresolved, target_check
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +85,19 @@ def _clean(url: str | None, events: list | None) -> None:
     problems: dict[str, list[str]] = {}
     if url is not None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
             problems["url"] = ["must be an http:// or https:// URL"]
+        else:
+            try:
+                target_check(url)
+            except TargetRefused:
+                problems["url"] = [REFUSED_MESSAGE]
+            except TargetUnresolved:
+                pass  # not resolvable yet: each delivery checks the address it is about to use
     if events is not None:
         if not isinstance(events, list) or not events:
             problems["events"] = [f"name at least one of {', '.join(EVENTS)}"]
@@ -265,16 +282,37 @@ def retry_delay(attempts: int) -> float:
     return min(float(_setting("WEBHOOK_RETRY_MAX_SECONDS", 3600.0)), base * 2 ** max(0, attempts - 1))
 
 
-_clients: dict[int, object] = {}
+_clients: dict[tuple[int, str], object] = {}
+_tls: dict[int, ssl.SSLContext] = {}
+MAX_CLIENTS = 64
 
 
-def _http_client():
-    """One httpx client per process: building one loads the CA bundle, which costs more than a local POST."""
+def _http_client(server_name: str):
+    """An httpx client per process and receiver host name, sharing one TLS context (loading the CA bundle costs
+    more than a local POST).
+
+    Connections are made to an IP address, so a pool shared by every host would let a TLS connection verified
+    for one name carry another name's delivery; one client per name keeps each pool to its own name. Proxy
+    variables are ignored: the address check only holds if this process makes the connection itself.
+    """
+    import certifi
     import httpx
 
-    client = _clients.get(os.getpid())
+    pid = os.getpid()
+    client = _clients.get((pid, server_name))
     if client is None:
-        client = _clients[os.getpid()] = httpx.Client(follow_redirects=False, headers={"User-Agent": "Quorum-Webhooks/1"})
+        if len(_clients) >= MAX_CLIENTS:
+            for key in list(_clients):
+                if key[0] == pid:
+                    _clients.pop(key).close()
+                else:
+                    _clients.pop(key)  # a parent process's client: its sockets are not ours to close
+        context = _tls.get(pid)
+        if context is None:
+            context = _tls[pid] = ssl.create_default_context(cafile=certifi.where())
+        client = _clients[(pid, server_name)] = httpx.Client(
+            follow_redirects=False, trust_env=False, verify=context, headers={"User-Agent": "Quorum-Webhooks/1"}
+        )
     return client
 
 
@@ -282,11 +320,51 @@ def delivery_body(delivery: WebhookDelivery) -> bytes:
     return json.dumps({"id": delivery.pk, **delivery.payload}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _post_pinned(url: str, address, *, body: bytes, headers: dict, timeout: float) -> int:
+    """POST to `url` through a connection to `address`, the one that was checked; the answer's status code.
+
+    The URL's host still goes in the Host header and as the TLS server name (so the certificate is verified
+    for it). The answer's body is not read: nothing a receiver says is kept.
+    """
+    import httpx
+
+    original = httpx.URL(url)
+    host = original.raw_host.decode("ascii")
+    pinned = original.copy_with(host=str(address))
+    extensions = {"sni_hostname": host} if original.scheme == "https" else {}
+    headers = {**headers, "Host": original.netloc.decode("ascii")}
+    client = _http_client(host)
+    with client.stream("POST", pinned, content=body, headers=headers, timeout=timeout, extensions=extensions) as answer:
+        return answer.status_code
+
+
+def _failure_reason(error: Exception) -> str:
+    """A short, fixed reason for a failed attempt: never the text of an exception or of the receiver's answer."""
+    import httpx
+
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    causes, seen = [], error
+    while seen is not None and len(causes) < 10:
+        causes.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    if any(isinstance(c, ssl.SSLError) for c in causes):
+        return "TLS error"
+    if isinstance(error, httpx.ConnectError):
+        return "could not connect"
+    if isinstance(error, httpx.ProtocolError):
+        return "invalid HTTP answer"
+    return "request failed"
+
+
 def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> tuple[str, float | None]:
     """POST one delivery once and record the outcome: (status, seconds until the next attempt or None).
 
-    A 2xx answer succeeds. Anything else (another status, a timeout, a refused connection) is
-    retried until WEBHOOK_MAX_ATTEMPTS attempts, then the delivery is failed. Redirects are not followed.
+    A 2xx answer succeeds. Anything else (another status, a timeout, a refused connection, a host that does
+    not resolve) is retried until WEBHOOK_MAX_ATTEMPTS attempts, then the delivery is failed. Redirects are
+    not followed. A URL whose host now resolves to an address webhooks are not sent to fails at once, unsent.
     """
     import httpx
 
@@ -306,30 +384,34 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
     if not claimed:
         return "busy", None
     webhook = delivery.webhook
+    code, ok = None, False
+    final = attempts >= int(_setting("WEBHOOK_MAX_ATTEMPTS", 8))
     if not webhook.active:
-        code, error, ok = None, "the webhook was disabled", False
-        final = True
+        error, final = "the webhook was disabled", True
     else:
-        final = attempts >= int(_setting("WEBHOOK_MAX_ATTEMPTS", 8))
-        body = delivery_body(delivery)
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            EVENT_HEADER: delivery.event,
-            DELIVERY_HEADER: str(delivery.pk),
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: signature_for(secret=webhook.secret, timestamp=timestamp, body=body),
-        }
         try:
-            answer = _http_client().post(
-                webhook.url, content=body, headers=headers, timeout=float(_setting("WEBHOOK_TIMEOUT_SECONDS", 10.0))
-            )
-            code = answer.status_code
-            ok = 200 <= code < 300
-            error = "" if ok else f"HTTP {code}: {answer.text[:500]}"
-        except httpx.HTTPError as exc:
-            code, ok = None, False
-            error = f"{type(exc).__name__}: {exc}"[:1000] or type(exc).__name__
+            target = target_check(webhook.url)
+        except TargetRefused:
+            error, final = "address not allowed", True
+        except TargetUnresolved:
+            error = "host does not resolve"
+        else:
+            body = delivery_body(delivery)
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                EVENT_HEADER: delivery.event,
+                DELIVERY_HEADER: str(delivery.pk),
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: signature_for(secret=webhook.secret, timestamp=timestamp, body=body),
+            }
+            try:
+                code = _post_pinned(webhook.url, target.address, body=body, headers=headers,
+                                    timeout=float(_setting("WEBHOOK_TIMEOUT_SECONDS", 10.0)))  # fmt: skip
+                ok = 200 <= code < 300
+                error = "" if ok else f"HTTP {code}"
+            except httpx.HTTPError as exc:
+                error = _failure_reason(exc)
     done = timezone.now()
     fields = {"response_code": code, "last_error": error}
     delay = None

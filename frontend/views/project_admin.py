@@ -69,12 +69,6 @@ def member_set(request, project):
     if user is None:
         messages.error(request, f"No user named “{form.cleaned_data['username']}”.")
         return redirect("frontend:project_settings", project.slug)
-    members = {m.user_id: m for m in reads.members(project=project)}
-    current = members.get(user.pk)
-    if current and current.role == "admin" and form.cleaned_data["role"] != "admin":
-        if sum(1 for m in members.values() if m.role == "admin") == 1:
-            messages.error(request, "A project keeps at least one admin.")
-            return redirect("frontend:project_settings", project.slug)
     try:
         services.membership_set(project=project, user=user, role=form.cleaned_data["role"])
     except DomainError as exc:

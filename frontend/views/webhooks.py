@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib import messages
 from django.shortcuts import redirect, render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
 from annotation.errors import DomainError
@@ -25,33 +26,47 @@ def _webhook(project, webhook_id):
     return hooks.webhooks_of(project=project).filter(pk=webhook_id).first()
 
 
-@project_view(ADMINS)
-def webhooks(request, project):
+def _page(request, project, *, form: WebhookForm | None = None, secret: tuple | None = None, status: int = 200):
+    """The webhooks page; `secret` is (webhook, secret) right after it was made, shown in this answer alone.
+
+    A new secret is rendered into this response rather than flashed through a redirect: Django's messages live
+    in a cookie, which would carry the secret back and forth and leave it in the browser."""
     ctx = {
         "project": project,
         "webhooks": hooks.webhooks_of(project=project),
         "deliveries": hooks.deliveries_of(project=project)[:RECENT],
-        "form": WebhookForm(initial={"events": ["task.completed"]}),
+        "form": form or WebhookForm(initial={"events": ["task.completed"]}),
+        "new_secret": secret,
         "signature_header": hooks.SIGNATURE_HEADER,
         "timestamp_header": hooks.TIMESTAMP_HEADER,
     }
-    return render(request, "frontend/webhooks.html", ctx)
+    response = render(request, "frontend/webhooks.html", ctx, status=status)
+    if secret is not None:
+        add_never_cache_headers(response)  # no copy of the page in the browser's cache or history
+    return response
+
+
+@project_view(ADMINS)
+def webhooks(request, project):
+    return _page(request, project)
 
 
 @require_POST
 @project_view(ADMINS)
 def webhook_create(request, project):
     form = WebhookForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Give an http(s) URL and at least one event.")
-        return redirect("frontend:webhooks", project.slug)
-    try:
-        webhook = hooks.webhook_create(project=project, created_by=request.user, **form.cleaned_data)
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Webhook added. Its signing secret (shown once): {webhook.secret}")
-    return redirect("frontend:webhooks", project.slug)
+    if form.is_valid():
+        try:
+            webhook = hooks.webhook_create(project=project, created_by=request.user, **form.cleaned_data)
+        except DomainError as exc:
+            for field, problems in exc.fields.items():
+                for problem in problems:
+                    form.add_error(field if field in form.fields else None, problem)
+            if not exc.fields:
+                form.add_error(None, exc.message)
+        else:
+            return _page(request, project, secret=(webhook, webhook.secret))
+    return _page(request, project, form=form, status=400)
 
 
 @require_POST
@@ -68,7 +83,7 @@ def webhook_action(request, project, webhook_id, action):
         messages.success(request, "Ping sent; its delivery is listed below.")
     elif action == "rotate":
         hooks.webhook_update(webhook=webhook, rotate_secret=True)
-        messages.success(request, f"New signing secret (shown once): {webhook.secret}")
+        return _page(request, project, secret=(webhook, webhook.secret))
     elif action == "delete":
         hooks.webhook_delete(webhook=webhook)
         messages.success(request, "Webhook removed, with its deliveries.")

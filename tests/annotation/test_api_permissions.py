@@ -58,6 +58,7 @@ def _own_cache(settings):
 @pytest.fixture
 def world(db, make_user, make_task, tmp_path, settings):
     settings.SNAPSHOT_DIR = tmp_path / "snapshots"
+    settings.WEBHOOK_ALLOW_PRIVATE = ["127.0.0.1"]  # the webhooks below name a local port
     settings.MODEL_DIR = tmp_path / "models"
     users = {role: make_user(role) for role in ROLES if role != "anonymous"}
     project = services.project_create(name="P", slug="p", created_by=users["admin"], required_annotations=2)

@@ -530,8 +530,10 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_webhooks_are_registered_pinged_and_their_signature_checks_out(client_for, world, inline_worker):
+def test_webhooks_are_registered_pinged_and_their_signature_checks_out(client_for, world, inline_worker, settings):
     from quorum_client.webhooks import verify
+
+    settings.WEBHOOK_ALLOW_PRIVATE = ["127.0.0.1"]  # the receiver below listens on loopback
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()

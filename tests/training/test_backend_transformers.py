@@ -112,3 +112,18 @@ def test_open_backend_builds_the_backend_a_registry_row_names(tiny_dir):
                            "options": {"max_batch_size": 2, "device": "cpu"}})()
     b = open_backend(row)
     assert isinstance(b, TransformersBackend) and b.max_batch_size == 2 and b.device == "cpu"
+
+
+def test_a_dtype_is_one_of_a_few_names_never_any_attribute_of_torch(db, tiny_dir):
+    from annotation.errors import Invalid
+    from training.backends.transformers_local import pick_dtype
+    from training.services import model_register
+
+    assert pick_dtype("cpu", "bfloat16") is torch.bfloat16 and pick_dtype("cpu", "auto") is torch.float32
+    for name in ("load", "save", "float8_e4m3fn", "__class__"):
+        with pytest.raises(BackendError):
+            pick_dtype("cpu", name)
+        with pytest.raises(Invalid) as refused:
+            model_register(name="tiny", backend="transformers", path=str(tiny_dir), options={"dtype": name})
+        assert "options" in refused.value.fields
+    assert model_register(name="tiny", backend="transformers", path=str(tiny_dir), options={"dtype": "float32"})

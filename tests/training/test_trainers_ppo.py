@@ -159,7 +159,7 @@ def test_length_normalisation_and_missing_eos_penalty_shape_the_score():
     scores = torch.tensor([4.0, 4.0])
     lengths = torch.tensor([2.0, 8.0])
     ended = torch.tensor([True, False])
-    base = {"model": "m", "data": "d", "output_dir": "o", "reward_function": "x:y"}
+    base = {"model": "m", "data": "d", "output_dir": "o", "reward_function": "repetition_penalty"}
     shaper.config = load_config(ppo.PPOConfig, {**base, "length_normalization": "per_token"})
     assert shaper._shape_scores(scores, lengths, ended).tolist() == [2.0, 0.5]
     shaper.config = load_config(ppo.PPOConfig, {**base, "length_normalization": "penalty", "length_penalty": 0.25})

@@ -362,3 +362,13 @@ def test_prm_run_from_step_labels(world, client):
     with torch.no_grad():
         logits = model(**batch).logits
     assert logits.shape[:2] == batch["input_ids"].shape and logits.shape[-1] == 2
+
+
+def test_ppo_run_scored_by_a_registered_reward_function(world):
+    snapshot = sft_snapshot(world)
+    run, series = run_through_platform(
+        world, method="ppo", snapshot=snapshot, steps=2, role=ModelRole.POLICY, reward_function="repetition_penalty",
+        batch_size=4, mini_batch_size=2, ppo_epochs=1, max_new_tokens=8, max_prompt_length=48,
+    )
+    assert run.reward_model is None and run.hyperparameters["reward_function"] == "repetition_penalty"
+    assert len(series["reward"]) == 2

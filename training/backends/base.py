@@ -12,6 +12,9 @@ from typing import Protocol, Sequence
 
 Conversation = Sequence[dict]  # [{"role": ..., "content": ...}, ...]
 
+# The dtypes a registry row may name for a local model: the name is looked up on the torch module, so only these.
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
 
 class BackendError(Exception):
     """The model cannot do this (bad path, bad template, prompt too long…). Retrying will not help."""

@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Sequence
 
-from .base import BackendError, Completion, Conversation, Sampling, check_request
+from .base import DTYPES, BackendError, Completion, Conversation, Sampling, check_request
 from .prefix_tree import score_next_token
 
 
@@ -34,6 +34,8 @@ def pick_device(device: str | None = None) -> str:
 def pick_dtype(device: str, dtype: str | None = None):
     torch = _torch()
     if dtype and dtype != "auto":
+        if dtype not in DTYPES:
+            raise BackendError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
         return getattr(torch, dtype)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from annotation.errors import Invalid
 
-from ..backends.base import Sampling
+from ..backends.base import DTYPES, Sampling
 from ..models import Backend, Model, ModelRole
 
 REGISTRY_FIELDS = (
@@ -42,6 +42,8 @@ def _validate(fields: dict) -> dict:
             "options must be an object without secrets (name the environment variable: api_key_env)",
             fields={"options": ["no secrets here; use api_key_env"]},
         )
+    if backend == Backend.TRANSFORMERS and "dtype" in options and options["dtype"] not in DTYPES:
+        raise Invalid(f"unknown dtype {options['dtype']!r}", fields={"options": [f"dtype: one of {', '.join(DTYPES)}"]})
     return fields
 
 

@@ -7,7 +7,7 @@
 | `dpo` | Direct Preference Optimization | TRL `DPOTrainer` |
 | `kto` | KTO on unpaired thumbs up/down | TRL `KTOTrainer` |
 | `orpo` | ORPO (no reference model) | TRL `trl.experimental.orpo.ORPOTrainer` |
-| `ppo` | PPO against a reward model, ensemble or callable | Quorum's own loop (TRL 1.16 has no PPO) |
+| `ppo` | PPO against a reward model, ensemble or registered reward function | Quorum's own loop (TRL 1.16 has no PPO) |
 | `prm` | process reward model on stepwise labels, compared with an ORM | Quorum's own, on transformers' `Trainer` |
 
 Shared pieces: `common` (configs, metrics, checkpoints, cancellation, devices, LoRA, data, CLI), `losses` (the losses

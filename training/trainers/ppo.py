@@ -16,20 +16,19 @@ gradients averaged by DDP).
     python -m training.trainers.ppo --config run.json
 
 A reward callable takes keyword arguments like TRL's GRPO reward functions and returns one float per completion:
-`fn(prompts=[...], completions=[...], completion_ids=[[...]], **kwargs)`. Name it in the config as
-"package.module:function", or pass it to `train(config, reward_fn=...)`.
+`fn(prompts=[...], completions=[...], completion_ids=[[...]], **kwargs)`. A config names a registered one
+(`training.trainers.rewards`: built in, or installed through the `quorum.reward_functions` entry-point group;
+nothing else is imported), or Python code passes one to `train(config, reward_fn=...)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -55,6 +54,7 @@ from training.trainers.common import (
     resolve_string_rows,
     split_for_eval,
 )
+from training.trainers import rewards
 from training.trainers.losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -71,7 +71,7 @@ log = logging.getLogger("quorum.trainers.ppo")
 
 __all__ = ["PPOConfig", "RewardFunction", "train"]
 
-RewardFunction = Callable[..., Sequence[float]]
+RewardFunction = rewards.RewardFunction
 VALUE_HEAD_FILE = "value_head.pt"
 
 
@@ -92,7 +92,9 @@ class PPOConfig(TrainConfig):
     reward_model: str | None = option(
         None, "Reward model directory (sequence classifier) or ensemble directory (with ensemble.json)."
     )
-    reward_function: str | None = option(None, "Reward callable as 'package.module:function' (instead of reward_model).")
+    reward_function: str | None = option(
+        None, "Name of a registered reward function, e.g. repetition_penalty (instead of reward_model)."
+    )
     reward_ensemble_reduce: Literal["mean", "min"] = option("mean", "How an ensemble's member scores combine.")
     reward_uncertainty_penalty: float = option(0.0, "Subtract this × the ensemble members' standard deviation.")
     reward_batch_size: int = option(16, "Sequences per reward-model forward pass.")
@@ -122,9 +124,9 @@ class PPOConfig(TrainConfig):
     def problems(self) -> list[str]:
         out = super().problems()
         if (self.reward_model is None) == (self.reward_function is None):
-            out.append("reward_model / reward_function: give exactly one (a model directory or 'module:function')")
-        if self.reward_function is not None and ":" not in self.reward_function:
-            out.append("reward_function: must look like 'package.module:function'")
+            out.append("reward_model / reward_function: give exactly one (a model directory or a reward function name)")
+        if self.reward_function is not None and not rewards.is_registered(self.reward_function):
+            out.append(rewards.unregistered_problem(self.reward_function))
         for name in ("mini_batch_size", "ppo_epochs", "reward_batch_size", "max_prompt_length", "max_new_tokens", "kl_horizon"):
             if getattr(self, name) < 1:
                 out.append(f"{name}: must be at least 1")
@@ -158,11 +160,13 @@ class PPOConfig(TrainConfig):
 def train(config: PPOConfig | dict | str, *, reward_fn: RewardFunction | None = None) -> TrainResult:
     """Train `config.model` with PPO against the configured reward (or `reward_fn`, which then replaces it)."""
     if reward_fn is not None:
-        # The callable replaces any configured reward; its import name is recorded (and never imported).
+        # The callable replaces any configured reward and is registered in this process under its import name,
+        # which the run's config records.
         if not isinstance(config, (PPOConfig, dict)):
             config = json.loads(Path(config).read_text())
         raw = dataclasses.asdict(config) if isinstance(config, PPOConfig) else dict(config)
         name = f"{getattr(reward_fn, '__module__', None) or '__main__'}:{getattr(reward_fn, '__qualname__', 'reward_fn')}"
+        rewards.register(name, reward_fn)
         config = load_config(PPOConfig, {**raw, "reward_model": None, "reward_function": name})
     else:
         config = load_config(PPOConfig, config)
@@ -191,16 +195,12 @@ class PolicyWithValueHead(nn.Module):
         return out.logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
 
 
-def _import_reward(spec: str) -> RewardFunction:
-    module_name, _, attr = spec.partition(":")
+def _registered_reward(name: str) -> RewardFunction:
+    # Checked again here, not only by the config: this is the one place a name becomes code.
     try:
-        module = importlib.import_module(module_name)
-        fn = getattr(module, attr)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError([f"reward_function: cannot import {spec!r}: {error}"], method="ppo") from None
-    if not callable(fn):
-        raise ConfigError([f"reward_function: {spec!r} is not callable"], method="ppo")
-    return fn
+        return rewards.load(name)
+    except LookupError:
+        raise ConfigError([rewards.unregistered_problem(name)], method="ppo") from None
 
 
 def _prompts(dataset, path: str) -> list[Any]:
@@ -316,7 +316,7 @@ class _PPO:
 
         self.scorer = None
         if self.reward_fn is None and c.reward_function is not None:
-            self.reward_fn = _import_reward(c.reward_function)
+            self.reward_fn = _registered_reward(c.reward_function)
         if self.reward_fn is None:
             from training.trainers.scoring import RewardScorer
 
