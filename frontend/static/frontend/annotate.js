@@ -128,7 +128,7 @@ function problem(form) {
 function prepare(form) {
   if (form.dataset.kind === "ranking") serializeRanking(form);
   const seconds = $("input[name=seconds]", form);
-  if (seconds) seconds.value = elapsed().toFixed(1);
+  if (seconds) seconds.value = elapsed().toFixed(3);
 }
 
 function submit(form) {
