@@ -16,9 +16,18 @@ WITH, so it is written with derived tables). Rebuilding a table on SQLite (an Al
 triggers: they are reinstalled after every `migrate` (post_migrate), and `install()` is idempotent.
 """
 
+import json
+
 from django.db import DEFAULT_DB_ALIAS, connections
 
-_VERDICT = "COALESCE(payload ->> 'choice', payload ->> 'thumb', payload ->> 'order', payload ->> 'labels')"
+_VERDICT_KEYS = ("choice", "thumb", "order", "labels")
+_VERDICT = "COALESCE(" + ", ".join(f"payload ->> '{key}'" for key in _VERDICT_KEYS) + ")"
+
+
+def verdict(payload: dict):
+    """A label's verdict in Python, as the triggers read it in SQL (None: no verdict)."""
+    value = next((payload[key] for key in _VERDICT_KEYS if payload.get(key) is not None), None)
+    return json.dumps(value) if isinstance(value, list) else value  # orders and step labels: as text, like SQL
 
 _LABELS = (
     "(SELECT source, {verdict} AS v FROM annotation_annotation WHERE task_id = {task} AND is_current) AS {alias}"

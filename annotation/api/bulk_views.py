@@ -7,9 +7,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response as HttpResponse
 
-from .. import services
+from .. import selectors, services
 from ..errors import Invalid
 from ..models import Prompt, Response
+from ..services import task_actions
 from . import serializers as s
 from .permissions import CanManageData
 from .views import ProjectView, _parse, _tasks
@@ -156,3 +157,31 @@ class TaskBulkView(ProjectView):
                 created.append(task.pk)
         tasks = {t.pk: t for t in _tasks(project).filter(pk__in=created)}
         return HttpResponse({"items": s.TaskOutput([tasks[i] for i in created], many=True).data}, status=201)
+
+
+class TaskActionView(ProjectView):
+    """A bulk action of the task browser (project admins and engineers) on the tasks given by id, or on every
+    task matching `filter`: requeue, set_priority, mark_gold, unmark_gold or export. Each writes an audit row,
+    returned here."""
+
+    permissions_by_method = {"*": [CanManageData]}
+    serializer_class = s.TaskActionInput
+
+    @extend_schema(request=s.TaskActionInput, responses={201: s.TaskActionOutput})
+    def post(self, request, slug):
+        project = self.project
+        data = _parse(s.TaskActionInput, request)
+        if "filter" in data:
+            matching = selectors.tasks_matching(project=project, filters=selectors.task_filter_parse(data["filter"]))
+            ids = list(matching.values_list("id", flat=True)[: task_actions.MAX_SELECTION + 1])
+        else:
+            ids = data["tasks"]
+        ids = task_actions.task_selection(project=project, task_ids=ids)
+        export = data.get("export")
+        if export is not None:
+            export = {**export, "sources": tuple(sorted(export["sources"]))}
+        done, snapshot = task_actions.tasks_act(
+            project=project, actor=request.user, action=data["action"], task_ids=ids, extra=data["extra"],
+            priority=data.get("priority"), export=export,
+        )
+        return HttpResponse(s.TaskActionOutput(done, context={"snapshot": snapshot}).data, status=201)

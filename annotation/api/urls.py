@@ -19,6 +19,7 @@ urlpatterns = [
     path(project + "responses/bulk/", bulk_views.ResponseBulkView.as_view(), name="api-responses-bulk"),
     path(project + "tasks/", views.TaskListView.as_view(), name="api-tasks"),
     path(project + "tasks/bulk/", bulk_views.TaskBulkView.as_view(), name="api-tasks-bulk"),
+    path(project + "tasks/actions/", bulk_views.TaskActionView.as_view(), name="api-tasks-actions"),
     path(project + "tasks/<int:task_id>/", views.TaskDetailView.as_view(), name="api-task"),
     path(project + "next-task/", views.NextTaskView.as_view(), name="api-next-task"),
     path(project + "annotations/", views.AnnotationListView.as_view(), name="api-annotations"),

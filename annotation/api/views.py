@@ -282,28 +282,35 @@ def _int_param(request, name: str) -> int:
     return value
 
 
-def _tasks(project):
-    return Task.objects.filter(project=project).prefetch_related(
+def _with_responses(tasks):
+    return tasks.prefetch_related(
         Prefetch("task_responses", queryset=TaskResponse.objects.order_by("position").only("task_id", "response_id", "position"))
     )
 
 
+def _tasks(project):
+    return _with_responses(Task.objects.filter(project=project))
+
+
+_FILTER_TYPES = {"agreement_min": float, "agreement_max": float, "ai_disagrees": bool, "gold": bool}
+_FILTER_ENUMS = {"kind": TaskKind.values, "status": TaskStatus.values, "order": list(selectors.TASK_ORDERS)}
+TASK_FILTER_PARAMETERS = [
+    OpenApiParameter(name, _FILTER_TYPES.get(name, str), enum=_FILTER_ENUMS.get(name), description=text)
+    for name, text in selectors.TASK_FILTER_HELP.items()
+]
+
+
 class TaskListView(ListModelMixin, ProjectView):
+    """The project's tasks, searched by the task browser's filters (all optional, combined with AND)."""
+
     serializer_class = s.TaskOutput
     permissions_by_method = {"*": [CanReadData], "POST": [CanManageData]}
 
     def get_queryset(self):
-        qs = _tasks(self.project).order_by("id")
-        for name, choices in (("kind", TaskKind.values), ("status", TaskStatus.values)):
-            value = self.request.query_params.get(name)
-            if value is not None:
-                if value not in choices:
-                    raise Invalid(f"unknown {name}", fields={name: [f"one of {', '.join(choices)}"]})
-                qs = qs.filter(**{name: value})
-        return qs
+        filters = selectors.task_filter_parse(self.request.query_params)
+        return _with_responses(selectors.tasks_matching(project=self.project, filters=filters))
 
-    @extend_schema(parameters=[OpenApiParameter("kind", str, enum=TaskKind.values),
-                               OpenApiParameter("status", str, enum=TaskStatus.values)])
+    @extend_schema(parameters=TASK_FILTER_PARAMETERS)
     def get(self, request, slug):
         return self.list(request)
 
