@@ -83,3 +83,17 @@ class SnapshotForm(forms.Form):
 
     def clean_aggregation(self):
         return self.cleaned_data.get("aggregation") or "majority"
+
+
+class TaskActionForm(forms.Form):
+    """A bulk action of the task browser on the checked tasks (`task` ids, checked by the service), or on every
+    task matching the filter."""
+
+    action = forms.ChoiceField(choices=[
+        ("requeue", "Requeue for more labels"), ("set_priority", "Set priority"), ("mark_gold", "Mark gold (majority label)"),
+        ("unmark_gold", "Unmark gold"), ("export", "Export as a dataset snapshot"),
+    ])
+    scope = forms.ChoiceField(choices=[("checked", "Checked tasks"), ("matching", "Every matching task")], initial="checked")
+    extra = forms.IntegerField(min_value=1, max_value=50, initial=1, required=False, label="More labels per task")
+    priority = forms.IntegerField(min_value=-1_000_000, max_value=1_000_000, required=False)
+    format = forms.ChoiceField(choices=SnapshotFormat.choices, initial=SnapshotFormat.PREFERENCE, required=False)
