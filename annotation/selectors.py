@@ -6,7 +6,8 @@ from typing import Mapping
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.db.models import BooleanField, Exists, F, Max, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Count, Exists, F, Max, OuterRef, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.expressions import RawSQL
 
 from quorum_client.refs import SHA256_PREFIX_MIN, snapshot_ref
@@ -15,6 +16,7 @@ from . import rows
 from .errors import Conflict, Invalid, NotFound
 from .models import (
     Annotation,
+    AnnotationSource,
     Assignment,
     DatasetSnapshot,
     GuidelineVersion,
@@ -314,3 +316,24 @@ def tasks_matching(*, project: Project, filters: TaskFilter) -> QuerySet[Task]:
         return qs.order_by(f.order)
     column = F(name).desc(nulls_last=True) if f.order.startswith("-") else F(name).asc(nulls_last=True)
     return qs.order_by(column, "id")
+
+
+# --- AI suggestions -------------------------------------------------------------------------------
+def suggestion_influence(*, project: Project) -> list[dict]:
+    """Agreement of people's current labels with the AI verdict on leases where it was shown and where it was
+    held back: [{"shown": bool, "labels": n, "agree": k, "agreement": k / n or None}], shown first."""
+    rows = (
+        Annotation.objects.filter(task__project=project, source=AnnotationSource.HUMAN, is_current=True,
+                                  kind=TaskKind.PAIRWISE, assignment__suggestion__isnull=False,
+                                  assignment__suggestion_shown__isnull=False)
+        .annotate(mine=KeyTextTransform("choice", "payload"), ai=KeyTextTransform("choice", "assignment__suggestion__payload"))
+        .values("assignment__suggestion_shown")
+        .annotate(labels=Count("id"), agree=Count("id", filter=Q(mine=F("ai"))))
+    )
+    found = {r["assignment__suggestion_shown"]: r for r in rows}
+    out = []
+    for shown in (True, False):
+        r = found.get(shown, {"labels": 0, "agree": 0})
+        out.append({"shown": shown, "labels": r["labels"], "agree": r["agree"],
+                    "agreement": r["agree"] / r["labels"] if r["labels"] else None})
+    return out

@@ -37,6 +37,14 @@ class ProjectSettingsForm(forms.Form):
         label="Review threshold",
         help_text="Tasks whose aggregated label is at most this probable (0–1) head the review page. Empty: 0.8.",
     )
+    suggestion_percent = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        label="AI suggestions (% of leases)",
+        help_text="Show the AI judge's verdict, pre-filled, on this share of pairwise tasks that have one; the "
+        "others are the comparison on the dashboard. Empty or 0: off.",
+    )
 
     def clean_aspects(self) -> list[str]:
         raw = [a.strip().lower() for a in self.cleaned_data["aspects"].split(",")]

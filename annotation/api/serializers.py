@@ -135,6 +135,9 @@ class LeasedTaskOutput(serializers.Serializer):
     responses = ResponseShownSerializer(many=True)
     flags = serializers.DictField()
     guideline_version = serializers.IntegerField(allow_null=True)
+    suggestion = serializers.DictField(
+        allow_null=True, help_text="The AI judge's verdict as a pre-annotation (choice and strength, in the shown "
+        "order), when the project shows suggestions and this lease drew one; else null.")
 
 
 # --- inputs --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from quorum import login_limit
 
 from .. import selectors, services
 from ..errors import Invalid, NotFound, TooLarge
+from ..services.suggestions import assignment_suggestion
 from ..models import (
     Annotation,
     ConstitutionVersion,
@@ -354,6 +355,7 @@ class NextTaskView(ProjectView):
             return HttpResponse(status=204)
         view = selectors.task_view(assignment=assignment)
         view["guideline_version"] = project.current_guideline.number if project.current_guideline_id else None
+        view["suggestion"] = assignment_suggestion(assignment=assignment, project=project)
         return HttpResponse(view)
 
 
