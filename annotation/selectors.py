@@ -22,6 +22,7 @@ from .models import (
     GuidelineVersion,
     Membership,
     Project,
+    Prompt,
     Role,
     Task,
     TaskKind,
@@ -272,12 +273,13 @@ def _text_match(text: str) -> Q:
     """Prompt or response text containing `text`. Prompts are JSON: the words are also looked for as JSON
     writes them (quotes, backslashes, and non-ASCII letters as \\u escapes on SQLite)."""
     needles = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
-    prompt = Q()
+    in_prompt = Q()
     for needle in needles:
-        prompt |= Q(prompt__messages__icontains=needle)
-    # IN (one scan of the responses) rather than a correlated EXISTS per task: about twice as fast.
-    in_response = TaskResponse.objects.filter(response__content__icontains=text).values("task_id")
-    return prompt | Q(pk__in=in_response)
+        in_prompt |= Q(messages__icontains=needle)
+    # Two IN lists, each one scan of its table (or a text index), rather than a test per task: several times faster.
+    prompts = Prompt.objects.filter(in_prompt).values("id")
+    responses = TaskResponse.objects.filter(response__content__icontains=text).values("task_id")
+    return Q(prompt_id__in=prompts) | Q(pk__in=responses)
 
 
 def _has_tag(tag: str) -> Q:

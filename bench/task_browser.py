@@ -198,6 +198,9 @@ def run_one(args) -> int:
     rng = random.Random(7)
     t0 = time.perf_counter()
     project, admin = seed(args.tasks, rng)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")  # as autovacuum would, soon after a bulk load
     print(f"{connection.vendor}: {Task.objects.count():,} tasks, {Annotation.objects.count():,} labels seeded in "
           f"{time.perf_counter() - t0:.1f} s (labels through the triggers); {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -225,6 +228,8 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=40, help="searches per case")
     parser.add_argument("--submits", type=int, default=600)
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL bench database")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child run on its own database
     args = parser.parse_args()
     if args.one:
@@ -235,14 +240,15 @@ def main() -> int:
     database_url = os.environ.get("DATABASE_URL", "")
     try:
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        rc = subprocess.call(child, env={**env, "QUORUM_DATA_DIR": tmp})
+        rc = 0 if args.skip_sqlite else subprocess.call(child, env={**env, "QUORUM_DATA_DIR": tmp})
         if database_url.startswith("postgres"):
             _recreate_postgres(database_url, create=True)
             try:
                 rc |= subprocess.call(child, env={**env, "QUORUM_DATA_DIR": tmp,
                                                   "DATABASE_URL": _postgres_url(database_url, BENCH_DB)})
             finally:
-                _recreate_postgres(database_url, create=False)
+                if not args.keep:
+                    _recreate_postgres(database_url, create=False)
         else:
             print("PostgreSQL: skipped (set DATABASE_URL=postgres://... to measure it too)")
         return rc
