@@ -10,9 +10,10 @@ from django.views.decorators.http import require_POST
 
 from annotation.errors import DomainError
 
-from ..views import ENGINEERS, OBSERVERS, _ctx, _launch_id, _project
-from . import services
-from .forms import RoundForm
+from training.rounds import services
+from training.rounds.forms import RoundForm
+
+from .training import ENGINEERS, OBSERVERS, _ctx, _launch_id, _project
 
 
 @login_required
@@ -49,7 +50,7 @@ def round_list(request, slug):
     series = services.rounds_series(project=project)
     ctx = _ctx(gen_project=project, rounds=rounds, series=series, form=form, can_run=can_run,
                active=any(r.is_active for r in rounds))
-    return render(request, "training/rounds.html", ctx, status=status)
+    return render(request, "frontend/training/rounds.html", ctx, status=status)
 
 
 def _round_or_404(project, number):
@@ -68,7 +69,7 @@ def round_detail(request, slug, number):
                e=e, syco=e.get("sycophancy") or {}, lengths=e.get("lengths") or {},
                human_win=services.human_win_rate(rnd),
                stages=[(k, v) for k, v in (rnd.stage_times or {}).items()])
-    return render(request, "training/round.html", ctx)
+    return render(request, "frontend/training/round.html", ctx)
 
 
 @require_POST

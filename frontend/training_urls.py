@@ -2,8 +2,8 @@
 
 from django.urls import path
 
-from . import views
-from .rounds import views as round_views
+from .views import rounds as round_views
+from .views import training as views
 
 app_name = "training"
 

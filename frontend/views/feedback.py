@@ -12,10 +12,11 @@ from django.views.decorators.http import require_POST
 
 from annotation.errors import DomainError
 
-from ..views import ENGINEERS, OBSERVERS, _ctx, _launch_id, _project
-from . import jobs
-from .agreement import agreement_report
-from .forms import FeedbackJobForm
+from training.feedback import jobs
+from training.feedback.agreement import agreement_report
+from training.feedback.forms import FeedbackJobForm
+
+from .training import ENGINEERS, OBSERVERS, _ctx, _launch_id, _project
 
 
 @login_required
@@ -43,7 +44,7 @@ def feedback_jobs(request, slug):
     ctx = _ctx(gen_project=project, jobs=jobs.feedback_jobs_for(project=project).order_by("-id")[:50], form=form,
                can_launch=can_launch, constitution=project.current_constitution,
                raters=jobs.ai_raters_of(project=project))
-    return render(request, "training/feedback_jobs.html", ctx)
+    return render(request, "frontend/training/feedback_jobs.html", ctx)
 
 
 @login_required
@@ -54,8 +55,8 @@ def feedback_job_detail(request, slug, job_id):
         raise Http404("No such job")
     ctx = {"gen_project": project, "job": job, "can_launch": role in ENGINEERS}
     if request.htmx:
-        return render(request, "training/_feedback_job_row.html", ctx)
-    return render(request, "training/feedback_job.html", _ctx(**ctx))
+        return render(request, "frontend/training/_feedback_job_row.html", ctx)
+    return render(request, "frontend/training/feedback_job.html", _ctx(**ctx))
 
 
 @require_POST
@@ -101,5 +102,5 @@ def agreement(request, slug):
         "is_admin": role == "admin",
     }
     if request.htmx or request.GET.get("panel"):
-        return render(request, "training/_agreement_panel.html", ctx)
-    return render(request, "training/agreement.html", _ctx(**ctx))
+        return render(request, "frontend/training/_agreement_panel.html", ctx)
+    return render(request, "frontend/training/agreement.html", _ctx(**ctx))

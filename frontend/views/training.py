@@ -17,8 +17,9 @@ from annotation import selectors as annotation_selectors
 from annotation.errors import DomainError, NotFound
 from annotation.models import Response, Role
 
-from . import selectors, services
-from .forms import GenerationJobForm
+from training import selectors, services
+
+from ..jobforms import GenerationJobForm
 
 OBSERVERS = (Role.ADMIN, Role.ENGINEER, Role.REVIEWER)
 ENGINEERS = (Role.ADMIN, Role.ENGINEER)
@@ -53,7 +54,7 @@ def _launch_id(request) -> uuid.UUID | None:
 def model_registry(request):
     models = list(selectors.models_list(include_archived=True))
     rows = [{"model": m, "lineage": selectors.model_lineage(model=m)[1:]} for m in models]
-    return render(request, "training/models.html", _ctx(rows=rows))
+    return render(request, "frontend/training/models.html", _ctx(rows=rows))
 
 
 @login_required
@@ -78,7 +79,7 @@ def generation_jobs(request, slug):
         form = GenerationJobForm()
     jobs = selectors.generation_jobs_for(project=project).order_by("-id")[:50]
     ctx = _ctx(gen_project=project, jobs=jobs, form=form, can_launch=can_launch)
-    return render(request, "training/generation_jobs.html", ctx)
+    return render(request, "frontend/training/generation_jobs.html", ctx)
 
 
 @login_required
@@ -89,9 +90,9 @@ def generation_job_detail(request, slug, job_id):
         raise Http404("No such job")
     ctx = {"gen_project": project, "job": job, "can_launch": role in ENGINEERS}
     if request.htmx:
-        return render(request, "training/_job_progress.html", ctx)
+        return render(request, "frontend/training/_job_progress.html", ctx)
     latest = Response.objects.filter(prompt__project=project, generation__job=job.pk).select_related("prompt").order_by("-id")[:6]
-    return render(request, "training/generation_job.html", _ctx(latest=latest, **ctx))
+    return render(request, "frontend/training/generation_job.html", _ctx(latest=latest, **ctx))
 
 
 @require_POST
@@ -119,8 +120,8 @@ from django.urls import reverse  # noqa: E402
 
 from annotation.models import DatasetSnapshot  # noqa: E402
 
-from .models import Model, TrainingMethod  # noqa: E402
-from .services import runs as run_services  # noqa: E402
+from training.models import Model, TrainingMethod  # noqa: E402
+from training.services import runs as run_services  # noqa: E402
 
 
 def _shown_default(value) -> str:
@@ -195,7 +196,7 @@ def training_runs(request, slug):
         launch["errors"] = {k: v for k, v in errors.items() if k not in {f["name"] for f in launch["hp_fields"]}}
     runs = run_services.training_runs_for(project=project).order_by("-id")[:50]
     ctx = _ctx(gen_project=project, runs=runs, launch=launch, can_launch=can_launch)
-    return render(request, "training/training_runs.html", ctx, status=400 if errors else 200)
+    return render(request, "frontend/training/training_runs.html", ctx, status=400 if errors else 200)
 
 
 def _run_or_404(project, run_id):
@@ -213,7 +214,7 @@ def training_run_detail(request, slug, run_id):
     evaluation = (run.result or {}).get("evaluation") or {}
     ctx = _ctx(gen_project=project, run=run, can_launch=role in ENGINEERS, data_url=data_url,
                evaluation=evaluation, **_evaluation_view(evaluation))
-    return render(request, "training/training_run.html", ctx)
+    return render(request, "frontend/training/training_run.html", ctx)
 
 
 SHOWN_PAIRS = 100

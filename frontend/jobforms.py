@@ -2,7 +2,7 @@
 
 from django import forms
 
-from .models import CandidateTasks, Model, ModelRole
+from training.models import CandidateTasks, Model, ModelRole
 
 
 def policy_models():
