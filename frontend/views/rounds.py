@@ -2,7 +2,6 @@
 round's page with its lineage, figures and stage times. Reviewers may look; annotators may not."""
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -11,15 +10,15 @@ from django.views.decorators.http import require_POST
 from annotation.errors import DomainError
 
 from training.rounds import services
-from training.rounds.forms import RoundForm
 
-from .training import ENGINEERS, OBSERVERS, _ctx, _launch_id, _project
+from ..access import ENGINEERS, OBSERVERS, project_view
+from ..jobforms import RoundForm
+from .launch import cancel_then, launch_id, page_context
 
 
-@login_required
-def round_list(request, slug):
-    project, role = _project(request, slug, OBSERVERS)
-    can_run = role in ENGINEERS
+@project_view(OBSERVERS)
+def round_list(request, project):
+    can_run = request.membership.role in ENGINEERS
     form, status = None, 200
     if request.method == "POST":
         if not can_run:
@@ -27,7 +26,7 @@ def round_list(request, slug):
         form = RoundForm(request.POST)
         if form.is_valid():
             try:
-                rnd = services.round_create(project=project, created_by=request.user, client_id=_launch_id(request),
+                rnd = services.round_create(project=project, created_by=request.user, client_id=launch_id(request),
                                             **form.service_kwargs())
             except DomainError as exc:
                 messages.error(request, exc.message)
@@ -48,7 +47,7 @@ def round_list(request, slug):
                                   if (last.output_reward_model or last.reward_model) else ""} if last else None)
     rounds = list(services.rounds_for(project=project)[:100])
     series = services.rounds_series(project=project)
-    ctx = _ctx(gen_project=project, rounds=rounds, series=series, form=form, can_run=can_run,
+    ctx = page_context(gen_project=project, rounds=rounds, series=series, form=form, can_run=can_run,
                active=any(r.is_active for r in rounds))
     return render(request, "frontend/training/rounds.html", ctx, status=status)
 
@@ -60,27 +59,21 @@ def _round_or_404(project, number):
     return rnd
 
 
-@login_required
-def round_detail(request, slug, number):
-    project, role = _project(request, slug, OBSERVERS)
+@project_view(OBSERVERS)
+def round_detail(request, project, number):
     rnd = _round_or_404(project, number)
     e = rnd.evaluation or {}
-    ctx = _ctx(gen_project=project, rnd=rnd, can_run=role in ENGINEERS, lineage=services.round_lineage(rnd),
-               e=e, syco=e.get("sycophancy") or {}, lengths=e.get("lengths") or {},
-               human_win=services.human_win_rate(rnd),
-               stages=[(k, v) for k, v in (rnd.stage_times or {}).items()])
+    ctx = page_context(gen_project=project, rnd=rnd, can_run=request.membership.role in ENGINEERS,
+                       lineage=services.round_lineage(rnd), e=e, syco=e.get("sycophancy") or {},
+                       lengths=e.get("lengths") or {}, human_win=services.human_win_rate(rnd),
+                       stages=[(k, v) for k, v in (rnd.stage_times or {}).items()])
     return render(request, "frontend/training/round.html", ctx)
 
 
 @require_POST
-@login_required
-def round_cancel(request, slug, number):
-    project, _ = _project(request, slug, ENGINEERS)
+@project_view(ENGINEERS)
+def round_cancel(request, project, number):
     rnd = _round_or_404(project, number)
-    try:
-        services.round_cancel(rnd=rnd)
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.info(request, f"Round {rnd.number} is being cancelled.")
-    return redirect("training:round", project.slug, rnd.number)
+    done = f"Round {rnd.number} is being cancelled."
+    back = redirect("training:round", project.slug, rnd.number)
+    return cancel_then(request, lambda: services.round_cancel(rnd=rnd), done, back)

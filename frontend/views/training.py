@@ -1,127 +1,22 @@
-"""Engineer pages: the model registry with lineage, and generation jobs (launch, live progress, cancel).
+"""Training run pages: launch a run with its method's hyperparameters, follow its metrics live, read its evaluation."""
 
-Pages extend the web UI's base template; every model output is rendered escaped.
-"""
-
-import uuid
+import json
+import re
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
-from django.template.loader import select_template
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from annotation import selectors as annotation_selectors
-from annotation.errors import DomainError, NotFound
-from annotation.models import Response, Role
+from annotation.errors import DomainError
+from annotation.models import DatasetSnapshot
+from training.models import Model, TrainingMethod
+from training.services import runs as run_services
 
-from training import selectors, services
-
-from ..jobforms import GenerationJobForm
-
-OBSERVERS = (Role.ADMIN, Role.ENGINEER, Role.REVIEWER)
-ENGINEERS = (Role.ADMIN, Role.ENGINEER)
-
-
-def _project(request, slug: str, roles: tuple[str, ...]):
-    try:
-        project, role = annotation_selectors.project_with_role(user=request.user, slug=slug)
-    except NotFound:
-        raise Http404("No such project") from None
-    if role not in roles:
-        raise PermissionDenied("Your role in this project does not give access to this page.")
-    return project, role
-
-
-def _ctx(**extra) -> dict:
-    # The UI's base template when it is installed, a minimal layout otherwise. `launch_id` goes in launch forms
-    # as their hidden client_id: a form sent twice (a double click, a resubmitted page) launches once.
-    layout = select_template(["frontend/base.html", "training/standalone.html"]).template.name
-    return {"layout": layout, "launch_id": uuid.uuid4(), **extra}
-
-
-def _launch_id(request) -> uuid.UUID | None:
-    """The client_id a launch form carries (None when missing or not a UUID: then the launch is not deduplicated)."""
-    try:
-        return uuid.UUID(request.POST.get("client_id", ""))
-    except ValueError:
-        return None
-
-
-@login_required
-def model_registry(request):
-    models = list(selectors.models_list(include_archived=True))
-    rows = [{"model": m, "lineage": selectors.model_lineage(model=m)[1:]} for m in models]
-    return render(request, "frontend/training/models.html", _ctx(rows=rows))
-
-
-@login_required
-def generation_jobs(request, slug):
-    project, role = _project(request, slug, OBSERVERS)
-    can_launch = role in ENGINEERS
-    form = None
-    if request.method == "POST":
-        if not can_launch:
-            raise PermissionDenied("Only admins and engineers launch generation jobs.")
-        form = GenerationJobForm(request.POST)
-        if form.is_valid():
-            try:
-                job = services.generation_job_create(project=project, created_by=request.user,
-                                                     client_id=_launch_id(request), **form.service_kwargs())
-            except DomainError as exc:
-                messages.error(request, exc.message)
-            else:
-                messages.success(request, f"Generation job {job.pk} queued: {job.total} responses to write.")
-                return redirect("training:generation_jobs", project.slug)
-    elif can_launch:
-        form = GenerationJobForm()
-    jobs = selectors.generation_jobs_for(project=project).order_by("-id")[:50]
-    ctx = _ctx(gen_project=project, jobs=jobs, form=form, can_launch=can_launch)
-    return render(request, "frontend/training/generation_jobs.html", ctx)
-
-
-@login_required
-def generation_job_detail(request, slug, job_id):
-    project, role = _project(request, slug, OBSERVERS)
-    job = selectors.generation_job_get(project=project, job_id=job_id)
-    if job is None:
-        raise Http404("No such job")
-    ctx = {"gen_project": project, "job": job, "can_launch": role in ENGINEERS}
-    if request.htmx:
-        return render(request, "frontend/training/_job_progress.html", ctx)
-    latest = Response.objects.filter(prompt__project=project, generation__job=job.pk).select_related("prompt").order_by("-id")[:6]
-    return render(request, "frontend/training/generation_job.html", _ctx(latest=latest, **ctx))
-
-
-@require_POST
-@login_required
-def generation_job_cancel(request, slug, job_id):
-    project, _ = _project(request, slug, ENGINEERS)
-    job = selectors.generation_job_get(project=project, job_id=job_id)
-    if job is None:
-        raise Http404("No such job")
-    try:
-        services.generation_job_cancel(job=job)
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.info(request, f"Generation job {job.pk} is being cancelled.")
-    return redirect("training:generation_job", project.slug, job.pk)
-
-
-# --- training runs -------------------------------------------------------------------------
-import json  # noqa: E402
-import re  # noqa: E402
-
-from django.http import JsonResponse  # noqa: E402
-from django.urls import reverse  # noqa: E402
-
-from annotation.models import DatasetSnapshot  # noqa: E402
-
-from training.models import Model, TrainingMethod  # noqa: E402
-from training.services import runs as run_services  # noqa: E402
+from ..access import ENGINEERS, OBSERVERS, project_view
+from .launch import cancel_then, launch_id, page_context
 
 
 def _shown_default(value) -> str:
@@ -157,10 +52,9 @@ def _launch_context(project, method: str, post=None) -> dict:
     }
 
 
-@login_required
-def training_runs(request, slug):
-    project, role = _project(request, slug, OBSERVERS)
-    can_launch = role in ENGINEERS
+@project_view(OBSERVERS)
+def training_runs(request, project):
+    can_launch = request.membership.role in ENGINEERS
     method = request.POST.get("method") or request.GET.get("method") or TrainingMethod.SFT
     if method not in TrainingMethod.values:
         method = TrainingMethod.SFT
@@ -181,7 +75,7 @@ def training_runs(request, slug):
             try:
                 run = run_services.training_run_create(project=project, method=method, base_model=base, snapshot=snapshot,
                                                        hyperparameters=hyper, reward_model=reward,
-                                                       created_by=request.user, client_id=_launch_id(request))
+                                                       created_by=request.user, client_id=launch_id(request))
             except DomainError as exc:
                 messages.error(request, exc.message)
                 errors = exc.fields
@@ -195,7 +89,7 @@ def training_runs(request, slug):
             f["errors"] = errors.get(f["name"], [])
         launch["errors"] = {k: v for k, v in errors.items() if k not in {f["name"] for f in launch["hp_fields"]}}
     runs = run_services.training_runs_for(project=project).order_by("-id")[:50]
-    ctx = _ctx(gen_project=project, runs=runs, launch=launch, can_launch=can_launch)
+    ctx = page_context(gen_project=project, runs=runs, launch=launch, can_launch=can_launch)
     return render(request, "frontend/training/training_runs.html", ctx, status=400 if errors else 200)
 
 
@@ -206,13 +100,12 @@ def _run_or_404(project, run_id):
     return run
 
 
-@login_required
-def training_run_detail(request, slug, run_id):
-    project, role = _project(request, slug, OBSERVERS)
+@project_view(OBSERVERS)
+def training_run_detail(request, project, run_id):
     run = _run_or_404(project, run_id)
     data_url = reverse("training:training_run_data", args=[project.slug, run.pk])
     evaluation = (run.result or {}).get("evaluation") or {}
-    ctx = _ctx(gen_project=project, run=run, can_launch=role in ENGINEERS, data_url=data_url,
+    ctx = page_context(gen_project=project, run=run, can_launch=request.membership.role in ENGINEERS, data_url=data_url,
                evaluation=evaluation, **_evaluation_view(evaluation))
     return render(request, "frontend/training/training_run.html", ctx)
 
@@ -264,10 +157,9 @@ def _flat_rows(data: dict, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
-@login_required
-def training_run_data(request, slug, run_id):
+@project_view(OBSERVERS)
+def training_run_data(request, project, run_id):
     """What the run page polls: status, step, log tail, result and the metrics series (after `since_step`)."""
-    project, _ = _project(request, slug, OBSERVERS)
     run = _run_or_404(project, run_id)
     try:
         since = int(request.GET.get("since_step", -1))
@@ -303,14 +195,9 @@ def chart_groups(names) -> dict[str, list[str]]:
 
 
 @require_POST
-@login_required
-def training_run_cancel(request, slug, run_id):
-    project, _ = _project(request, slug, ENGINEERS)
+@project_view(ENGINEERS)
+def training_run_cancel(request, project, run_id):
     run = _run_or_404(project, run_id)
-    try:
-        run_services.training_run_cancel(run=run)
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.info(request, f"Training run {run.pk} is being cancelled; the trainer saves a checkpoint first.")
-    return redirect("training:training_run", project.slug, run.pk)
+    done = f"Training run {run.pk} is being cancelled; the trainer saves a checkpoint first."
+    back = redirect("training:training_run", project.slug, run.pk)
+    return cancel_then(request, lambda: run_services.training_run_cancel(run=run), done, back)
