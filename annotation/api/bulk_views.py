@@ -7,12 +7,14 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response as HttpResponse
 
+from common.errors import Invalid
+from common.permissions import CanManageData
+from common.views import ProjectView, parse_input
+
 from .. import services
-from ..errors import Invalid
 from ..models import Prompt, Response
 from . import serializers as s
-from .permissions import CanManageData
-from .views import ProjectView, _parse, _tasks
+from .views import _tasks
 
 MAX_ITEMS = 1000
 KEY_PREFIX = "client:"
@@ -93,7 +95,7 @@ class ResponseBulkView(ProjectView):
 
     @extend_schema(request=BulkResponseInput, responses={201: BulkResponseOutput})
     def post(self, request, slug):
-        items = _parse(BulkResponseInput, request)["items"]
+        items = parse_input(BulkResponseInput, request)["items"]
         problems: dict[str, list[str]] = {}
         for n, item in enumerate(items):
             if "prompt" not in item and "prompt_external_id" not in item:
@@ -119,7 +121,7 @@ class TaskBulkView(ProjectView):
     @extend_schema(request=BulkTaskInput, responses={201: BulkTaskOutput})
     def post(self, request, slug):
         project = self.project
-        items = _parse(BulkTaskInput, request)["items"]
+        items = parse_input(BulkTaskInput, request)["items"]
         problems: dict[str, list[str]] = {}
         wanted = {r for item in items for r in item.get("responses", [])}
         responses = {r.pk: r for r in Response.objects.filter(prompt__project=project, pk__in=wanted)}

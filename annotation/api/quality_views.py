@@ -5,11 +5,12 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response as HttpResponse
 
+from common.permissions import CanReadData
+from common.views import ProjectView
+
 from ..quality.bootstrap import DEFAULT_LEVEL
 from ..quality.report import leaderboard_report, quality_report
 from ..quality.selectors import ALL_SOURCES
-from .permissions import CanReadData
-from .views import ProjectView
 
 # Interactive requests get fewer resamples than the command line's default of 1000.
 API_RESAMPLES = 500

@@ -14,10 +14,12 @@ from rest_framework.response import Response as HttpResponse
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from quorum import login_limit
+from common import signin
+from common.errors import Invalid, NotFound, TooLarge
+from common.permissions import CanLabel, CanManageData, CanReadData, IsProjectAdmin, IsProjectMember, IsStaff
+from common.views import ProjectView, int_param, parse_input
 
 from .. import selectors, services
-from ..errors import Invalid, NotFound, TooLarge
 from ..models import (
     Annotation,
     ConstitutionVersion,
@@ -33,36 +35,6 @@ from ..models import (
     TaskStatus,
 )
 from . import serializers as s
-from .permissions import CanLabel, CanManageData, CanReadData, IsProjectAdmin, IsProjectMember, IsStaff
-
-
-def _parse(serializer_class, request, **kwargs):
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-class ProjectView(GenericAPIView):
-    """Base for everything under /projects/{slug}/: resolves the project and the caller's role once."""
-
-    # method -> permission classes; "*" is the fallback.
-    permissions_by_method: dict = {"*": [IsProjectMember]}
-
-    def get_permissions(self):
-        classes = self.permissions_by_method.get(self.request.method, self.permissions_by_method["*"])
-        return [IsAuthenticated(), *(c() for c in classes)]
-
-    def project_role(self, request) -> str:
-        if not hasattr(request, "_quorum_role"):
-            request._quorum_project, request._quorum_role = selectors.project_with_role(
-                user=request.user, slug=self.kwargs["slug"]
-            )
-        return request._quorum_role
-
-    @property
-    def project(self):
-        self.project_role(self.request)
-        return self.request._quorum_project
 
 
 # --- auth ----------------------------------------------------------------------------------
@@ -75,16 +47,16 @@ class TokenView(APIView):
 
     @extend_schema(request=s.TokenInput, responses={200: dict})
     def post(self, request):
-        data = _parse(s.TokenInput, request)
-        wait = login_limit.retry_after(request, data["username"])
+        data = parse_input(s.TokenInput, request)
+        wait = signin.retry_after(request, data["username"])
         if wait:
             body = {"code": "too_many_failures", "detail": f"too many failed sign-ins; try again in {wait} s"}
             return HttpResponse(body, status=429, headers={"Retry-After": str(wait)})
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None:
-            login_limit.failure_record(request, data["username"])
+            signin.failure_record(request, data["username"])
             return HttpResponse({"code": "bad_credentials", "detail": "wrong username or password"}, status=400)
-        login_limit.success_record(request, data["username"])
+        signin.success_record(request, data["username"])
         token, _ = Token.objects.get_or_create(user=user)
         return HttpResponse({"token": token.key})
 
@@ -114,7 +86,7 @@ class ProjectListView(ListModelMixin, GenericAPIView):
 
     @extend_schema(request=s.ProjectInput, responses={201: s.ProjectOutput})
     def post(self, request):
-        project = services.project_create(created_by=request.user, **_parse(s.ProjectInput, request))
+        project = services.project_create(created_by=request.user, **parse_input(s.ProjectInput, request))
         return HttpResponse(s.ProjectOutput(project).data, status=201)
 
 
@@ -127,7 +99,7 @@ class ProjectDetailView(ProjectView):
 
     @extend_schema(request=s.ProjectUpdateInput, responses={200: s.ProjectOutput})
     def patch(self, request, slug):
-        project = services.project_update(project=self.project, **_parse(s.ProjectUpdateInput, request, partial=True))
+        project = services.project_update(project=self.project, **parse_input(s.ProjectUpdateInput, request, partial=True))
         return HttpResponse(s.ProjectOutput(project).data)
 
 
@@ -143,7 +115,7 @@ class MemberListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=s.MemberInput, responses={201: s.MembershipOutput})
     def post(self, request, slug):
-        data = _parse(s.MemberInput, request)
+        data = parse_input(s.MemberInput, request)
         user = get_user_model().objects.filter(username=data["username"]).first()
         if user is None:
             raise Invalid("no such user", fields={"username": ["no user with this name"]})
@@ -164,7 +136,7 @@ class MemberDetailView(ProjectView):
     @extend_schema(request=s.MemberUpdateInput, responses={200: s.MembershipOutput})
     def patch(self, request, slug, user_id):
         membership = self._membership(user_id)
-        data = _parse(s.MemberUpdateInput, request)
+        data = parse_input(s.MemberUpdateInput, request)
         membership = services.membership_set(project=self.project, user=membership.user, role=data["role"])
         return HttpResponse(s.MembershipOutput(membership).data)
 
@@ -187,7 +159,7 @@ class GuidelineListView(ListModelMixin, ProjectView):
     @extend_schema(request=s.GuidelineInput, responses={201: s.GuidelineOutput})
     def post(self, request, slug):
         version = services.guideline_version_create(
-            project=self.project, created_by=request.user, **_parse(s.GuidelineInput, request)
+            project=self.project, created_by=request.user, **parse_input(s.GuidelineInput, request)
         )
         return HttpResponse(s.GuidelineOutput(version).data, status=201)
 
@@ -214,7 +186,7 @@ class ConstitutionListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=s.ConstitutionInput, responses={201: s.ConstitutionOutput})
     def post(self, request, slug):
-        data = _parse(s.ConstitutionInput, request)
+        data = parse_input(s.ConstitutionInput, request)
         version = services.constitution_version_create(
             project=self.project, created_by=request.user, principles=data["principles"], note=data.get("note", "")
         )
@@ -244,7 +216,7 @@ class PromptListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=s.PromptInput, responses={201: s.PromptOutput})
     def post(self, request, slug):
-        prompt = services.prompt_create(project=self.project, **_parse(s.PromptInput, request))
+        prompt = services.prompt_create(project=self.project, **parse_input(s.PromptInput, request))
         return HttpResponse(s.PromptOutput(prompt).data, status=201)
 
 
@@ -255,7 +227,7 @@ class ResponseListView(ListModelMixin, ProjectView):
     def get_queryset(self):
         qs = Response.objects.filter(prompt__project=self.project).order_by("id")
         if "prompt" in self.request.query_params:
-            qs = qs.filter(prompt_id=_int_param(self.request, "prompt"))
+            qs = qs.filter(prompt_id=int_param(self.request, "prompt"))
         return qs
 
     @extend_schema(parameters=[OpenApiParameter("prompt", int, description="only this prompt's responses")])
@@ -264,22 +236,12 @@ class ResponseListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=s.ResponseInput, responses={201: s.ResponseOutput})
     def post(self, request, slug):
-        data = _parse(s.ResponseInput, request)
+        data = parse_input(s.ResponseInput, request)
         prompt = Prompt.objects.filter(project=self.project, pk=data.pop("prompt")).first()
         if prompt is None:
             raise Invalid("no such prompt in this project", fields={"prompt": ["no such prompt in this project"]})
         response = services.response_create(prompt=prompt, **data)
         return HttpResponse(s.ResponseOutput(response).data, status=201)
-
-
-def _int_param(request, name: str) -> int:
-    try:
-        value = int(request.query_params[name])
-    except (TypeError, ValueError):
-        raise Invalid(f"{name} must be an integer", fields={name: ["must be an integer"]}) from None
-    if not -(2**63) <= value < 2**63:  # past a 64-bit id: SQLite cannot even bind it
-        raise Invalid(f"{name} is out of range", fields={name: ["out of range"]})
-    return value
 
 
 def _tasks(project):
@@ -309,7 +271,7 @@ class TaskListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=s.TaskInput, responses={201: s.TaskOutput})
     def post(self, request, slug):
-        data = _parse(s.TaskInput, request)
+        data = parse_input(s.TaskInput, request)
         prompt = Prompt.objects.filter(project=self.project, pk=data.pop("prompt")).first()
         if prompt is None:
             raise Invalid("no such prompt in this project", fields={"prompt": ["no such prompt in this project"]})
@@ -360,7 +322,7 @@ class SubmitView(_AssignmentAction):
 
     @extend_schema(request=s.SubmitInput, responses={201: s.AnnotationOutput})
     def post(self, request, assignment_id):
-        data = _parse(s.SubmitInput, request)
+        data = parse_input(s.SubmitInput, request)
         annotation = services.annotation_submit(
             assignment=assignment_id,
             annotator=request.user,
@@ -380,7 +342,7 @@ class SkipView(_AssignmentAction):
 
     @extend_schema(request=s.SkipInput, responses={200: dict})
     def post(self, request, assignment_id):
-        data = _parse(s.SkipInput, request)
+        data = parse_input(s.SkipInput, request)
         assignment = services.assignment_skip(
             assignment=self.assignment(request, assignment_id), annotator=request.user, reason=data.get("reason", "")
         )
@@ -400,7 +362,7 @@ class AnnotationListView(ListModelMixin, ProjectView):
         qs = selectors.annotations_visible_to(user=request.user, project=self.project, role=self.project_role(request))
         qs = qs.select_related("author", "guideline_version", "constitution_version").order_by("id")
         if "task" in request.query_params:
-            qs = qs.filter(task_id=_int_param(request, "task"))
+            qs = qs.filter(task_id=int_param(request, "task"))
         if request.query_params.get("current") in ("1", "true"):
             qs = qs.filter(is_current=True)
         return qs
@@ -425,7 +387,7 @@ class AnnotationReviseView(GenericAPIView):
     @extend_schema(request=s.ReviseInput, responses={201: s.AnnotationOutput})
     def post(self, request, annotation_id):
         annotation, role = selectors.annotation_for(user=request.user, annotation_id=annotation_id)
-        data = _parse(s.ReviseInput, request)
+        data = parse_input(s.ReviseInput, request)
         own = annotation.author_id == request.user.pk
         revision = services.annotation_revise(
             annotation=annotation,
@@ -450,7 +412,7 @@ class ImportView(ProjectView):
         if declared.isascii() and declared.isdigit() and int(declared) > settings.IMPORT_MAX_BYTES + 64 * 1024:
             message = f"the upload is larger than the import limit of {settings.IMPORT_MAX_BYTES:,} bytes"
             raise TooLarge(message, code="too_large", fields={"file": [message]})
-        data = _parse(s.ImportInput, request)
+        data = parse_input(s.ImportInput, request)
         upload = data["file"]
         report = data_import(
             project=self.project,
@@ -484,7 +446,7 @@ class SnapshotListView(ListModelMixin, ProjectView):
     def post(self, request, slug):
         from ..services.exports import snapshot_create
 
-        data = _parse(s.SnapshotInput, request)
+        data = parse_input(s.SnapshotInput, request)
         snapshot = snapshot_create(
             project=self.project,
             format=data["format"],

@@ -7,14 +7,15 @@ from rest_framework import serializers
 from rest_framework.mixins import ListModelMixin
 from rest_framework.response import Response as HttpResponse
 
-from ..errors import Invalid, NotFound
+from common.errors import Invalid, NotFound
+from common.permissions import CanManageData, IsProjectAdmin
+from common.views import ProjectView, parse_input
+
 from ..models import DatasetSnapshot, DeliveryStatus, Webhook, WebhookDelivery
 from ..services import webhooks as hooks
 from ..services.cards import snapshot_card
 from ..services.dataset_imports import dataset_upload_import
 from ..services.imports import IMPORT_FORMATS
-from .permissions import CanManageData, IsProjectAdmin
-from .views import ProjectView, _parse
 
 
 # --- serializers ---------------------------------------------------------------------------
@@ -83,7 +84,7 @@ class WebhookListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=WebhookInput, responses={201: WebhookWithSecretOutput})
     def post(self, request, slug):
-        webhook = hooks.webhook_create(project=self.project, created_by=request.user, **_parse(WebhookInput, request))
+        webhook = hooks.webhook_create(project=self.project, created_by=request.user, **parse_input(WebhookInput, request))
         return HttpResponse(WebhookWithSecretOutput(webhook).data, status=201)
 
 
@@ -105,7 +106,7 @@ class WebhookDetailView(_OneWebhook):
     # The secret is in the answer only when the update rotated it; the documented shape is the one without it.
     @extend_schema(request=WebhookUpdateInput, responses={200: WebhookOutput})
     def patch(self, request, slug, webhook_id):
-        data = _parse(WebhookUpdateInput, request)
+        data = parse_input(WebhookUpdateInput, request)
         webhook = hooks.webhook_update(webhook=self._webhook(webhook_id), **data)
         out = WebhookWithSecretOutput if data.get("rotate_secret") else WebhookOutput
         return HttpResponse(out(webhook).data)
@@ -191,7 +192,7 @@ class DatasetImportView(ProjectView):
         responses={201: inline_serializer("DatasetImportReport", {"format": serializers.CharField(), "records": serializers.IntegerField()})},
     )
     def post(self, request, slug):
-        data = _parse(DatasetImportInput, request)
+        data = parse_input(DatasetImportInput, request)
         upload = data["file"]
         report = dataset_upload_import(
             project=self.project,

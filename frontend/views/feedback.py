@@ -10,8 +10,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
-
+from common.errors import DomainError
 from training.feedback import jobs
 from training.feedback.agreement import agreement_report
 

@@ -10,8 +10,8 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
 from annotation.models import Response
+from common.errors import DomainError
 from training import selectors, services
 
 from ..access import ENGINEERS, OBSERVERS, project_view

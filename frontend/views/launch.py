@@ -6,7 +6,7 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.http import HttpResponse
 
-from annotation.errors import DomainError
+from common.errors import DomainError
 
 
 def page_context(**extra) -> dict:

@@ -10,8 +10,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot
+from common.errors import DomainError
 from training.models import Model, TrainingMethod
 from training.services import runs as run_services
 

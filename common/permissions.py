@@ -6,7 +6,7 @@ who is not a member gets 404 from there, so a project's existence is not leaked.
 
 from rest_framework.permissions import BasePermission
 
-from ..models import Role
+from annotation.models import Role
 
 
 class _ProjectRole(BasePermission):
