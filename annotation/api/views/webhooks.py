@@ -11,11 +11,11 @@ from common.errors import Invalid, NotFound
 from common.permissions import CanManageData, IsProjectAdmin
 from common.views import ProjectView, parse_input
 
-from ..models import DatasetSnapshot, DeliveryStatus, Webhook, WebhookDelivery
-from ..services import webhooks as hooks
-from ..services.cards import snapshot_card
-from ..services.dataset_imports import dataset_upload_import
-from ..services.imports import IMPORT_FORMATS
+from ...models import DatasetSnapshot, DeliveryStatus, Webhook, WebhookDelivery
+from ...services import webhooks as hooks
+from ...services.cards import snapshot_card
+from ...services.dataset_imports import dataset_upload_import
+from ...services.imports import IMPORT_FORMATS
 
 
 # --- serializers ---------------------------------------------------------------------------

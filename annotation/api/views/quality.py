@@ -8,9 +8,9 @@ from rest_framework.response import Response as HttpResponse
 from common.permissions import CanReadData
 from common.views import ProjectView
 
-from ..quality.bootstrap import DEFAULT_LEVEL
-from ..quality.report import leaderboard_report, quality_report
-from ..quality.selectors import ALL_SOURCES
+from ...quality.bootstrap import DEFAULT_LEVEL
+from ...quality.report import leaderboard_report, quality_report
+from ...quality.selectors import ALL_SOURCES
 
 # Interactive requests get fewer resamples than the command line's default of 1000.
 API_RESAMPLES = 500

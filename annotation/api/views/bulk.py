@@ -11,10 +11,10 @@ from common.errors import Invalid
 from common.permissions import CanManageData
 from common.views import ProjectView, parse_input
 
-from .. import services
-from ..models import Prompt, Response
-from . import serializers as s
-from .views import _tasks
+from ... import services
+from ...models import Prompt, Response
+from .. import serializers as s
+from .tasks import tasks_of
 
 MAX_ITEMS = 1000
 KEY_PREFIX = "client:"
@@ -156,5 +156,5 @@ class TaskBulkView(ProjectView):
                                   fields={f"items[{n}]" + (f".{k}" if k else ""): v
                                           for k, v in (exc.fields or {"": [exc.message]}).items()}) from None
                 created.append(task.pk)
-        tasks = {t.pk: t for t in _tasks(project).filter(pk__in=created)}
+        tasks = {t.pk: t for t in tasks_of(project).filter(pk__in=created)}
         return HttpResponse({"items": s.TaskOutput([tasks[i] for i in created], many=True).data}, status=201)
