@@ -4,7 +4,8 @@ Clients answer in the order the responses were shown (A is the first shown); wha
 always in canonical positions (A is the task's first response), with the shown order kept beside it.
 """
 
-from .errors import Invalid
+from common.errors import Invalid
+
 from .models import TaskKind
 
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")

@@ -23,7 +23,8 @@ from django.db.models import Avg, Case, Count, Exists, FloatField, OuterRef, Q, 
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce
 
-from ..errors import Conflict, Invalid
+from common.errors import Conflict, Invalid
+
 from ..models import (
     Annotation,
     AnnotationSource,

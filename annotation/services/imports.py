@@ -27,7 +27,8 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from ..errors import Invalid
+from common.errors import Invalid
+
 from ..hashing import canonical_json
 from ..models import (
     Annotation,

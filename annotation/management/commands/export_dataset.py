@@ -4,10 +4,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import DomainError
 from annotation.models import Project, SnapshotFormat
 from annotation.services.cards import card_path
 from annotation.services.exports import AGGREGATIONS, FILE_FORMATS, STYLES, snapshot_create
+from common.errors import DomainError
 
 
 class Command(BaseCommand):

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import Invalid
 from annotation.models import Project
 from annotation.services.dataset_imports import dataset_import, is_dataset_path
 from annotation.services.imports import IMPORT_FORMATS, data_import
+from common.errors import Invalid
 
 
 class Command(BaseCommand):
