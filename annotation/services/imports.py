@@ -1,6 +1,7 @@
 """Importing JSON Lines files of prompts and labelled data, the way public datasets ship them.
 
-One file is one transaction: it is read line by line (never whole), every line is checked, and
+One file is one transaction: it is read line by line (never whole; a gzip file, told by its first
+bytes, is decompressed as it is read), every line is checked, and
 on any problem nothing is written and the problems come back numbered by line. Importing the
 same file again creates nothing new: prompts are keyed by their content hash, responses, tasks
 and annotations by keys derived from their content.
@@ -8,11 +9,13 @@ and annotations by keys derived from their content.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
 import re
 import uuid
+import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
@@ -483,6 +486,34 @@ class _TooLarge(Exception):
     pass
 
 
+# Magic bytes of the compressed formats public datasets ship in; only gzip is read as it is.
+COMPRESSED_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"PK\x03\x04", "zip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compressed format these first bytes announce (gzip, zip, bz2, xz, zstd), or None."""
+    return next((name for magic, name in COMPRESSED_MAGIC if head.startswith(magic)), None)
+
+
+def _decompressed(stream):
+    """A gzip stream (told by its first bytes, whatever the file is called) read through gzip;
+    any other stream as it is. Only a seekable binary stream is looked at."""
+    if not (hasattr(stream, "read") and getattr(stream, "seekable", lambda: False)()):
+        return stream
+    start = stream.tell()
+    head = stream.read(2)
+    stream.seek(start)
+    if isinstance(head, bytes) and compression_of(head) == "gzip":
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    return stream
+
+
 def _read_lines(stream: IO, max_bytes: int) -> Iterator[tuple[int, bytes | str]]:
     """(line number, raw line) without holding more than one line; stops past max_bytes."""
     total = 0
@@ -531,6 +562,13 @@ def _bad_text(value) -> str | None:
 
 def _decode(number: int, raw) -> dict | None:
     """The record on this line, None for a blank line; raises _LineError."""
+    if number == 1 and isinstance(raw, bytes):
+        compression = compression_of(raw)
+        if compression is not None:
+            raise _LineError(
+                f"this file is {compression}-compressed; decompress it first"
+                + ("" if compression == "gzip" else ", or compress it with gzip (a .jsonl.gz file is read as it is)")
+            )
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -922,6 +960,7 @@ def data_import(
     if isinstance(size, int) and size > max_bytes:
         raise Invalid(too_large, code="too_large", fields={"file": [too_large]})
 
+    stream = _decompressed(stream)
     report = ImportReport(format=format or "", filename=filename)
     errors: list[str] = []
     parse = _PARSERS.get(format) if format else None
@@ -971,6 +1010,8 @@ def data_import(
         except _TooLarge:
             errors.append(too_large)
             raise Invalid(too_large, code="too_large", fields={"file": errors}) from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            errors.append(f"line {report.lines + 1}: the gzip data is damaged or cut short ({e})")
         if not errors and report.records == 0:
             errors.append("the file has no records")
         if errors:

@@ -1,0 +1,115 @@
+"""What reaches an import as bytes: compressed files (gzip read as it is, others named), duplicate record
+ids inside one file, and the per-field size limit."""
+
+import bz2
+import gzip
+import io
+import json
+import lzma
+import zipfile
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from rest_framework.test import APIClient
+
+from annotation.errors import Invalid
+from annotation.models import Annotation, Prompt, Role, Task
+from annotation.services.imports import data_import
+
+pytestmark = pytest.mark.django_db
+
+HH = [
+    {
+        "chosen": "\n\nHuman: What is the capital of France?\n\nAssistant: Paris.",
+        "rejected": "\n\nHuman: What is the capital of France?\n\nAssistant: Lyon.",
+    },
+    {
+        "chosen": "\n\nHuman: Name a colour.\n\nAssistant: Blue.",
+        "rejected": "\n\nHuman: Name a colour.\n\nAssistant: Seven.",
+    },
+]
+
+
+def _jsonl(rows) -> bytes:
+    return b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
+
+
+def _import(project, data: bytes, **kwargs):
+    return data_import(project=project, stream=io.BytesIO(data), filename="sample.jsonl", **kwargs)
+
+
+def _problems(project, data: bytes, **kwargs) -> list[str]:
+    with pytest.raises(Invalid) as caught:
+        _import(project, data, **kwargs)
+    return caught.value.fields["file"]
+
+
+def _zipped(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("train.jsonl", data)
+    return buffer.getvalue()
+
+
+# --- compressed files --------------------------------------------------------------------------
+
+
+def test_import_command_reads_a_jsonl_gz_file(project, tmp_path):
+    path = tmp_path / "train.jsonl.gz"
+    path.write_bytes(gzip.compress(_jsonl(HH)))
+    out = io.StringIO()
+    call_command("import_data", str(path), project=project.slug, stdout=out)
+    assert "preference" in out.getvalue() and "tasks: 2 created" in out.getvalue()
+    assert Annotation.objects.filter(task__project=project).count() == 2
+
+
+def test_gzip_is_told_by_its_first_bytes_not_its_name(project):
+    report = _import(project, gzip.compress(_jsonl(HH)))
+    assert report.format == "preference" and report.records == 2
+
+
+def test_api_import_takes_a_jsonl_gz_upload(project, member):
+    client = APIClient()
+    client.force_authenticate(member(Role.ENGINEER))
+    upload = io.BytesIO(gzip.compress(_jsonl(HH)))
+    upload.name = "train.jsonl.gz"
+    response = client.post(f"/api/v1/projects/{project.slug}/imports/", {"file": upload}, format="multipart")
+    assert response.status_code == 201, response.content
+    assert response.data["records"] == 2 and response.data["tasks_created"] == 2
+
+
+@pytest.mark.parametrize(
+    "name, compress",
+    [
+        ("gzip", lambda d: gzip.compress(gzip.compress(d))),  # compressed twice: the inside reaches the text path
+        ("zip", _zipped),
+        ("bz2", bz2.compress),
+        ("xz", lzma.compress),
+        ("zstd", lambda d: b"\x28\xb5\x2f\xfd" + d),
+    ],
+)
+def test_compressed_bytes_on_the_text_path_are_named(project, name, compress):
+    problems = _problems(project, compress(_jsonl(HH)))
+    assert problems[0].startswith(f"line 1: this file is {name}-compressed; decompress it first")
+    assert Prompt.objects.count() == 0
+
+
+def test_api_names_the_compression_of_a_bz2_upload(project, member):
+    client = APIClient()
+    client.force_authenticate(member(Role.ENGINEER))
+    upload = io.BytesIO(bz2.compress(_jsonl(HH)))
+    upload.name = "train.jsonl.bz2"
+    response = client.post(f"/api/v1/projects/{project.slug}/imports/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert "bz2-compressed" in response.data["fields"]["file"][0]
+
+
+def test_a_cut_short_gzip_file_imports_nothing_and_says_so(project, tmp_path):
+    data = gzip.compress(_jsonl(HH * 50))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CommandError) as caught:
+        call_command("import_data", str(path), project=project.slug)
+    assert "gzip data is damaged or cut short" in str(caught.value)
+    assert Task.objects.count() == 0
