@@ -175,6 +175,7 @@ class _Row:
     phash: str
     text: str | None  # the prompt exactly as given, when it came as a string that must be reproduced
     external_id: str = ""
+    record_id: str = ""  # the id of this record, unique within a file ("" when it has none)
     metadata: dict = field(default_factory=dict)
     tags: list = field(default_factory=list)
     kind: str | None = None
@@ -244,8 +245,13 @@ def _number(obj: dict, key: str) -> float | int | None:
 
 
 def _common(obj: dict) -> dict:
-    """external_id, metadata and tags, accepted on every format."""
-    external_id = next((obj[k] for k in ("external_id", "id", "prompt_id", "question_id") if obj.get(k) is not None), "")
+    """external_id, record_id, metadata and tags, accepted on every format.
+
+    "external_id" and "id" name the record; "prompt_id" and "question_id" name its prompt, which several
+    records may share (several answers judged per question), so only the first two must be unique in a file.
+    """
+    key = next((k for k in ("external_id", "id", "prompt_id", "question_id") if obj.get(k) is not None), None)
+    external_id = "" if key is None else obj[key]
     if isinstance(external_id, bool) or not isinstance(external_id, (str, int)):
         raise _LineError("id must be text or an integer")
     external_id = str(external_id)
@@ -257,7 +263,8 @@ def _common(obj: dict) -> dict:
     tags = obj.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise _LineError("tags must be a list of text")
-    return {"external_id": external_id, "metadata": dict(metadata), "tags": tags}
+    record_id = external_id if key in ("external_id", "id") else ""
+    return {"external_id": external_id, "record_id": record_id, "metadata": dict(metadata), "tags": tags}
 
 
 def _sha(text: str) -> str:
@@ -295,6 +302,7 @@ def _shape(kind: str, steps_per_response: list[list]) -> None:
 
 def _parse_prompts(obj: dict, line: int) -> _Row:
     common = _common(obj)
+    common["record_id"] = common["external_id"]  # the record is the prompt
     if "turns" in obj or ("question_id" in obj and "text" in obj):
         # MT-Bench / Vicuna-bench: the first turn is the user message, the rest is kept.
         turns = obj.get("turns") if "turns" in obj else [obj.get("text")]
@@ -963,6 +971,7 @@ def data_import(
     stream = _decompressed(stream)
     report = ImportReport(format=format or "", filename=filename)
     errors: list[str] = []
+    first_line_of: dict[str, int] = {}  # record id -> the line it was first seen on
     parse = _PARSERS.get(format) if format else None
     batch: list[_Row] = []
     with transaction.atomic():
@@ -994,6 +1003,10 @@ def data_import(
                             break
                         report.format, parse = detected, _PARSERS[detected]
                     row = parse(obj, number)
+                    if row.record_id:
+                        first = first_line_of.setdefault(row.record_id, number)
+                        if first != number:
+                            raise _LineError(f"id {row.record_id!r} is also the id of line {first}; ids must be unique in a file")
                 except _LineError as e:
                     errors.append(f"line {number}: {e}")
                     if len(errors) >= MAX_ERRORS:

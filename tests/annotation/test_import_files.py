@@ -113,3 +113,32 @@ def test_a_cut_short_gzip_file_imports_nothing_and_says_so(project, tmp_path):
         call_command("import_data", str(path), project=project.slug)
     assert "gzip data is damaged or cut short" in str(caught.value)
     assert Task.objects.count() == 0
+
+
+# --- record ids ----------------------------------------------------------------------------------
+
+
+def test_a_record_id_used_twice_in_one_file_is_refused_naming_both_lines(project):
+    rows = [{**HH[0], "id": "pair-1"}, {**HH[1], "id": "pair-2"}, {**HH[1], "id": "pair-1"}]
+    problems = _problems(project, _jsonl(rows))
+    assert problems == ["line 3: id 'pair-1' is also the id of line 1; ids must be unique in a file"]
+    assert Prompt.objects.count() == 0
+
+
+def test_the_api_answers_a_duplicate_id_with_a_400_naming_both_lines(project, member):
+    client = APIClient()
+    client.force_authenticate(member(Role.ENGINEER))
+    upload = io.BytesIO(_jsonl([{"prompt": "One?", "external_id": 7}, {"prompt": "Two?", "external_id": "7"}]))
+    upload.name = "prompts.jsonl"
+    response = client.post(f"/api/v1/projects/{project.slug}/imports/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert response.data["fields"]["file"] == ["line 2: id '7' is also the id of line 1; ids must be unique in a file"]
+
+
+def test_records_may_share_the_id_of_their_prompt(project):
+    # MT-Bench style judgments: several answers to one question_id are several records.
+    rows = [
+        {"prompt": "2+2?", "completion": "4", "label": True, "question_id": 81},
+        {"prompt": "2+2?", "completion": "5", "label": False, "question_id": 81},
+    ]
+    assert _import(project, _jsonl(rows)).records == 2
