@@ -568,7 +568,28 @@ def _bad_text(value) -> str | None:
     return None
 
 
-def _decode(number: int, raw) -> dict | None:
+def _text_chars(value) -> int:
+    """Characters of text in a decoded value (its strings, nested ones included)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(map(_text_chars, value))
+    if isinstance(value, dict):
+        return sum(map(_text_chars, value.values()))
+    return 0
+
+
+def _check_field_sizes(obj: dict, max_chars: int) -> None:
+    for name, value in obj.items():
+        chars = _text_chars(value)
+        if chars > max_chars:
+            raise _LineError(
+                f"field {name!r} has {chars:,} characters of text, more than the limit of {max_chars:,} per field "
+                "(QUORUM_IMPORT_MAX_FIELD_CHARS)"
+            )
+
+
+def _decode(number: int, raw, max_field_chars: int) -> dict | None:
     """The record on this line, None for a blank line; raises _LineError."""
     if number == 1 and isinstance(raw, bytes):
         compression = compression_of(raw)
@@ -603,6 +624,8 @@ def _decode(number: int, raw) -> dict | None:
         problem = _bad_text(obj)
         if problem:
             raise _LineError(problem)
+    if len(text) > max_field_chars:  # no field can hold more text than its line
+        _check_field_sizes(obj, max_field_chars)
     return obj
 
 
@@ -951,6 +974,7 @@ def data_import(
     format: str | None = None,
     created_by: AbstractBaseUser | None = None,
     max_bytes: int | None = None,
+    max_field_chars: int | None = None,
 ) -> ImportReport:
     """Import one JSON Lines file into `project`, all or nothing.
 
@@ -962,6 +986,7 @@ def data_import(
             f"unknown import format {format!r}", fields={"format": [f"must be one of {', '.join(IMPORT_FORMATS)}"]}
         )
     max_bytes = settings.IMPORT_MAX_BYTES if max_bytes is None else max_bytes
+    max_field_chars = settings.IMPORT_MAX_FIELD_CHARS if max_field_chars is None else max_field_chars
     filename = filename or str(getattr(stream, "name", "") or "").rsplit("/", 1)[-1]
     too_large = f"the file is larger than the import limit of {max_bytes:,} bytes"
     size = getattr(stream, "size", None)
@@ -990,7 +1015,7 @@ def data_import(
             for number, raw in _read_lines(stream, max_bytes):
                 report.lines = number
                 try:
-                    obj = _decode(number, raw)
+                    obj = _decode(number, raw, max_field_chars)
                     if obj is None:
                         continue
                     if parse is None:

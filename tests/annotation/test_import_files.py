@@ -142,3 +142,26 @@ def test_records_may_share_the_id_of_their_prompt(project):
         {"prompt": "2+2?", "completion": "5", "label": False, "question_id": 81},
     ]
     assert _import(project, _jsonl(rows)).records == 2
+
+
+# --- size of one field ---------------------------------------------------------------------------
+
+
+def test_a_field_over_one_mebibyte_of_text_is_refused_naming_line_and_field(project):
+    big = "x" * (1024 * 1024 + 1)
+    rows = [HH[0], {"prompt": "Say it.", "chosen": "fine", "rejected": big}]
+    problems = _problems(project, _jsonl(rows))
+    assert problems == [
+        "line 2: field 'rejected' has 1,048,577 characters of text, more than the limit of 1,048,576 per field "
+        "(QUORUM_IMPORT_MAX_FIELD_CHARS)"
+    ]
+    assert Prompt.objects.count() == 0
+    assert _import(project, _jsonl([{**rows[1], "rejected": big[:-1]}])).records == 1  # exactly the limit is fine
+
+
+def test_the_field_limit_is_a_setting_and_counts_all_the_text_of_a_message_list(project, settings):
+    settings.IMPORT_MAX_FIELD_CHARS = 100
+    # 60 + 60 characters of content and 13 of roles.
+    messages = [{"role": "user", "content": "a" * 60}, {"role": "assistant", "content": "b" * 60}]
+    problems = _problems(project, _jsonl([{"messages": messages}]))
+    assert problems[0].startswith("line 1: field 'messages' has 133 characters of text, more than the limit of 100")
