@@ -165,3 +165,20 @@ def test_the_field_limit_is_a_setting_and_counts_all_the_text_of_a_message_list(
     messages = [{"role": "user", "content": "a" * 60}, {"role": "assistant", "content": "b" * 60}]
     problems = _problems(project, _jsonl([{"messages": messages}]))
     assert problems[0].startswith("line 1: field 'messages' has 133 characters of text, more than the limit of 100")
+
+
+# --- export_dataset --out ------------------------------------------------------------------------
+
+
+def test_export_command_refuses_to_overwrite_a_file_unless_forced(project, tmp_path):
+    data_import(project=project, stream=io.BytesIO(_jsonl(HH)), filename="hh.jsonl")
+    target = tmp_path / "prefs.jsonl"
+    target.write_text("my own notes\n")
+    with pytest.raises(CommandError) as caught:
+        call_command("export_dataset", project=project.slug, format="preference", out=str(target))
+    assert str(caught.value) == f"{target} exists; pass --force to overwrite it"
+    assert target.read_text() == "my own notes\n"
+
+    out = io.StringIO()
+    call_command("export_dataset", project=project.slug, format="preference", out=str(target), force=True, stdout=out)
+    assert "rows: 2" in out.getvalue() and len(target.read_text().splitlines()) == 2
