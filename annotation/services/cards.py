@@ -56,7 +56,7 @@ _COLUMNS = {
     "prompt": ("messages or string", "the prompt: a message list (conversational style) or its text (standard style)"),
     "chosen": ("messages or string", "the preferred response"),
     "rejected": ("messages or string", "the other response"),
-    "margin": ("float", "how strongly chosen beat rejected (see the aggregation rule)"),
+    "margin": ("float", "how strongly chosen beat rejected, from stated strengths (absent when none were stated)"),
     "score_chosen": ("float", "imported score of the chosen response"),
     "score_rejected": ("float", "imported score of the rejected response"),
     "completion": ("messages or string", "one response"),

@@ -57,9 +57,14 @@ DAWID_SKENE_AGGREGATION = (
     "pairwise tasks: Dawid-Skene over the task's current annotations (each rater's confusion matrix "
     "over A, B, tie and both_bad estimated by EM, so reliable raters weigh more); a row when the "
     "posterior's most probable class is A or B, ties and both-bad dropped; margin = (P(chosen) - "
-    "P(rejected)) x mean stated strength (1-3, 1 when none) of the votes for the chosen response. "
+    "P(rejected)) x mean stated strength (1-3) of the votes for the chosen response. "
     "Ranking tasks: every pair of responses, decided by majority over the annotators who ranked the two "
     "differently (equal counts dropped); margin = mean rank difference among the majority."
+)
+MARGIN_RULE = (
+    " The margin column is there only when every current A or B vote read states a strength (or was imported "
+    "with a margin or scores); otherwise no row has a margin, since a constant one would change a reward "
+    "model's loss (TRL's RewardTrainer subtracts it). Ranking margins come from the stated ranks."
 )
 REVIEW_RULE = (
     " Reviewer adjudication wins: a task with a current reviewer revision (is_review) in the selected "
@@ -365,13 +370,13 @@ def _pairwise_dawid_skene(reader: _Reader) -> Iterator[tuple[int, int, int, floa
     from ..quality.aggregation import pairwise_soft_labels
 
     soft = pairwise_soft_labels(project=reader.project, sources=reader.sources)
-    strength = Cast(KeyTextTransform("strength", "payload"), FloatField())
     reviewed: dict[int, list[tuple[str, float | None]]] = {}
     rows = (
         reader.annotations(TaskKind.PAIRWISE)
         .filter(is_review=True)
         .order_by("task_id", "id")
-        .values_list("task_id", KeyTextTransform("choice", "payload"), strength)
+        # The JSON value, not a cast of its text: SQLite casts a JSON null to 0.
+        .values_list("task_id", KeyTextTransform("choice", "payload"), KeyTransform("strength", "payload"))
     )
     for task_id, choice, s in rows:
         reviewed.setdefault(task_id, []).append((choice, s))
@@ -414,7 +419,14 @@ def _ranking_pairs(ranks: list[list[int]], n: int) -> Iterator[tuple[int, int, f
 # --- Formats ----------------------------------------------------------------------------------
 
 
-def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
+def _margins_stated(reader: _Reader) -> bool:
+    """True when every current A/B vote in scope states a strength (an import states one when it has a
+    margin or scores)."""
+    votes = reader.annotations(TaskKind.PAIRWISE).filter(payload__choice__in=["A", "B"])
+    return not votes.filter(Q(payload__strength=None) | Q(payload__strength__isnull=True)).exists()
+
+
+def _preference_rows(reader: _Reader, with_scores: bool, with_margin: bool) -> Iterator[dict]:
     style = reader.style
     prompts = reader.prompts(TaskKind.PAIRWISE)
     responses = reader.responses(TaskKind.PAIRWISE)
@@ -427,8 +439,9 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
             "prompt": prompt[0][1],
             "chosen": _completion(texts[win], style),
             "rejected": _completion(texts[lose], style),
-            "margin": margin,
         }
+        if with_margin:
+            row["margin"] = margin
         if with_scores:
             row["score_chosen"], row["score_rejected"] = sc, sr
         yield row
@@ -450,12 +463,9 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
             continue
         votes = [r for r in (g[1] for g in group) if isinstance(r, list) and len(r) == len(texts)]
         for win, lose, margin in _ranking_pairs(votes, len(texts)):
-            row = {
-                "prompt": prompt[0][1],
-                "chosen": _completion(texts[win], style),
-                "rejected": _completion(texts[lose], style),
-                "margin": float(margin),
-            }
+            row = {"prompt": prompt[0][1], "chosen": _completion(texts[win], style), "rejected": _completion(texts[lose], style)}
+            if with_margin:
+                row["margin"] = float(margin)
             yield row
 
 
@@ -750,8 +760,13 @@ def snapshot_create(
             and not pairwise.filter(Q(sc__isnull=True) | Q(sr__isnull=True)).exists()
             and not reader.annotations(TaskKind.RANKING).exists()
         )
-        columns = ["prompt", "chosen", "rejected", "margin"] + (["score_chosen", "score_rejected"] if with_scores else [])
-        rows = _preference_rows(reader, with_scores)
+        with_margin = _margins_stated(reader)
+        columns = (
+            ["prompt", "chosen", "rejected"]
+            + (["margin"] if with_margin else [])
+            + (["score_chosen", "score_rejected"] if with_scores else [])
+        )
+        rows = _preference_rows(reader, with_scores, with_margin)
         spec.update(
             current_only=True,
             aggregation=(
@@ -761,6 +776,7 @@ def snapshot_create(
                 if aggregation == "majority"
                 else DAWID_SKENE_AGGREGATION + " No score columns."
             )
+            + MARGIN_RULE
             + REVIEW_RULE,
             labels=(
                 "chosen = the response the majority preferred, rejected = the other"

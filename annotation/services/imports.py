@@ -329,12 +329,14 @@ def _parse_prompts(obj: dict, line: int) -> _Row:
     return _row(line, messages, text, common)
 
 
-def _strength(margin, score_chosen, score_rejected) -> int:
-    """Annotation strength (1..3) from a margin, else from the score difference, else 1."""
+def _strength(margin, score_chosen, score_rejected) -> int | None:
+    """Annotation strength (1..3) from a margin, else from the score difference; None when neither is stated."""
     value = margin if margin is not None else (
         score_chosen - score_rejected if score_chosen is not None and score_rejected is not None else None
     )
-    if value is None or value < 1.5:
+    if value is None:
+        return None
+    if value < 1.5:
         return 1
     return 2 if value < 2.5 else 3
 
@@ -730,6 +732,14 @@ def _by_key(model, scope: str, scope_id: int, key: str, keys: list[str], extra: 
         return cursor.fetchall()
 
 
+def _keyed_payload(payload: dict) -> dict:
+    """The payload as imported annotations' client ids were made from when a strength not stated was
+    stored as 1: a file imported then finds its annotations again instead of adding new ones."""
+    if payload.get("choice") in ("A", "B") and payload.get("strength") is None:
+        return {**payload, "strength": 1}
+    return payload
+
+
 class _Writer:
     """Writes batches of parsed rows with a few set-based queries per batch, not per row."""
 
@@ -869,7 +879,8 @@ class _Writer:
                     "metadata": {"prompt_text": override} if override is not None else {},
                 }
             client_id = uuid.uuid5(
-                IMPORT_NAMESPACE, "\n".join([str(project.pk), key, canonical_json(r.payload), canonical_json(r.values)])
+                IMPORT_NAMESPACE,
+                "\n".join([str(project.pk), key, canonical_json(_keyed_payload(r.payload)), canonical_json(r.values)]),
             )
             annotations.setdefault(client_id, (key, r))
 
