@@ -191,6 +191,9 @@ def _parquet_schema(fmt: str, style: str, columns: list[str]):
             "kind": pa.string(),
             "prompt": message,
             "responses": pa.string(),
+            "response_steps": pa.string(),
+            "external_id": pa.string(),
+            "metadata": pa.string(),
             "payload": pa.string(),
             "shown_order": pa.string(),
             "author": pa.string(),
@@ -584,8 +587,19 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
     """Every annotation revision with its task, prompt and responses; as dicts, or as finished
     JSON lines (built from per-task pieces: a million rows would otherwise spend most of their
     time re-encoding the same prompt)."""
-    prompts = reader.prompts("", current=False)
-    responses = reader.responses("", current=False)
+    tasks = reader.tasks("", current=False)
+    # The prompt with its external id and metadata, the responses with their steps (JSON as stored).
+    prompts = _Follow(
+        tasks.order_by("id")
+        .values_list("id", "prompt__messages", "prompt__external_id", Cast("prompt__metadata", TextField()))
+        .iterator(chunk_size=CHUNK)
+    )
+    responses = _Follow(
+        TaskResponse.objects.filter(task_id__in=tasks.values("id"))
+        .order_by("task_id", "position")
+        .values_list("task_id", "response__content", Cast("response__steps", TextField()))
+        .iterator(chunk_size=CHUNK)
+    )
     rows = (
         reader.annotations("", current=False)
         .order_by("task_id", "id")
@@ -613,14 +627,18 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
         .iterator(chunk_size=CHUNK)
     )
     for task_id, group in _grouped(rows):
-        texts = [r[1] for r in responses.take(task_id)]
+        found = responses.take(task_id)
         prompt = prompts.take(task_id)
-        messages = prompt[0][1] if prompt else []
-        responses_json = json.dumps(texts, ensure_ascii=False)
+        _, messages, external_id, metadata = prompt[0] if prompt else (task_id, [], "", "{}")
+        messages = _messages(messages)
+        responses_json = json.dumps([r[1] for r in found], ensure_ascii=False)
+        steps_json = "[" + ", ".join(r[2] or "[]" for r in found) + "]"  # one list of steps per response
+        metadata = metadata or "{}"
         if as_lines:
             task_part = (
                 f'"task_id": {task_id}, "prompt": {json.dumps(messages, ensure_ascii=False)}, '
-                f'"responses": {_json_string(responses_json)}'
+                f'"responses": {_json_string(responses_json)}, "response_steps": {_json_string(steps_json)}, '
+                f'"external_id": {_json_string(external_id)}, "metadata": {_json_string(metadata)}'
             )
         for (
             _,
@@ -661,6 +679,9 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
                 "task_id": task_id,
                 "prompt": messages,
                 "responses": responses_json,
+                "response_steps": steps_json,
+                "external_id": external_id,
+                "metadata": metadata,
                 "kind": kind,
                 "payload": payload,
                 "shown_order": shown_order or "[]",
@@ -830,7 +851,8 @@ def snapshot_create(
         )
     else:
         columns = [
-            "annotation_id", "task_id", "prompt", "responses", "kind", "payload", "shown_order", "author",
+            "annotation_id", "task_id", "prompt", "responses", "response_steps", "external_id", "metadata", "kind",
+            "payload", "shown_order", "author",
             "source", "seconds_spent", "guideline_version", "constitution_version", "rationale", "details",
             "client_id", "supersedes_id", "is_current", "is_review", "created_at",
         ]  # fmt: skip
@@ -841,7 +863,7 @@ def snapshot_create(
             labels="as stored (steps keep -1/0/+1; choices and orders in canonical response positions)",
             # Every column keeps one type in every row, so the file loads with `datasets`: values
             # whose shape varies by kind are JSON text, and a missing value is a stated sentinel.
-            json_columns=["responses", "payload", "shown_order", "details"],
+            json_columns=["responses", "response_steps", "metadata", "payload", "shown_order", "details"],
             missing_values={
                 "author": "",
                 "seconds_spent": -1.0,

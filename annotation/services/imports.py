@@ -48,7 +48,7 @@ from ..payloads import validate_payload
 from ..steps import split_steps
 from .content import prompt_hash, task_shape, validate_messages
 
-IMPORT_FORMATS = ("prompts", "preference", "unpaired", "stepwise", "sft")
+IMPORT_FORMATS = ("prompts", "preference", "unpaired", "stepwise", "sft", "prm800k")
 BATCH_ROWS = 500
 MAX_ERRORS = 50
 EXTERNAL_ID_MAX = 200
@@ -440,6 +440,71 @@ def _parse_stepwise(obj: dict, line: int) -> _Row:
     )
 
 
+# --- PRM800K (openai/prm800k), as it ships --------------------------------------------------------
+
+
+def _prm_step(step, number: int) -> tuple[str, int]:
+    """(text, label) of the step the solution went on with: the chosen completion, else the labeler's own
+    (human_completion), else the first completion (where labelling stopped). A null rating is a step the
+    labeler wrote, which PRM800K counts as +1."""
+    where = f"label.steps[{number}]"
+    completions = step.get("completions") if isinstance(step, dict) else None
+    if not isinstance(completions, list) or not completions:
+        raise _LineError(f"{where}.completions must be a non-empty list")
+    for i, c in enumerate(completions):
+        if not isinstance(c, dict) or not isinstance(c.get("text"), str):
+            raise _LineError(f"{where}.completions[{i}] needs a text")
+        if c.get("rating") not in (-1, 0, 1, None) or isinstance(c.get("rating"), bool):
+            raise _LineError(f"{where}.completions[{i}].rating must be -1, 0, 1 or null")
+    chosen, human = step.get("chosen_completion"), step.get("human_completion")
+    if chosen is not None:
+        if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(completions):
+            raise _LineError(f"{where}.chosen_completion must be an index into its {len(completions)} completions, or null")
+        picked = completions[chosen]
+    elif human is not None:
+        picked = {"text": human, "rating": 1} if isinstance(human, str) else human
+        if not isinstance(picked, dict) or not isinstance(picked.get("text"), str):
+            raise _LineError(f"{where}.human_completion must be text, an object with a text, or null")
+    else:
+        picked = completions[0]
+    rating = picked.get("rating")
+    return picked["text"], 1 if rating is None else rating
+
+
+def _parse_prm800k(obj: dict, line: int) -> _Row:
+    """One labelled solution: the problem is the prompt, the solution as it went on is one response split
+    into its steps, the step ratings are one steps annotation; the rest of the record (alternatives,
+    ratings, flags, labeler, times) is kept as it came in the annotation's import details."""
+    question, label = obj.get("question"), obj.get("label")
+    if not isinstance(question, dict) or not isinstance(question.get("problem"), str) or not question["problem"].strip():
+        raise _LineError("question.problem must be non-empty text")
+    if not isinstance(label, dict) or not isinstance(label.get("steps"), list) or not label["steps"]:
+        raise _LineError("label.steps must be a non-empty list (a solution with no steps has nothing to label)")
+    steps, labels = zip(*(_prm_step(step, i) for i, step in enumerate(label["steps"])))
+    steps = list(steps)
+    _shape(TaskKind.STEPS, [steps])
+    common = _common(obj)
+    if question.get("ground_truth_answer") is not None:
+        common["metadata"].setdefault("ground_truth_answer", question["ground_truth_answer"])
+    record = {**obj, "question": {k: v for k, v in question.items() if k != "problem"}}
+    return _row(
+        line,
+        [{"role": "user", "content": question["problem"]}],
+        None,
+        common,
+        kind=TaskKind.STEPS,
+        responses=[("\n".join(steps), steps, _steps_key(steps))],
+        payload=_payload(TaskKind.STEPS, {"labels": list(labels)}, 1, n_steps=len(steps)),
+        values={"record": record},
+    )
+
+
+def prm800k_record(raw_row: dict) -> dict:
+    """The PRM800K record an imported annotation came from, from its row of a raw export."""
+    record = json.loads(raw_row["details"])["import"]["record"]
+    return {**record, "question": {"problem": raw_row["prompt"][0]["content"], **record["question"]}}
+
+
 def _parse_sft(obj: dict, line: int) -> _Row:
     if "messages" not in obj and {"prompt", "completion"} <= set(obj):
         # TRL's prompt-completion form of the same thing.
@@ -464,11 +529,14 @@ _PARSERS = {
     "unpaired": _parse_unpaired,
     "stepwise": _parse_stepwise,
     "sft": _parse_sft,
+    "prm800k": _parse_prm800k,
 }
 
 
 def detect_format(obj: dict) -> str | None:
     keys = set(obj)
+    if {"question", "label"} <= keys and isinstance(obj["label"], dict) and "steps" in obj["label"]:
+        return "prm800k"
     if {"chosen", "rejected"} <= keys:
         return "preference"
     if {"completions", "labels"} <= keys:
