@@ -361,9 +361,9 @@ def _pairwise_majorities(
             continue
         sc_a, sr_a, sc_b, sr_b = scores or (None, None, None, None)
         if a == top:
-            yield task_id, 0, 1, float(margin_a), _float(sc_a), _float(sr_a)
+            yield task_id, 0, 1, _float(margin_a), _float(sc_a), _float(sr_a)
         else:
-            yield task_id, 1, 0, float(margin_b), _float(sc_b), _float(sr_b)
+            yield task_id, 1, 0, _float(margin_b), _float(sc_b), _float(sr_b)
 
 
 def _pairwise_dawid_skene(reader: _Reader) -> Iterator[tuple[int, int, int, float, None, None]]:
