@@ -161,6 +161,8 @@ WEBHOOK_ALLOW_PRIVATE = [h.strip() for h in env_str("QUORUM_WEBHOOK_ALLOW_PRIVAT
 
 # Uploads: imports stream from a temporary file and are capped.
 IMPORT_MAX_BYTES = env_int("QUORUM_IMPORT_MAX_BYTES", 512 * 1024 * 1024)
+# One field of one imported record (a prompt, a completion, a message list) holds at most this much text.
+IMPORT_MAX_FIELD_CHARS = env_int("QUORUM_IMPORT_MAX_FIELD_CHARS", 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
