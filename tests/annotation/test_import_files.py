@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
-from annotation.errors import Invalid
+from common.errors import Invalid
 from annotation.models import Annotation, Prompt, Role, Task
 from annotation.services.imports import data_import
 

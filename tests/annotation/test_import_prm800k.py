@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from annotation.errors import Invalid
+from common.errors import Invalid
 from annotation.models import Annotation, Prompt, Task
 from annotation.services.exports import snapshot_create
 from annotation.services.imports import data_import, prm800k_record
