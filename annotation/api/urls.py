@@ -1,8 +1,9 @@
 from django.urls import path
 
-from . import bulk_views, quality_views, views, webhook_views
+from . import bulk_views, chat_views, quality_views, views, webhook_views
 
 project = "projects/<slug:slug>/"
+turn = project + "conversations/<int:conversation_id>/turns/<int:index>/"
 
 urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
@@ -43,4 +44,12 @@ urlpatterns = [
     ),
     path(project + "quality/", quality_views.QualityView.as_view(), name="api-quality"),
     path(project + "leaderboard/", quality_views.LeaderboardView.as_view(), name="api-leaderboard"),
+    path(project + "conversations/", chat_views.ConversationListView.as_view(), name="api-conversations"),
+    path(project + "conversations/<int:conversation_id>/", chat_views.ConversationDetailView.as_view(), name="api-conversation"),
+    path(project + "conversations/<int:conversation_id>/messages/", chat_views.MessageView.as_view(), name="api-chat-message"),
+    path(project + "conversations/<int:conversation_id>/close/", chat_views.ConversationCloseView.as_view(), name="api-chat-close"),
+    path(turn, chat_views.TurnView.as_view(), name="api-chat-turn"),
+    path(turn + "choose/", chat_views.TurnChooseView.as_view(), name="api-chat-choose"),
+    path(turn + "mark/", chat_views.TurnMarkView.as_view(), name="api-chat-mark"),
+    path(turn + "retry/", chat_views.TurnRetryView.as_view(), name="api-chat-retry"),
 ]
