@@ -31,6 +31,7 @@ from annotation.services.chat import (
 
 from .backends import BackendError, Sampling, backend_for
 from .models import Model, ModelRole
+from .tasks import _wait_for_preload
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def chat_turn_run(*, turn_id: int, ticket: str, worker: str = "") -> str:
 @shared_task(bind=True, name="training.chat_turn_generate", acks_late=True, ignore_result=True)
 def chat_turn_generate(self, turn_id: int, ticket: str) -> str:
     close_old_connections()
+    _wait_for_preload()  # transformers must not be imported from two threads at once
     return chat_turn_run(turn_id=turn_id, ticket=ticket, worker=self.request.hostname or "")
 
 
