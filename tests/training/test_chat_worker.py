@@ -26,7 +26,10 @@ def chat_project(project, member, tiny_model, settings):
     return project, member(Role.ANNOTATOR)
 
 
-def _send(project, user, mode="compare", text="Hello there"):
+def _send(project, user, mode="compare", text="Hello there", models=None):
+    if models is not None:
+        services.project_update(project=project, settings={"chat": {"models": models}})
+        project.refresh_from_db()
     conversation = chat.conversation_start(project=project, annotator=user, mode=mode)
     return conversation, chat.chat_message_send(conversation=conversation, annotator=user, content=text)
 
@@ -64,9 +67,7 @@ def test_a_turn_streams_both_candidates_then_becomes_a_private_pairwise_task(cha
 
 def test_same_model_and_sampling_are_sampled_in_one_batch(chat_project):
     project, user = chat_project
-    services.project_update(project=project, settings={"chat": {"models": ["tiny-a"]}})
-    project.refresh_from_db()
-    _, turn = _send(project, user)
+    _, turn = _send(project, user, models=["tiny-a"])
     assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "ready"
     turn.refresh_from_db()
     generations = [tr.response.generation for tr in turn.task.task_responses.all()]
@@ -75,9 +76,7 @@ def test_same_model_and_sampling_are_sampled_in_one_batch(chat_project):
 
 def test_two_models_answer_in_arena_and_a_stale_ticket_does_nothing(chat_project):
     project, user = chat_project
-    services.project_update(project=project, settings={"chat": {"models": ["tiny-a", "tiny-b"]}})
-    project.refresh_from_db()
-    _, turn = _send(project, user, mode="arena")
+    _, turn = _send(project, user, mode="arena", models=["tiny-a", "tiny-b"])
     assert chat_turn_run(turn_id=turn.pk, ticket="old-ticket") == "skipped"
     assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "ready"
     assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "skipped"  # a redelivered message
@@ -88,9 +87,7 @@ def test_two_models_answer_in_arena_and_a_stale_ticket_does_nothing(chat_project
 
 def test_a_missing_model_fails_the_turn_with_its_reason_and_a_retry_completes(chat_project):
     project, user = chat_project
-    services.project_update(project=project, settings={"chat": {"models": ["gone"]}})
-    project.refresh_from_db()
-    _, turn = _send(project, user)
+    _, turn = _send(project, user, models=["gone"])
     assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "failed"
     turn.refresh_from_db()
     assert turn.state == TurnState.FAILED and "gone" in turn.error
