@@ -19,7 +19,8 @@ from annotation.models import DatasetSnapshot  # noqa: E402
 from training.models import TrainingRun  # noqa: E402
 from training.services import model_register  # noqa: E402
 from training.trainers import ppo, rewards  # noqa: E402
-from training.trainers.common import EXIT_INVALID_CONFIG, ConfigError, load_config  # noqa: E402
+from training.trainers.cli import EXIT_INVALID_CONFIG  # noqa: E402
+from training.trainers.config import ConfigError, load_config  # noqa: E402
 from training.trainers.testing import preference_rows, sft_rows, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from training.tiny import save_tiny_model
-from training.trainers.common import EXIT_CANCELLED, last_checkpoint
+from training.trainers.cli import EXIT_CANCELLED
+from training.trainers.runtime import last_checkpoint
 from training.trainers.testing import sft_rows, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]

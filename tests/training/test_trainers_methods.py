@@ -134,7 +134,7 @@ def test_orpo_trains_on_conversational_preferences(tiny_model, tmp_path):
 
 
 def test_a_snapshot_in_the_wrong_format_is_refused_before_training(tiny_model, tmp_path):
-    from training.trainers.common import DataError
+    from training.trainers.data import DataError
 
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
     with pytest.raises(DataError, match="not a preference snapshot: missing column"):

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from training.tiny import save_tiny_model, tiny_tokenizer  # noqa: E402
 from training.trainers import ppo  # noqa: E402
-from training.trainers.common import load_config  # noqa: E402
+from training.trainers.config import load_config  # noqa: E402
 from training.trainers.scoring import ENSEMBLE_FILE  # noqa: E402
 from training.trainers.testing import (  # noqa: E402
     QUESTIONS,

@@ -10,7 +10,7 @@ from transformers import AutoModelForSequenceClassification, AutoModelForTokenCl
 
 from training.tiny import tiny_tokenizer  # noqa: E402
 from training.trainers import prm  # noqa: E402
-from training.trainers.common import DataError  # noqa: E402
+from training.trainers.data import DataError  # noqa: E402
 from training.trainers.testing import stepwise_rows, write_jsonl  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("offline_single_thread")

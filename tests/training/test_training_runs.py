@@ -24,7 +24,7 @@ from training.services.runs import (
 )
 from training.tasks import reconcile, training_run_execute
 from training.tiny import save_tiny_model
-from training.trainers.common import last_checkpoint
+from training.trainers.runtime import last_checkpoint
 from training.trainers.testing import sft_rows, write_jsonl
 
 FAST = {"max_steps": 2, "batch_size": 2, "max_length": 64, "num_threads": 1, "save_steps": 1, "learning_rate": 1e-3}

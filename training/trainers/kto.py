@@ -9,56 +9,20 @@ null, they are set so that λ_D·n_D = λ_U·n_U, inside the range Ethayarajh et
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
-
-from training.trainers.common import (
+from training.trainers.cli import main
+from training.trainers.config import load_config
+from training.trainers.configs import KTOConfig
+from training.trainers.data import (
     DataError,
-    Run,
-    TrainConfig,
-    TrainResult,
     chat_rows,
     check_text_or_messages,
-    execute,
-    load_config,
     load_snapshot,
-    main,
-    option,
     resolve_string_rows,
     split_for_eval,
 )
+from training.trainers.runtime import Run, TrainResult, execute
 
 __all__ = ["KTOConfig", "balanced_weights", "train"]
-
-
-@dataclasses.dataclass
-class KTOConfig(TrainConfig):
-    """KTO hyperparameters (see `TrainConfig` for the shared ones)."""
-
-    method: ClassVar[str] = "kto"
-
-    learning_rate: float = option(1e-6, "Peak learning rate of AdamW.")
-    batch_size: int = option(8, "Examples per device per step; at least 2 (the KL reference point pairs neighbours).")
-    beta: float = option(0.1, "β: strength of the implicit KL constraint to the reference model.")
-    desirable_weight: float | None = option(None, "λ_D, weight of thumbs-up examples; null balances it from the counts.")
-    undesirable_weight: float | None = option(
-        None, "λ_U, weight of thumbs-down examples; null balances it from the counts."
-    )
-    precompute_ref_log_probs: bool = option(
-        False, "Compute the reference log-probabilities once before training and free the reference model."
-    )
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.batch_size < 2:
-            out.append("batch_size: KTO needs at least 2 (its KL estimate pairs each completion with another prompt)")
-        if self.beta <= 0:
-            out.append("beta: must be positive")
-        for name in ("desirable_weight", "undesirable_weight"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                out.append(f"{name}: must be positive, or null to balance from the counts")
-        return out
 
 
 def train(config: KTOConfig | dict | str) -> TrainResult:
