@@ -1,8 +1,9 @@
 """Direct Preference Optimization on preference snapshots (`{prompt, chosen, rejected}`, standard or conversational).
 
 Uses TRL's `DPOTrainer` (TRL 1.16) with a frozen reference model: an explicit copy of the base model, or the base
-itself with the LoRA adapters disabled when `lora` is set. `losses.dpo_loss` states the sigmoid loss it optimises.
-The `margin` and score columns of a snapshot are not used by DPO.
+itself with the LoRA adapters disabled when `lora` is set. The default loss ("sigmoid", Rafailov et al. 2023, eq. 7)
+is −log σ(β·[(log π(y_c|x) − log π_ref(y_c|x)) − (log π(y_r|x) − log π_ref(y_r|x))]); `label_smoothing` ε mixes in
+the flipped pair's loss (conservative DPO). The `margin` and score columns of a snapshot are not used by DPO.
 
     python -m training.trainers.dpo --config run.json
 """

@@ -1,8 +1,10 @@
 """Kahneman–Tversky Optimization on unpaired feedback (`{prompt, completion, label}`: thumbs up = true).
 
 Uses TRL's `KTOTrainer` (TRL 1.16) with a frozen reference model (an explicit copy of the base, or the base with
-LoRA adapters disabled). `losses.kto_loss` states the loss. Quorum adds the weights for imbalanced feedback: left
-null, they are set so that λ_D·n_D = λ_U·n_U, inside the range Ethayarajh et al. 2024 advise ([1, 4/3]).
+LoRA adapters disabled). The loss (Ethayarajh et al. 2024, eq. 8) is E[λ_y − v], with v = λ_D·σ(β(r − z₀)) on thumbs
+up and λ_U·σ(β(z₀ − r)) on thumbs down, r = log π(y|x) − log π_ref(y|x) and z₀ = max(0, KL) estimated on the batch.
+Quorum adds the weights for imbalanced feedback: left null, they are set so that λ_D·n_D = λ_U·n_U, inside the range
+the paper advises ([1, 4/3]).
 
     python -m training.trainers.kto --config run.json
 """

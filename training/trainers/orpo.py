@@ -1,5 +1,6 @@
 """Odds Ratio Preference Optimization on preference snapshots: SFT on the chosen response plus an odds-ratio
-penalty on the rejected one, with no reference model (Hong et al. 2024; `losses.orpo_loss`).
+penalty on the rejected one, with no reference model. Hong et al. 2024, eqs. 4–6:
+L = NLL(y_c|x) − λ·log σ(log odds(y_c|x) − log odds(y_r|x)), odds(y|x) = P / (1 − P), P = exp(mean token log π(y|x)).
 
 Uses TRL's `ORPOTrainer` from `trl.experimental.orpo` (TRL 1.16 keeps ORPO there; its API may change between TRL
 releases, which is why the TRL version is pinned).
