@@ -70,3 +70,17 @@ def test_the_training_runs_page_and_run_validation_import_no_training_library(tm
     assert "max_steps" in body["fields"]
     assert report["valid"] == [201, {"max_steps": 3}]
     assert report["loaded"] == []
+
+
+def test_the_wsgi_application_imports_every_page_at_boot_and_no_training_library(tmp_path):
+    # A fresh server's first request then pays for no import (bench/first_page.py times it).
+    script = (
+        "import json, sys\nimport quorum.wsgi\n"
+        "print(json.dumps({'views': [m for m in ('frontend.views.training', 'training.api.views', 'annotation.api.views') if m in sys.modules],"
+        f" 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in {TRAINING_LIBRARIES!r})}}))"
+    )
+    env = {**os.environ, "QUORUM_DEV": "1", "QUORUM_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"views": ["frontend.views.training", "training.api.views", "annotation.api.views"], "loaded": []}
