@@ -36,15 +36,15 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from training.tiny import save_tiny_model  # noqa: E402
-from training.trainers import cli, runtime  # noqa: E402
-from training.trainers.testing import (  # noqa: E402
+from tests.support.snapshots import (  # noqa: E402
     preference_rows,
     sft_rows,
     target_token_reward,
     unpaired_rows,
     write_jsonl,
 )
+from tests.support.tiny import save_tiny_model  # noqa: E402
+from training.trainers import cli, runtime  # noqa: E402
 
 HIDDEN, LAYERS, BATCH, MAX_LENGTH, LR = 256, 4, 4, 256, 1e-5
 TARGET_OVERHEAD = 0.05

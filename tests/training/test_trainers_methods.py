@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
+from tests.support.snapshots import preference_rows, sft_rows, unpaired_rows, write_jsonl  # noqa: E402
 from training.trainers import dpo, kto, orpo, reward, sft  # noqa: E402
-from training.trainers.testing import preference_rows, sft_rows, unpaired_rows, write_jsonl  # noqa: E402
 
 # TRL's DPO and KTO read `model.is_gradient_checkpointing`, which transformers 5.23 deprecates; not ours to fix.
 pytestmark = [
