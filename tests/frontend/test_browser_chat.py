@@ -13,7 +13,7 @@ from annotation.services.exports import snapshot_create
 from tests.integration.chat_worker import chat_timings, chat_worker  # noqa: F401 (fixtures)
 from tests.training import trl_runs
 from training.services import model_register
-from training.tiny import save_tiny_model
+from tests.support.tiny import save_tiny_model
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.timeout(600)]
 
