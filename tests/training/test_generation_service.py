@@ -18,7 +18,7 @@ from training.services import (
     generation_jobs_reconcile,
     model_register,
 )
-from training.services.generation import RetryLater
+from training.jobs.runtime import RetryLater
 from training.tiny import save_tiny_model
 
 
