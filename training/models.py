@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from .jobs.models import ACTIVE_STATUSES, JobRow, JobStatus, job_row_constraints, job_row_indexes
+from .jobs.models import ACTIVE_STATUSES, BatchedJobRow, JobRow, JobStatus, job_row_constraints, job_row_indexes
 
 __all__ = ["ACTIVE_STATUSES", "JobStatus"]  # re-exported: every kind's code reads them from here
 
@@ -77,7 +77,7 @@ class CandidateTasks(models.TextChoices):
     NONE = "none", "no tasks (candidates only)"
 
 
-class GenerationJob(JobRow):
+class GenerationJob(BatchedJobRow):
     """Sample `n` responses per prompt of a scope with one model, and turn them into tasks.
 
     The row is the truth about the job: workers claim it (`owner`, `heartbeat_at`), write each batch of prompts
@@ -106,8 +106,7 @@ class GenerationJob(JobRow):
     completion_tokens = models.BigIntegerField(default=0)
     generation_seconds = models.FloatField(default=0.0, help_text="Time spent inside the backend.")
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(BatchedJobRow.Meta):
         constraints = [
             *job_row_constraints("generation_job", JobStatus.values),
             models.CheckConstraint(condition=Q(task_kind__in=CandidateTasks.values), name="generation_job_kind_valid"),
@@ -118,10 +117,6 @@ class GenerationJob(JobRow):
 
     def __str__(self) -> str:
         return f"generation job {self.pk} ({self.status})"
-
-    @property
-    def percent(self) -> int:
-        return int(100 * self.done / self.total) if self.total else 100
 
 
 class TrainingMethod(models.TextChoices):
@@ -162,12 +157,8 @@ class TrainingRun(JobRow):
         Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by_runs"
     )
 
-    class Meta:
-        ordering = ["-id"]
-        constraints = [
-            *job_row_constraints("training_run", JobStatus.values),
-            models.CheckConstraint(condition=Q(method__in=TrainingMethod.values), name="training_run_method_valid"),
-        ]
+    class Meta(JobRow.Meta):
+        constraints = job_row_constraints("training_run", JobStatus.values, method=TrainingMethod.values)
         indexes = job_row_indexes("training_run", ACTIVE_STATUSES)
 
     def __str__(self) -> str:
@@ -195,7 +186,7 @@ class FeedbackKind(models.TextChoices):
     JUDGE = "judge", "AI judge labels tasks (RL-CAI)"
 
 
-class FeedbackJob(JobRow):
+class FeedbackJob(BatchedJobRow):
     """AI feedback under a constitution version: critique→revision chains over prompts, or AI labels on tasks.
 
     Same pattern as `GenerationJob`: the row is the truth, a worker claims it (owner, heartbeat), commits each
@@ -217,24 +208,13 @@ class FeedbackJob(JobRow):
     batch_items = models.PositiveSmallIntegerField(default=8)
     queue = models.CharField(max_length=32, default="gpu")
 
-    cursor = models.PositiveIntegerField(default=0, help_text="Items fully processed.")
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
     failures = models.JSONField(default=list, blank=True, help_text="[{item, error, attempts}] of items that failed.")
     retried = models.BooleanField(default=False, help_text="Failed items were given their second try.")
     result = models.JSONField(default=dict, blank=True)
 
-    class Meta:
-        ordering = ["-id"]
-        constraints = [
-            *job_row_constraints("feedback_job", JobStatus.values),
-            models.CheckConstraint(condition=Q(kind__in=FeedbackKind.values), name="feedback_job_kind_valid"),
-        ]
+    class Meta(BatchedJobRow.Meta):
+        constraints = job_row_constraints("feedback_job", JobStatus.values, kind=FeedbackKind.values)
         indexes = job_row_indexes("feedback_job", ACTIVE_STATUSES)
 
     def __str__(self) -> str:
         return f"feedback job {self.pk} ({self.kind}, {self.status})"
-
-    @property
-    def percent(self) -> int:
-        return int(100 * self.done / self.total) if self.total else 100

@@ -27,7 +27,7 @@ from ..jobs import runtime
 from ..jobs.runtime import Heartbeat, JobKind, LostClaim
 from ..models import Backend, FeedbackJob, FeedbackKind, JobStatus, Model
 from ..services.generation import prompts_in_scope
-from ..services.launch import earlier_launch, insert_once
+from ..services.launch import insert_once, launched_once
 from ..webhooks import feedback_finished
 from .labels import JUDGEABLE
 
@@ -100,6 +100,7 @@ def _bool(value) -> bool:
 
 
 @transaction.atomic
+@launched_once(FeedbackJob)
 def feedback_job_create(
     *,
     project: Project,
@@ -126,11 +127,8 @@ def feedback_job_create(
     kind "judge": `scope` is a task filter (`tasks_in_scope`); labels are written by the judge model's AI rater,
     beside the people, or through the queue when `counts_toward_overlap` (then `scope.limit` tasks at most).
     `principles`: keys to sample from (default: all of the version's).
-    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first job.
+    With a `client_id` the launch is idempotent (`launch.launched_once`): a retry returns the first job.
     """
-    earlier = earlier_launch(FeedbackJob, project=project, client_id=client_id, created_by=created_by)
-    if earlier is not None:
-        return earlier
     if kind not in FeedbackKind.values:
         raise Invalid(f"unknown kind {kind!r}", fields={"kind": [f"one of {', '.join(FeedbackKind.values)}"]})
     if not model.is_active:
@@ -240,7 +238,7 @@ def _process(job: FeedbackJob, backend, item_ids: list[int]) -> tuple[int, list[
 
     labels = label_tasks(backend, task_views(item_ids), principles, seed=params.get("seed", job.pk),
                          cot=params.get("cot", False), ranking_subset=params.get("ranking_subset", "all"),
-                         aspects=tuple(job.project.settings.get("aspects") or ("helpful", "honest", "harmless")),
+                         aspects=job.project.aspects,
                          batch_size=job.batch_items)
     written = write_direct(rater=job.rater, labels=labels, model_name=job.model.name, constitution=job.constitution,
                            job_id=job.pk)
@@ -281,7 +279,7 @@ def _run(job_id: int, owner: str, heartbeat: Heartbeat, backend) -> str:
         if current is None or current["owner"] != owner or heartbeat.lost:
             raise LostClaim()
         if current["cancel_requested"]:
-            return _finish(job_id, owner, JobStatus.CANCELLED)
+            return runtime.end(FEEDBACK_JOBS, job_id, owner, JobStatus.CANCELLED)
         cursor = current["cursor"]
         end = job.total if via_queue else len(job.item_ids)
         if cursor >= end:
@@ -290,8 +288,7 @@ def _run(job_id: int, owner: str, heartbeat: Heartbeat, backend) -> str:
                 continue
             return _complete(job, owner)
         if batches and time.monotonic() >= deadline:
-            _hand_on(job_id, owner)
-            return "continued"
+            return runtime.hand_on(FEEDBACK_JOBS, job_id, owner)
         if via_queue:
             want = min(job.batch_items, end - cursor)
             taken, failures, counts, exhausted = _process_queue(job, backend, want)
@@ -351,21 +348,8 @@ def _complete(job: FeedbackJob, owner: str) -> str:
     produced = result.get("labels", 0) + result.get("revisions", 0) + result.get("already_labelled", 0)
     status = JobStatus.SUCCEEDED if produced or not job.failures else JobStatus.FAILED
     error = "" if status == JobStatus.SUCCEEDED else f"every item failed; first error: {job.failures[0].get('error', '')}"
-    if not runtime.finish(FEEDBACK_JOBS, job.pk, owner, status, error=error, result=result,
-                          done=F("total") if status == JobStatus.SUCCEEDED else F("done")):
-        raise LostClaim()
-    return status
-
-
-def _finish(job_id: int, owner: str, status: str) -> str:
-    if not runtime.finish(FEEDBACK_JOBS, job_id, owner, status):
-        raise LostClaim()
-    return status
-
-
-def _hand_on(job_id: int, owner: str) -> None:
-    if not runtime.release(FEEDBACK_JOBS, job_id, owner):
-        raise LostClaim()
+    return runtime.end(FEEDBACK_JOBS, job.pk, owner, status, error=error, result=result,
+                       done=F("total") if status == JobStatus.SUCCEEDED else F("done"))
 
 
 def feedback_jobs_reconcile(*, now: datetime | None = None) -> dict:

@@ -47,6 +47,7 @@ class JobRow(models.Model):
 
     class Meta:
         abstract = True
+        ordering = ["-id"]
 
     #: The statuses a worker may still claim the row in (a kind with more redefines it).
     active_statuses = ACTIVE_STATUSES
@@ -56,12 +57,32 @@ class JobRow(models.Model):
         return self.status in self.active_statuses
 
 
-def job_row_constraints(prefix: str, statuses) -> list:
-    """The shared constraints, named `{prefix}_…` as each kind's table has always had them."""
+class BatchedJobRow(JobRow):
+    """Abstract: a job that works through a list of items a batch at a time (generation and feedback jobs),
+    committing each batch with its `cursor`, so a resumed job goes on from there."""
+
+    cursor = models.PositiveIntegerField(default=0, help_text="Items fully processed.")
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+
+    class Meta(JobRow.Meta):
+        abstract = True
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 100
+
+
+def job_row_constraints(prefix: str, statuses, **choices) -> list:
+    """The shared constraints, named `{prefix}_…` as each kind's table has always had them: the status among
+    `statuses`, one row per (project, client id), and each field of `choices` among its values
+    (`{prefix}_{field}_valid`)."""
     return [
         models.CheckConstraint(condition=Q(status__in=list(statuses)), name=f"{prefix}_status_valid"),
         models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
                                 name=f"{prefix}_client_id_unique"),
+        *(models.CheckConstraint(condition=Q(**{f"{field}__in": list(values)}), name=f"{prefix}_{field}_valid")
+          for field, values in choices.items()),
     ]
 
 

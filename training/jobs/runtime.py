@@ -41,8 +41,8 @@ from .models import ACTIVE_STATUSES, JobStatus
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Heartbeat", "JobKind", "LostClaim", "RetryLater", "Wait", "cancel", "claim", "enqueue", "fail", "finish",
-    "owner_name", "reconcile", "release", "retry", "retry_delay", "retry_later", "run_claimed", "send",
+    "Heartbeat", "JobKind", "LostClaim", "RetryLater", "Wait", "cancel", "claim", "end", "enqueue", "fail", "finish",
+    "hand_on", "owner_name", "reconcile", "release", "retry", "retry_delay", "retry_later", "run_claimed", "send",
 ]
 
 
@@ -54,7 +54,7 @@ def _nowhere(row) -> str:
     return ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class JobKind:
     """One kind of job row and the hooks it passes to the runtime."""
 
@@ -141,7 +141,8 @@ def claim(kind: JobKind, pk: int, owner: str, *, ticket: str | None, **also) -> 
         if row is None or (ticket is not None and row.ticket != ticket) or row.status not in kind.claimable:
             return "stale"
         if row.cancel_requested:
-            model.objects.filter(pk=pk, owner="").update(status=JobStatus.CANCELLED, finished_at=now)
+            model.objects.filter(pk=pk, owner="").update(
+                **kind.release_fields, status=JobStatus.CANCELLED, finished_at=now, error="")
             return "stale"
         return "busy"
 
@@ -232,6 +233,13 @@ def fail(kind: JobKind, pk: int, owner: str, message: str, **fields) -> bool:
     return finish(kind, pk, owner, JobStatus.FAILED, error=message, **fields)
 
 
+def end(kind: JobKind, pk: int, owner: str, status: str, **fields) -> str:
+    """`finish` by the worker running the row: returns `status`; LostClaim when it no longer holds the row."""
+    if not finish(kind, pk, owner, status, **fields):
+        raise LostClaim()
+    return status
+
+
 def release(kind: JobKind, pk: int, owner: str, *, countdown: float | None = None, **fields) -> bool:
     """Let go of the row (setting `fields`) and send it a new message, due after `countdown` s. False when
     `owner` no longer holds it."""
@@ -242,6 +250,14 @@ def release(kind: JobKind, pk: int, owner: str, *, countdown: float | None = Non
         kind.model.objects.filter(pk=pk).update(**{**kind.release_fields, **fields}, owner="")
         enqueue(kind, row, countdown=countdown)
     return True
+
+
+def hand_on(kind: JobKind, pk: int, owner: str) -> str:
+    """`release` by the worker running the row when its slice of time is up: "continued" (a new message goes on
+    from where it stopped); LostClaim when it no longer holds the row."""
+    if not release(kind, pk, owner):
+        raise LostClaim()
+    return "continued"
 
 
 def retry_delay(attempt: int) -> float:
@@ -279,10 +295,10 @@ def cancel(kind: JobKind, row, **also):
     for name, value in also.items():
         setattr(locked, name, value)
     if not locked.owner:
-        locked.status, locked.finished_at = JobStatus.CANCELLED, timezone.now()
-        for name, value in kind.release_fields.items():
+        ended = {**kind.release_fields, "status": JobStatus.CANCELLED, "finished_at": timezone.now(), "error": ""}
+        for name, value in ended.items():
             setattr(locked, name, value)
-        fields |= {"status", "finished_at", *kind.release_fields}
+        fields |= set(ended)
     locked.save(update_fields=sorted(fields))
     return locked
 

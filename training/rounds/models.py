@@ -6,7 +6,6 @@ snapshot (sha256 kept on the row as well) → training run → output model.
 """
 
 from django.db import models
-from django.db.models import Q
 
 from ..jobs.models import JobRow, job_row_constraints, job_row_indexes
 
@@ -85,13 +84,11 @@ class Round(JobRow):
 
     active_statuses = ROUND_ACTIVE
 
-    class Meta:
+    class Meta(JobRow.Meta):
         ordering = ["project", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
-            *job_row_constraints("round", RoundStatus.values),
-            models.CheckConstraint(condition=Q(stage__in=RoundStage.values), name="round_stage_valid"),
-            models.CheckConstraint(condition=Q(label_mode__in=LabelMode.values), name="round_label_mode_valid"),
+            *job_row_constraints("round", RoundStatus.values, stage=RoundStage.values, label_mode=LabelMode.values),
         ]
         indexes = job_row_indexes("round", ROUND_ACTIVE, by_project=False)
 

@@ -42,10 +42,12 @@ from annotation.services import membership_set, project_create, prompt_create, r
 from annotation.services.exports import snapshot_create
 
 from ..backends import BackendError, Sampling, backend_for
+from ..feedback.labels import Label, label_tasks, pairwise_payload
+from ..feedback.rater import ai_rater_ensure, task_views, write_direct
 from ..jobs import runtime
 from ..jobs.runtime import Heartbeat, JobKind, LostClaim, Wait
 from ..models import Backend, CandidateTasks, JobStatus, Model, ModelRole, TrainingMethod
-from ..services.launch import earlier_launch, insert_once
+from ..services.launch import insert_once, launched_once
 from ..services.generation import generation_job_cancel, generation_job_create
 from ..services.runs import training_run_cancel, training_run_create, training_run_relaunch
 from . import evaluation, judging, selection
@@ -181,6 +183,7 @@ def latest_output_model(*, project: Project) -> Model | None:
 
 
 @transaction.atomic
+@launched_once(Round)
 def round_create(
     *,
     project: Project,
@@ -197,11 +200,8 @@ def round_create(
 ) -> Round:
     """Record round n+1 of the project and queue it (after commit). `rounds` > 1 chains that many rounds, each
     generating with the model the one before it trained. The policy defaults to the last round's output model.
-    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first round, even
+    With a `client_id` the launch is idempotent (`launch.launched_once`): a retry returns the first round, even
     while it runs."""
-    earlier = earlier_launch(Round, project=project, client_id=client_id, created_by=created_by)
-    if earlier is not None:
-        return earlier
     if label_mode not in LabelMode.values:
         raise Invalid(f"unknown label mode {label_mode!r}", fields={"label_mode": [f"one of {', '.join(LabelMode.values)}"]})
     if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= 100:
@@ -302,8 +302,7 @@ def _advance(round_id: int, owner: str, heartbeat: Heartbeat) -> str:
         rnd = _check_owner(round_id, owner, heartbeat)
         if rnd.cancel_requested:
             _cancel_children(rnd)
-            runtime.finish(ROUNDS, round_id, owner, RoundStatus.CANCELLED)
-            return RoundStatus.CANCELLED
+            return runtime.end(ROUNDS, round_id, owner, RoundStatus.CANCELLED)
         stage = rnd.stage
         if stage == RoundStage.DONE:
             return _succeed(rnd, owner)
@@ -335,8 +334,7 @@ def _stage_finished(rnd: Round, owner: str, stage: str, **fields) -> None:
 def _succeed(rnd: Round, owner: str) -> str:
     """Close the round and, when more rounds were asked for, start the next with this round's model."""
     with transaction.atomic():
-        if not runtime.finish(ROUNDS, rnd.pk, owner, RoundStatus.SUCCEEDED):
-            raise LostClaim()
+        runtime.end(ROUNDS, rnd.pk, owner, RoundStatus.SUCCEEDED)
         if rnd.rounds_after > 0 and rnd.output_model_id and not Round.objects.filter(previous=rnd).exists():
             round_create(
                 project=rnd.project, policy=rnd.output_model, judge=rnd.judge,
@@ -456,7 +454,7 @@ def _ai_labels(rnd: Round, owner: str) -> None:
 
     With a constitution in force, through the product's AI rater (`training.feedback`): one principle drawn per
     task, both orders averaged, written as the judge's rater with the constitution version. Without one, the
-    judge answers the default comparison question and the label is written with the judge's name only.
+    judge answers the default comparison question and the label is written by the same rater, with no version.
     """
     judge = rnd.judge
     labelled = Annotation.objects.filter(source=AnnotationSource.AI, details__judge_model=judge.name).values("task_id")
@@ -468,19 +466,15 @@ def _ai_labels(rnd: Round, owner: str) -> None:
     constitution = rnd.project.current_constitution
     principles = list(constitution.principles.order_by("position")) if constitution is not None else []
     if principles:
-        from ..feedback.labels import label_tasks
-        from ..feedback.rater import ai_rater_ensure, task_views, write_direct
-
         rater = ai_rater_ensure(project=rnd.project, model_name=judge.name)
         for start in range(0, len(todo), batch):
             labels = label_tasks(backend, task_views(todo[start : start + batch]), principles, seed=rnd.pk,
-                                 batch_size=batch)
+                                 aspects=rnd.project.aspects, batch_size=batch)
             with transaction.atomic():
                 if not Round.objects.select_for_update().filter(pk=rnd.pk, owner=owner).exists():
                     raise LostClaim()
-                for label in labels:
-                    label.details["round"] = rnd.pk
-                write_direct(rater=rater, labels=labels, model_name=judge.name, constitution=constitution)
+                write_direct(rater=rater, labels=labels, model_name=judge.name, constitution=constitution,
+                             round_id=rnd.pk)
         return
     tasks = {t.pk: t for t in Task.objects.filter(pk__in=todo).select_related("prompt")
              .prefetch_related("task_responses__response")}
@@ -494,18 +488,16 @@ def _ai_labels(rnd: Round, owner: str) -> None:
         with transaction.atomic():
             if not Round.objects.select_for_update().filter(pk=rnd.pk, owner=owner).exists():
                 raise LostClaim()
-            for task, j in zip(chunk, judgments):
-                if j.ok:  # a pair the judge could not read (too long for it) stays unlabelled
-                    _ai_annotation(task, judge, j, rnd)
+            _write_judgments(rnd, rnd.project, zip(chunk, judgments))
 
 
-def _ai_annotation(task: Task, judge: Model, judgment: judging.PairJudgment, rnd: Round | None) -> Annotation:
-    strength = 1 + min(2, int(abs(judgment.p - 0.5) * 6))  # 1 (near even) to 3 (confident)
-    payload = {"choice": judgment.choice, "strength": strength} if judgment.choice != "tie" else {"choice": "tie"}
-    return Annotation.objects.create(
-        task=task, kind=TaskKind.PAIRWISE.value, source=AnnotationSource.AI, payload=payload, shown_order=[0, 1],
-        details={"judge_model": judge.name, **judgment.details(), "round": rnd.pk if rnd else None},
-    )
+def _write_judgments(rnd: Round, project: Project, judged) -> None:
+    """The round judge's verdicts on pairwise tasks of `project`, (task, PairJudgment) pairs, written as its AI
+    rater's labels: the same label and provenance a feedback job writes. A pair the judge could not read (too
+    long for it) stays unlabelled."""
+    labels = [Label(task.pk, pairwise_payload(j.p), "", j.details()) for task, j in judged if j.ok]
+    rater = ai_rater_ensure(project=project, model_name=rnd.judge.name)
+    write_direct(rater=rater, labels=labels, model_name=rnd.judge.name, constitution=None, round_id=rnd.pk)
 
 
 def _sources(rnd: Round) -> list[str]:
@@ -689,9 +681,7 @@ def evaluate_round(rnd: Round) -> dict:
             with transaction.atomic():
                 labelled = set(Annotation.objects.filter(task__in=tasks, source=AnnotationSource.AI,
                                                          details__judge_model=rnd.judge.name).values_list("task_id", flat=True))
-                for task, j in zip(tasks, judged):
-                    if task.pk not in labelled and j.ok:
-                        _ai_annotation(task, rnd.judge, j, rnd)
+                _write_judgments(rnd, target, [(t, j) for t, j in zip(tasks, judged) if t.pk not in labelled])
             judgments = [j for j in judged if j.ok]
             lap("judge")
             out["win_rate"] = {**evaluation.win_rate([j.outcome for j in judgments], seed=seed),

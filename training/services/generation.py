@@ -32,7 +32,7 @@ from ..jobs import runtime
 from ..jobs.runtime import Heartbeat, JobKind, LostClaim
 from ..models import Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole
 from ..webhooks import generation_finished
-from .launch import earlier_launch, insert_once
+from .launch import insert_once, launched_once
 
 MAX_SAMPLES = 16
 MAX_GROUP = 16  # the largest ranking task annotation accepts
@@ -97,6 +97,7 @@ def _sampling(model: Model, overrides: dict | None) -> dict:
 
 
 @transaction.atomic
+@launched_once(GenerationJob)
 def generation_job_create(
     *,
     project: Project,
@@ -113,10 +114,7 @@ def generation_job_create(
 ) -> GenerationJob:
     """Record a generation job over the prompts the filter selects and queue it (after commit).
 
-    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first job."""
-    earlier = earlier_launch(GenerationJob, project=project, client_id=client_id, created_by=created_by)
-    if earlier is not None:
-        return earlier
+    With a `client_id` the launch is idempotent (`launch.launched_once`): a retry returns the first job."""
     if not model.is_active:
         raise Invalid(f"model {model.name} is archived", fields={"model": ["archived"]})
     if ModelRole.POLICY not in (model.roles or []):
@@ -185,12 +183,11 @@ def _run(job_id: int, owner: str, heartbeat: Heartbeat) -> str:
             raise LostClaim()
         cursor = current["cursor"]
         if current["cancel_requested"]:
-            return _finish(job_id, owner, JobStatus.CANCELLED)
+            return runtime.end(GENERATION_JOBS, job_id, owner, JobStatus.CANCELLED)
         if cursor >= len(prompt_ids):
-            return _finish(job_id, owner, JobStatus.SUCCEEDED)
+            return runtime.end(GENERATION_JOBS, job_id, owner, JobStatus.SUCCEEDED)
         if batches and time.monotonic() >= deadline:  # at least one batch per slice, so a job always advances
-            _hand_on(job_id, owner)
-            return "continued"
+            return runtime.hand_on(GENERATION_JOBS, job_id, owner)
         batch_ids = prompt_ids[cursor : cursor + job.batch_prompts]
         found = Prompt.objects.in_bulk(batch_ids)
         prompts = [found[i] for i in batch_ids if i in found]  # a prompt deleted since launch is skipped
@@ -271,17 +268,6 @@ def _commit_batch(job, owner, start, end, prompts, completions, seconds) -> None
             generation_seconds=F("generation_seconds") + seconds,
             heartbeat_at=now,
         )
-
-
-def _finish(job_id: int, owner: str, status: str) -> str:
-    if not runtime.finish(GENERATION_JOBS, job_id, owner, status):
-        raise LostClaim()
-    return status
-
-
-def _hand_on(job_id: int, owner: str) -> None:
-    if not runtime.release(GENERATION_JOBS, job_id, owner):
-        raise LostClaim()
 
 
 # --- reconciling ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from ..jobs import runtime
 from ..jobs.runtime import JobKind
 from ..models import Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
 from ..webhooks import run_finished
-from .launch import earlier_launch, insert_once
+from .launch import insert_once, launched_once
 from .registry import model_register
 
 LOG_TAIL_LINES = 200
@@ -105,6 +105,7 @@ def _validate_spec(method: str, spec: dict) -> None:
 
 # --- launching ------------------------------------------------------------------------------
 @transaction.atomic
+@launched_once(TrainingRun)
 def training_run_create(
     *,
     project: Project,
@@ -119,10 +120,7 @@ def training_run_create(
 ) -> TrainingRun:
     """Validate the run against the trainer's own config loader, record it and queue it (after commit).
 
-    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first run."""
-    earlier = earlier_launch(TrainingRun, project=project, client_id=client_id, created_by=created_by)
-    if earlier is not None:
-        return earlier
+    With a `client_id` the launch is idempotent (`launch.launched_once`): a retry returns the first run."""
     if not isinstance(hyperparameters or {}, dict):
         raise Invalid("hyperparameters must be an object", fields={"hyperparameters": ["must be an object"]})
     hyperparameters = dict(hyperparameters or {})
