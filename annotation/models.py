@@ -22,6 +22,9 @@ class TaskKind(models.TextChoices):
     DEMONSTRATION = "demonstration"
 
 
+DEFAULT_ASPECTS = ("helpful", "honest", "harmless")  # what a rating task asks about unless the project says
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
@@ -45,6 +48,16 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def aspects(self) -> tuple[str, ...]:
+        """The aspects rating tasks ask about (`settings["aspects"]`), the defaults when none are set."""
+        return self.aspects_in(self.settings)
+
+    @staticmethod
+    def aspects_in(settings: dict | None) -> tuple[str, ...]:
+        """`aspects` read from a project's settings alone (where the row itself was not loaded)."""
+        return tuple((settings or {}).get("aspects") or DEFAULT_ASPECTS)
 
 
 class Membership(models.Model):

@@ -6,10 +6,9 @@ always in canonical positions (A is the task's first response), with the shown o
 
 from common.errors import Invalid
 
-from .models import TaskKind
+from .models import DEFAULT_ASPECTS, TaskKind
 
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
-DEFAULT_ASPECTS = ("helpful", "honest", "harmless")
 LIKERT_MIN, LIKERT_MAX = 1, 7
 STRENGTH_MIN, STRENGTH_MAX = 1, 3
 DEMONSTRATION_MAX_CHARS = 100_000

@@ -14,7 +14,7 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Coalesce
 
 from ..models import Annotation, AnnotationSource, Project, Task, TaskKind, TaskResponse
-from ..payloads import DEFAULT_ASPECTS, PAIRWISE_CHOICES
+from ..payloads import PAIRWISE_CHOICES
 from .agreement import Ratings
 from .bradley_terry import ranking_votes
 
@@ -143,14 +143,10 @@ def pairwise_table(*, project: Project, sources: Iterable[str], raters: Raters) 
     return _table(TaskKind.PAIRWISE, tasks, idx, versions, srcs, values, raters)
 
 
-def rating_aspects(project: Project) -> tuple[str, ...]:
-    return tuple(project.settings.get("aspects") or DEFAULT_ASPECTS)
-
-
 def rating_table(*, project: Project, sources: Iterable[str], raters: Raters) -> LabelTable:
     """values: "thumb" (1 up, 0 down) and "likert:<aspect>" (1-7) per aspect."""
     qs = current_annotations(project=project, kind=TaskKind.RATING, sources=sources)
-    aspects = list(rating_aspects(project))
+    aspects = list(project.aspects)
     tasks, idx, versions, srcs, thumbs = [], [], [], [], []
     likert: dict[str, list] = {a: [] for a in aspects}
     for task_id, author_id, username, source, version, ai_name, payload in _rows(qs, _ai_name(), "payload"):

@@ -80,7 +80,7 @@ def _next_or_redirect(request, project, **panel):
 def submit(request, project, assignment_id):
     assignment = _my_assignment_or_404(request, project, assignment_id)
     task = assignment.task
-    aspects = reads.project_aspects(project)
+    aspects = list(project.aspects)
     seconds = seconds_from(request.POST)
     rationale = request.POST.get("rationale", "")[:20000]
     try:

@@ -52,7 +52,7 @@ def _annotation_or_404(project, annotation_id):
 def review_detail(request, project, annotation_id):
     annotation = _annotation_or_404(project, annotation_id)
     task = annotation.task
-    aspects = reads.project_aspects(project)
+    aspects = list(project.aspects)
     state, error = None, ""
     rationale = annotation.rationale
     if request.method == "POST":

@@ -406,10 +406,10 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
     import hashlib as _hashlib
 
     from annotation.models import DatasetSnapshot
-    from training.models import JobStatus
     from training.services import generation_job_create, model_register
-    from training.services import generation as generation_service
+    from training.jobs import runtime
     from training.services import runs as runs_service
+    from training.services.generation import GENERATION_JOBS
 
     settings.MODEL_DIR = tmp_path / "models"
     hook = webhook_create(project=project, url="https://example.org/ci", events=["run.finished", "generation.finished"])
@@ -423,9 +423,9 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
                                            hyperparameters={"max_steps": 1})  # fmt: skip
     job = generation_job_create(project=project, model=model, n=2)
 
-    runs_service._finish(run.pk, "", JobStatus.FAILED, error="trainer exited with 1")
-    generation_service._fail(job.pk, "", "model file missing")
-    generation_service._fail(job.pk, "", "model file missing")  # the same ending reported twice: one delivery
+    runtime.fail(runs_service.TRAINING_RUNS, run.pk, "", "trainer exited with 1")
+    runtime.fail(GENERATION_JOBS, job.pk, "", "model file missing")
+    runtime.fail(GENERATION_JOBS, job.pk, "", "model file missing")  # the same ending reported twice: one delivery
 
     from training.feedback import jobs as feedback_jobs
     from training.models import FeedbackJob
@@ -435,9 +435,9 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
         "key": "kind", "name": "Kind", "critique_request": "Unkind?", "revision_request": "Be kind.",
         "comparison_question": "Which is kinder?"}], created_by=admin)  # fmt: skip
     feedback = FeedbackJob.objects.create(project=project, kind="judge", model=model, constitution=constitution)
-    feedback_jobs._fail(feedback.pk, "", "judge unreachable")
+    runtime.fail(feedback_jobs.FEEDBACK_JOBS, feedback.pk, "", "judge unreachable")
     webhook_update(webhook=hook, events=["run.finished", "generation.finished", "feedback.finished"])
-    feedback_jobs._fail(feedback.pk, "", "judge unreachable")
+    runtime.fail(feedback_jobs.FEEDBACK_JOBS, feedback.pk, "", "judge unreachable")
 
     deliveries = {d.event: d for d in WebhookDelivery.objects.filter(webhook=hook)}
     assert sorted(deliveries) == ["feedback.finished", "generation.finished", "run.finished"]
