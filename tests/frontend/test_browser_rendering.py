@@ -3,9 +3,6 @@
 import pytest
 from playwright.sync_api import expect
 
-from annotation import services
-from annotation.models import Role
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CODE_ANSWER = (
@@ -16,23 +13,9 @@ CODE_ANSWER = (
 MATH_ANSWER = "The area is $A = \\pi r^2$, and \\(e^{i\\pi} + 1 = 0\\).\n\n$$\\int_0^1 x^2\\,dx = \\frac{1}{3}$$\n"
 
 
-@pytest.fixture
-def answered(make_user):
-    owner = make_user("owner")
-    project = services.project_create(name="Maths", slug="maths", created_by=owner, required_annotations=1)
-    alice = make_user("alice")
-    services.membership_set(project=project, user=alice, role=Role.ANNOTATOR)
-    prompt = services.prompt_create(project=project, messages="Write the area of a circle, in code and maths.")
-    responses = [
-        services.response_create(prompt=prompt, content=CODE_ANSWER, dedupe_key="code"),
-        services.response_create(prompt=prompt, content=MATH_ANSWER, dedupe_key="math"),
-    ]
-    services.task_create(project=project, kind="pairwise", prompt=prompt, responses=responses)
-    return {"project": project, "alice": alice}
-
-
-def test_code_keeps_indentation_and_math_is_typeset(page, live_server, answered, sign_in, shot):
-    sign_in(page, answered["alice"])
+def test_code_keeps_indentation_and_math_is_typeset(page, live_server, pairwise_tasks, sign_in, shot):
+    alice = pairwise_tasks("Write the area of a circle, in code and maths.", [(CODE_ANSWER, MATH_ANSWER)])
+    sign_in(page, alice)
     page.goto(live_server.url + "/p/maths/work/")
     body = page.locator("#task-form .response-body[data-view=plain]")
     code = body.locator("pre").first
