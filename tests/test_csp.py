@@ -27,6 +27,7 @@ PAGES = [
     "/training/p/demo/rounds/",
     "/training/p/demo/feedback/",
     "/training/p/demo/feedback/agreement/",
+    "/api/docs/",
     "/api/v1/projects/",
     "/admin/",
     "/p/nowhere/work/",
