@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from quorum import login_limit
 
 from .. import selectors, services
-from ..errors import Invalid, NotFound, TooLarge
+from ..errors import DomainError, Invalid, NotFound, TooLarge
 from ..models import (
     Annotation,
     ConstitutionVersion,
@@ -33,6 +33,7 @@ from ..models import (
     TaskStatus,
 )
 from . import serializers as s
+from .errors import DomainAPIError
 from .permissions import CanLabel, CanManageData, CanReadData, IsProjectAdmin, IsProjectMember, IsStaff
 
 
@@ -51,6 +52,13 @@ class ProjectView(GenericAPIView):
     def get_permissions(self):
         classes = self.permissions_by_method.get(self.request.method, self.permissions_by_method["*"])
         return [IsAuthenticated(), *(c() for c in classes)]
+
+    def check_permissions(self, request):
+        # Resolving the project raises NotFound for a non-member: as a DRF exception it stays a 404 everywhere.
+        try:
+            super().check_permissions(request)
+        except DomainError as exc:
+            raise DomainAPIError(exc) from exc
 
     def project_role(self, request) -> str:
         if not hasattr(request, "_quorum_role"):
