@@ -38,6 +38,6 @@ def test_annotate_page_runs_without_a_policy_violation(page, live_server, pairwi
         s.textContent = "window.__ran = true";
         document.body.append(s);
     }""")
-    page.wait_for_function("window.__csp.length > 0")
+    page.wait_for_function("() => window.__csp.length > 0")
     assert page.evaluate("window.__ran") is None
     assert page.evaluate("window.__csp")[0].startswith("script-src")
