@@ -3,10 +3,10 @@
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Max, QuerySet
 
+from common.errors import Conflict, Invalid, NotFound
 from quorum_client.refs import SHA256_PREFIX_MIN, snapshot_ref
 
 from . import rows
-from .errors import Conflict, Invalid, NotFound
 from .models import (
     Annotation,
     Assignment,

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from quorum import login_limit
+from common import signin
 
 from .views import annotate, insight, mywork, project_admin, review, versions, webhooks
 
@@ -13,7 +13,7 @@ urlpatterns = [
     path("", annotate.home, name="home"),
     path(
         "login/",
-        login_limit.LoginView.as_view(template_name="frontend/login.html", redirect_authenticated_user=True),
+        signin.LoginView.as_view(template_name="frontend/login.html", redirect_authenticated_user=True),
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page=reverse_lazy("frontend:login")), name="logout"),

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     # Swagger UI and Redoc served from this server (/api/docs/ works offline and under the CSP).
     "drf_spectacular_sidecar",
     "django_htmx",
+    "common",
     "annotation",
     "training",
     "frontend",
@@ -147,7 +148,7 @@ STORAGES = {
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
-# Failed sign-ins allowed per username (five times as many per address) in one window (quorum/login_limit.py).
+# Failed sign-ins allowed per username (five times as many per address) in one window (common/signin.py).
 LOGIN_MAX_FAILURES = env_int("QUORUM_LOGIN_MAX_FAILURES", 10)
 LOGIN_WINDOW_SECONDS = env_int("QUORUM_LOGIN_WINDOW_SECONDS", 300)
 # Django's cache: a directory shared by one host's processes, or Redis (QUORUM_CACHE_URL) shared by every host.
@@ -164,6 +165,8 @@ WEBHOOK_ALLOW_PRIVATE = [h.strip() for h in env_str("QUORUM_WEBHOOK_ALLOW_PRIVAT
 
 # Uploads: imports stream from a temporary file and are capped.
 IMPORT_MAX_BYTES = env_int("QUORUM_IMPORT_MAX_BYTES", 512 * 1024 * 1024)
+# One field of one imported record (a prompt, a completion, a message list) holds at most this much text.
+IMPORT_MAX_FIELD_CHARS = env_int("QUORUM_IMPORT_MAX_FIELD_CHARS", 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
@@ -180,11 +183,11 @@ REST_FRAMEWORK = {
         "annotation.api.parsers.StrictMultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Limit/offset with bounds (annotation/api/pagination.py): at most 1000 a page, no database error on a huge offset.
-    "DEFAULT_PAGINATION_CLASS": "annotation.api.pagination.BoundedLimitOffsetPagination",
+    # Limit/offset with bounds (common/pagination.py): at most 1000 a page, no database error on a huge offset.
+    "DEFAULT_PAGINATION_CLASS": "common.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
-    "EXCEPTION_HANDLER": "annotation.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "common.views.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": env_str("QUORUM_LOGIN_RATE", "10/min")},
 }
 

@@ -23,7 +23,8 @@ from django.db.models import Avg, Case, Count, Exists, FloatField, OuterRef, Q, 
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce
 
-from ..errors import Conflict, Invalid
+from common.errors import Conflict, Invalid
+
 from ..models import (
     Annotation,
     AnnotationSource,
@@ -57,9 +58,14 @@ DAWID_SKENE_AGGREGATION = (
     "pairwise tasks: Dawid-Skene over the task's current annotations (each rater's confusion matrix "
     "over A, B, tie and both_bad estimated by EM, so reliable raters weigh more); a row when the "
     "posterior's most probable class is A or B, ties and both-bad dropped; margin = (P(chosen) - "
-    "P(rejected)) x mean stated strength (1-3, 1 when none) of the votes for the chosen response. "
+    "P(rejected)) x mean stated strength (1-3) of the votes for the chosen response. "
     "Ranking tasks: every pair of responses, decided by majority over the annotators who ranked the two "
     "differently (equal counts dropped); margin = mean rank difference among the majority."
+)
+MARGIN_RULE = (
+    " The margin column is there only when every current A or B vote read states a strength (or was imported "
+    "with a margin or scores); otherwise no row has a margin, since a constant one would change a reward "
+    "model's loss (TRL's RewardTrainer subtracts it). Ranking margins come from the stated ranks."
 )
 REVIEW_RULE = (
     " Reviewer adjudication wins: a task with a current reviewer revision (is_review) in the selected "
@@ -186,6 +192,9 @@ def _parquet_schema(fmt: str, style: str, columns: list[str]):
             "kind": pa.string(),
             "prompt": message,
             "responses": pa.string(),
+            "response_steps": pa.string(),
+            "external_id": pa.string(),
+            "metadata": pa.string(),
             "payload": pa.string(),
             "shown_order": pa.string(),
             "author": pa.string(),
@@ -353,9 +362,9 @@ def _pairwise_majorities(
             continue
         sc_a, sr_a, sc_b, sr_b = scores or (None, None, None, None)
         if a == top:
-            yield task_id, 0, 1, float(margin_a), _float(sc_a), _float(sr_a)
+            yield task_id, 0, 1, _float(margin_a), _float(sc_a), _float(sr_a)
         else:
-            yield task_id, 1, 0, float(margin_b), _float(sc_b), _float(sr_b)
+            yield task_id, 1, 0, _float(margin_b), _float(sc_b), _float(sr_b)
 
 
 def _pairwise_dawid_skene(reader: _Reader) -> Iterator[tuple[int, int, int, float, None, None]]:
@@ -365,13 +374,13 @@ def _pairwise_dawid_skene(reader: _Reader) -> Iterator[tuple[int, int, int, floa
     from ..quality.aggregation import pairwise_soft_labels
 
     soft = pairwise_soft_labels(project=reader.project, sources=reader.sources)
-    strength = Cast(KeyTextTransform("strength", "payload"), FloatField())
     reviewed: dict[int, list[tuple[str, float | None]]] = {}
     rows = (
         reader.annotations(TaskKind.PAIRWISE)
         .filter(is_review=True)
         .order_by("task_id", "id")
-        .values_list("task_id", KeyTextTransform("choice", "payload"), strength)
+        # The JSON value, not a cast of its text: SQLite casts a JSON null to 0.
+        .values_list("task_id", KeyTextTransform("choice", "payload"), KeyTransform("strength", "payload"))
     )
     for task_id, choice, s in rows:
         reviewed.setdefault(task_id, []).append((choice, s))
@@ -414,7 +423,14 @@ def _ranking_pairs(ranks: list[list[int]], n: int) -> Iterator[tuple[int, int, f
 # --- Formats ----------------------------------------------------------------------------------
 
 
-def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
+def _margins_stated(reader: _Reader) -> bool:
+    """True when every current A/B vote in scope states a strength (an import states one when it has a
+    margin or scores)."""
+    votes = reader.annotations(TaskKind.PAIRWISE).filter(payload__choice__in=["A", "B"])
+    return not votes.filter(Q(payload__strength=None) | Q(payload__strength__isnull=True)).exists()
+
+
+def _preference_rows(reader: _Reader, with_scores: bool, with_margin: bool) -> Iterator[dict]:
     style = reader.style
     prompts = reader.prompts(TaskKind.PAIRWISE)
     responses = reader.responses(TaskKind.PAIRWISE)
@@ -427,8 +443,9 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
             "prompt": prompt[0][1],
             "chosen": _completion(texts[win], style),
             "rejected": _completion(texts[lose], style),
-            "margin": margin,
         }
+        if with_margin:
+            row["margin"] = margin
         if with_scores:
             row["score_chosen"], row["score_rejected"] = sc, sr
         yield row
@@ -450,12 +467,9 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
             continue
         votes = [r for r in (g[1] for g in group) if isinstance(r, list) and len(r) == len(texts)]
         for win, lose, margin in _ranking_pairs(votes, len(texts)):
-            row = {
-                "prompt": prompt[0][1],
-                "chosen": _completion(texts[win], style),
-                "rejected": _completion(texts[lose], style),
-                "margin": float(margin),
-            }
+            row = {"prompt": prompt[0][1], "chosen": _completion(texts[win], style), "rejected": _completion(texts[lose], style)}
+            if with_margin:
+                row["margin"] = float(margin)
             yield row
 
 
@@ -574,8 +588,19 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
     """Every annotation revision with its task, prompt and responses; as dicts, or as finished
     JSON lines (built from per-task pieces: a million rows would otherwise spend most of their
     time re-encoding the same prompt)."""
-    prompts = reader.prompts("", current=False)
-    responses = reader.responses("", current=False)
+    tasks = reader.tasks("", current=False)
+    # The prompt with its external id and metadata, the responses with their steps (JSON as stored).
+    prompts = _Follow(
+        tasks.order_by("id")
+        .values_list("id", "prompt__messages", "prompt__external_id", Cast("prompt__metadata", TextField()))
+        .iterator(chunk_size=CHUNK)
+    )
+    responses = _Follow(
+        TaskResponse.objects.filter(task_id__in=tasks.values("id"))
+        .order_by("task_id", "position")
+        .values_list("task_id", "response__content", Cast("response__steps", TextField()))
+        .iterator(chunk_size=CHUNK)
+    )
     rows = (
         reader.annotations("", current=False)
         .order_by("task_id", "id")
@@ -603,14 +628,18 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
         .iterator(chunk_size=CHUNK)
     )
     for task_id, group in _grouped(rows):
-        texts = [r[1] for r in responses.take(task_id)]
+        found = responses.take(task_id)
         prompt = prompts.take(task_id)
-        messages = prompt[0][1] if prompt else []
-        responses_json = json.dumps(texts, ensure_ascii=False)
+        _, messages, external_id, metadata = prompt[0] if prompt else (task_id, [], "", "{}")
+        messages = _messages(messages)
+        responses_json = json.dumps([r[1] for r in found], ensure_ascii=False)
+        steps_json = "[" + ", ".join(r[2] or "[]" for r in found) + "]"  # one list of steps per response
+        metadata = metadata or "{}"
         if as_lines:
             task_part = (
                 f'"task_id": {task_id}, "prompt": {json.dumps(messages, ensure_ascii=False)}, '
-                f'"responses": {_json_string(responses_json)}'
+                f'"responses": {_json_string(responses_json)}, "response_steps": {_json_string(steps_json)}, '
+                f'"external_id": {_json_string(external_id)}, "metadata": {_json_string(metadata)}'
             )
         for (
             _,
@@ -651,6 +680,9 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
                 "task_id": task_id,
                 "prompt": messages,
                 "responses": responses_json,
+                "response_steps": steps_json,
+                "external_id": external_id,
+                "metadata": metadata,
                 "kind": kind,
                 "payload": payload,
                 "shown_order": shown_order or "[]",
@@ -750,8 +782,13 @@ def snapshot_create(
             and not pairwise.filter(Q(sc__isnull=True) | Q(sr__isnull=True)).exists()
             and not reader.annotations(TaskKind.RANKING).exists()
         )
-        columns = ["prompt", "chosen", "rejected", "margin"] + (["score_chosen", "score_rejected"] if with_scores else [])
-        rows = _preference_rows(reader, with_scores)
+        with_margin = _margins_stated(reader)
+        columns = (
+            ["prompt", "chosen", "rejected"]
+            + (["margin"] if with_margin else [])
+            + (["score_chosen", "score_rejected"] if with_scores else [])
+        )
+        rows = _preference_rows(reader, with_scores, with_margin)
         spec.update(
             current_only=True,
             aggregation=(
@@ -761,6 +798,7 @@ def snapshot_create(
                 if aggregation == "majority"
                 else DAWID_SKENE_AGGREGATION + " No score columns."
             )
+            + MARGIN_RULE
             + REVIEW_RULE,
             labels=(
                 "chosen = the response the majority preferred, rejected = the other"
@@ -814,7 +852,8 @@ def snapshot_create(
         )
     else:
         columns = [
-            "annotation_id", "task_id", "prompt", "responses", "kind", "payload", "shown_order", "author",
+            "annotation_id", "task_id", "prompt", "responses", "response_steps", "external_id", "metadata", "kind",
+            "payload", "shown_order", "author",
             "source", "seconds_spent", "guideline_version", "constitution_version", "rationale", "details",
             "client_id", "supersedes_id", "is_current", "is_review", "created_at",
         ]  # fmt: skip
@@ -825,7 +864,7 @@ def snapshot_create(
             labels="as stored (steps keep -1/0/+1; choices and orders in canonical response positions)",
             # Every column keeps one type in every row, so the file loads with `datasets`: values
             # whose shape varies by kind are JSON text, and a missing value is a stated sentinel.
-            json_columns=["responses", "payload", "shown_order", "details"],
+            json_columns=["responses", "response_steps", "metadata", "payload", "shown_order", "details"],
             missing_values={
                 "author": "",
                 "seconds_spent": -1.0,

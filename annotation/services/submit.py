@@ -12,8 +12,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from common.errors import Conflict, NotAllowed, NotFound
+
 from . import hotpath
-from ..errors import Conflict, NotAllowed, NotFound
 from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Task, TaskStatus
 from ..payloads import DEFAULT_ASPECTS, validate_payload
 from .webhooks import webhook_task_submitted

@@ -10,8 +10,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from annotation import services
-from annotation.errors import DomainError, Invalid
 from annotation.services.undo import annotation_undo
+from common.errors import DomainError, Invalid
 
 from .. import reads
 from ..access import project_view

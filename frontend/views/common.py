@@ -4,9 +4,9 @@ import json
 import uuid
 
 from annotation import services
-from annotation.errors import DomainError, Invalid
 from annotation.models import TaskKind
 from annotation.payloads import LIKERT_MAX, LIKERT_MIN, to_shown
+from common.errors import DomainError, Invalid
 
 from .. import reads
 from ..taskforms import PAIRWISE_LABELS, SKIP_REASONS, STEP_LABELS, STRENGTH_LABELS, form_state, parse_payload

@@ -8,7 +8,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
+from common.errors import DomainError
 
 from .. import reads
 from ..access import ENGINEERS, OBSERVERS, project_view

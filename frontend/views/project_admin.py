@@ -5,7 +5,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation import services
-from annotation.errors import DomainError
+from common.errors import DomainError
 
 from .. import reads
 from ..access import ADMINS, project_view

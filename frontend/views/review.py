@@ -8,9 +8,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
 from annotation.models import TaskKind
 from annotation.services.review import annotation_accept
+from common.errors import DomainError
 
 from .. import reads
 from ..access import REVIEWERS, project_view

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from annotation import services as annotation_services
-from annotation.errors import Conflict, Invalid
 from annotation.models import Prompt, Response, Task
+from common.errors import Conflict, Invalid
 from training.backends import forget_backends
 from training.models import GenerationJob, JobStatus
 from training.services import (

@@ -11,8 +11,8 @@ import pytest
 from django.utils import timezone
 
 from annotation import services as annotation_services
-from annotation.errors import Conflict, Invalid
 from annotation.models import Annotation, Project, Task
+from common.errors import Conflict, Invalid
 from training.models import GenerationJob, JobStatus, TrainingRun
 from training.rounds import evaluation, selection
 from training.rounds.models import Round, RoundStage, RoundStatus

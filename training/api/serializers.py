@@ -73,8 +73,8 @@ class GenerationJobInput(serializers.Serializer):
 
 
 # --- training runs -------------------------------------------------------------------------
-from annotation.errors import DomainError  # noqa: E402
 from annotation.selectors import snapshot_by_ref  # noqa: E402
+from common.errors import DomainError  # noqa: E402
 
 from ..models import TrainingMethod, TrainingRun  # noqa: E402
 

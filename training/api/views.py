@@ -6,18 +6,12 @@ from rest_framework.mixins import ListModelMixin
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response as HttpResponse
 
-from annotation.api.permissions import CanManageData, CanReadData, IsStaff
-from annotation.api.views import ProjectView
-from annotation.errors import NotFound
+from common.errors import NotFound
+from common.permissions import CanManageData, CanReadData, IsStaff
+from common.views import ProjectView, parse_input
 
 from .. import selectors, services
 from . import serializers as s
-
-
-def _parse(serializer_class, request, **kwargs):
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 class ModelListView(ListModelMixin, GenericAPIView):
@@ -36,7 +30,7 @@ class ModelListView(ListModelMixin, GenericAPIView):
 
     @extend_schema(request=s.ModelInput, responses={201: s.ModelOutput})
     def post(self, request):
-        model = services.model_register(**_parse(s.ModelInput, request))
+        model = services.model_register(**parse_input(s.ModelInput, request))
         return HttpResponse(s.ModelOutput(model).data, status=201)
 
 
@@ -64,7 +58,7 @@ class GenerationJobListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=s.GenerationJobInput, responses={201: s.GenerationJobOutput, 200: s.GenerationJobOutput})
     def post(self, request, slug):
-        data = _parse(s.GenerationJobInput, request)
+        data = parse_input(s.GenerationJobInput, request)
         job = services.generation_job_create(project=self.project, created_by=request.user, **data)
         return HttpResponse(s.GenerationJobOutput(job).data, status=200 if job.replayed else 201)
 
@@ -109,7 +103,7 @@ class TrainingRunListView(ListModelMixin, ProjectView):
 
     @extend_schema(request=s.TrainingRunInput, responses={201: s.TrainingRunOutput, 200: s.TrainingRunOutput})
     def post(self, request, slug):
-        data = _parse(s.TrainingRunInput, request, context={"project": self.project})
+        data = parse_input(s.TrainingRunInput, request, context={"project": self.project})
         run = run_services.training_run_create(project=self.project, created_by=request.user, **data)
         return HttpResponse(s.TrainingRunOutput(run).data, status=200 if run.replayed else 201)
 

@@ -22,8 +22,8 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.errors import Conflict, Invalid
 from annotation.models import ConstitutionVersion, Membership, Project, Prompt, Task, TaskStatus
+from common.errors import Conflict, Invalid
 
 from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, FeedbackJob, FeedbackKind, JobStatus, Model

@@ -25,7 +25,6 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 
-from annotation.errors import Conflict
 from annotation.models import (
     Annotation,
     AnnotationSource,
@@ -41,6 +40,7 @@ from annotation.models import (
 from annotation.payloads import validate_payload
 from annotation.services import annotation_submit, assignment_skip, membership_set, task_next_for
 from annotation.services.submit import project_aspects
+from common.errors import Conflict
 
 from .labels import JUDGEABLE, Label, TaskView, label_tasks
 

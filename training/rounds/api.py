@@ -5,9 +5,9 @@ from rest_framework import serializers
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response as HttpResponse
 
-from annotation.api.permissions import CanManageData, CanReadData
-from annotation.api.views import ProjectView
-from annotation.errors import NotFound
+from common.errors import NotFound
+from common.permissions import CanManageData, CanReadData
+from common.views import ProjectView
 
 from ..models import Model
 from . import services

@@ -26,7 +26,6 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import Conflict, Invalid
 from annotation.models import (
     Annotation,
     AnnotationSource,
@@ -42,6 +41,7 @@ from annotation.models import (
 )
 from annotation.services import membership_set, project_create, prompt_create, response_create, task_create
 from annotation.services.exports import snapshot_create
+from common.errors import Conflict, Invalid
 
 from ..backends import BackendError, Sampling, backend_for
 from ..models import Backend, CandidateTasks, JobStatus, Model, ModelRole, TrainingMethod

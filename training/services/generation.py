@@ -26,9 +26,9 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.errors import Conflict, Invalid
 from annotation.models import Project, Prompt, Response, ResponseOrigin, TaskKind
 from annotation.services import response_create, task_create
+from common.errors import Conflict, Invalid
 
 from ..backends import BackendError, Sampling, TransientBackendError, backend_for
 from ..models import ACTIVE_STATUSES, Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole

@@ -23,7 +23,8 @@ import uuid
 
 from django.db import IntegrityError, transaction
 
-from annotation.errors import Conflict
+from common.errors import Conflict
+
 
 __all__ = ["earlier_launch", "insert_once"]
 

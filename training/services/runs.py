@@ -33,9 +33,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import Conflict, Invalid
 from annotation.models import DatasetSnapshot, Project
 from annotation.services.integrity import snapshot_verify
+from common.errors import Conflict, Invalid
 
 from ..models import ACTIVE_STATUSES, Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
 from ..webhooks import run_finished

@@ -55,7 +55,7 @@ def _assistant(text: str) -> list[dict]:
 
 
 def preference_rows(conversational: bool = True, margin: float | None = 1.0, repeat: int = 1) -> list[dict]:
-    """Preference snapshot rows as Quorum exports them (margin column always present; null when unknown)."""
+    """Preference rows with a `margin` column on every row (null when `margin` is None, as a file made by hand may be)."""
     rows = []
     for q, c, r in QUESTIONS * repeat:
         if conversational:

@@ -176,7 +176,7 @@ def test_an_exported_preference_snapshot_excludes_ai_labels_when_asked(
 
 
 def test_ai_weight_out_of_range_is_a_field_error(project):
-    from annotation.errors import Invalid
+    from common.errors import Invalid
 
     with pytest.raises(Invalid) as exc:
         snapshot_create(project=project, format="preference", ai_weight=2)
