@@ -10,6 +10,8 @@ from . import rows
 from .models import (
     Annotation,
     Assignment,
+    ChatTurn,
+    Conversation,
     DatasetSnapshot,
     GuidelineVersion,
     Membership,
@@ -155,3 +157,30 @@ def snapshot_by_ref(*, project: Project, ref: int | str) -> DatasetSnapshot:
         raise Conflict(f"sha256 prefix {value} is ambiguous: it matches {named}{more}; give more digits",
                        code="ambiguous")
     return DatasetSnapshot.objects.get(pk=shas[0]["newest"])
+
+
+# --- live chat ----------------------------------------------------------------------------------
+def conversations_visible_to(*, user: AbstractBaseUser, project: Project, role: str) -> QuerySet[Conversation]:
+    """An annotator sees their own conversations; admins, engineers and reviewers see every one."""
+    qs = Conversation.objects.filter(project=project).select_related("annotator")
+    if role not in OVERSEEING_ROLES:
+        qs = qs.filter(annotator=user)
+    return qs.order_by("-id")
+
+
+def conversation_for(*, user: AbstractBaseUser, project: Project, role: str, conversation_id: int) -> Conversation:
+    found = conversations_visible_to(user=user, project=project, role=role).filter(pk=conversation_id).first()
+    if found is None:
+        raise NotFound("no such conversation")
+    return found
+
+
+def chat_turn_for(*, conversation: Conversation, index: int) -> ChatTurn:
+    found = ChatTurn.objects.select_related("conversation", "annotation").filter(conversation=conversation, index=index).first()
+    if found is None:
+        raise NotFound(f"no turn {index} in this conversation")
+    return found
+
+
+def chat_turns_of(*, conversation: Conversation) -> QuerySet[ChatTurn]:
+    return ChatTurn.objects.filter(conversation=conversation).select_related("annotation").order_by("index")

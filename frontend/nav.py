@@ -1,6 +1,6 @@
 """The project navigation on every page of a project, the engineer pages under /training/ included.
 
-A few direct links and four menus (Quality, Data, Training, Admin), so that it fits one row at 1366 px.
+Three direct links (Annotate, Chat, My work) and four menus (Quality, Data, Training, Admin), so that it fits one row at 1366 px.
 Each link shows only to the roles its page admits; a menu with nothing to show is left out. The context
 processor finds the project from the URL's slug, through the caller's own membership.
 """
@@ -25,6 +25,7 @@ class Link:
 NAV: list[tuple[str, list[Link]]] = [
     ("", [
         Link("Annotate", "frontend:work", ANY_MEMBER),
+        Link("Chat", "frontend:chat_list", ANY_MEMBER, ("frontend:chat",)),
         Link("My work", "frontend:my_work", ANY_MEMBER, ("frontend:my_work_edit",)),
     ]),
     ("Quality", [

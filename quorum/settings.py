@@ -232,6 +232,15 @@ JOB_MAX_ATTEMPTS = env_int("QUORUM_JOB_MAX_ATTEMPTS", 5)
 ROUND_POLL_SECONDS = env_int("QUORUM_ROUND_POLL_SECONDS", 5)
 ROUND_HUMAN_POLL_SECONDS = env_int("QUORUM_ROUND_HUMAN_POLL_SECONDS", 30)
 RECONCILE_SECONDS = env_int("QUORUM_RECONCILE_SECONDS", 15)
+# Live chat (annotation/services/chat.py, training/chat.py): turns are generated on workers of CHAT_QUEUE. A worker
+# beats every CHAT_HEARTBEAT_SECONDS while it streams; a turn silent for CHAT_STALE_SECONDS, or queued and not taken
+# for CHAT_QUEUED_STALE_SECONDS, is offered to the annotator for a retry. Partial text is written at most
+# CHAT_WRITES_PER_SECOND times a second.
+CHAT_QUEUE = env_str("QUORUM_CHAT_QUEUE", "gpu")
+CHAT_HEARTBEAT_SECONDS = float(env_str("QUORUM_CHAT_HEARTBEAT_SECONDS", "2"))
+CHAT_STALE_SECONDS = env_int("QUORUM_CHAT_STALE_SECONDS", 20)
+CHAT_QUEUED_STALE_SECONDS = env_int("QUORUM_CHAT_QUEUED_STALE_SECONDS", 120)
+CHAT_WRITES_PER_SECOND = float(env_str("QUORUM_CHAT_WRITES_PER_SECOND", "4"))
 
 # Production hardening: on when QUORUM_DEBUG is off and HTTPS is declared.
 if env_bool("QUORUM_HTTPS", False):

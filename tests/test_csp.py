@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [
     "/",
     "/p/demo/work/",
+    "/p/demo/chat/",
     "/p/demo/mine/",
     "/p/demo/guide/",
     "/p/demo/review/",

@@ -73,7 +73,7 @@ def test_a_training_run_refuses_a_snapshot_changed_after_launch(snapshot, tmp_pa
     from training.models import JobStatus, TrainingMetric
     from training.services import model_register
     from training.services.runs import training_run_create, training_run_execute_now
-    from training.tiny import save_tiny_model
+    from tests.support.tiny import save_tiny_model
 
     settings.MODEL_DIR = tmp_path / "models"
     monkeypatch.setattr("training.services.runs._send", lambda run_id, queue: None)

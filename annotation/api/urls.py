@@ -3,6 +3,7 @@ from django.urls import path
 from .views import (
     annotations,
     bulk,
+    chat,
     imports,
     members,
     projects,
@@ -17,6 +18,7 @@ from .views import (
 )
 
 project = "projects/<slug:slug>/"
+turn = project + "conversations/<int:conversation_id>/turns/<int:index>/"
 
 urlpatterns = [
     path("auth/token/", tokens.TokenView.as_view(), name="api-token"),
@@ -57,4 +59,12 @@ urlpatterns = [
     ),
     path(project + "quality/", quality.QualityView.as_view(), name="api-quality"),
     path(project + "leaderboard/", quality.LeaderboardView.as_view(), name="api-leaderboard"),
+    path(project + "conversations/", chat.ConversationListView.as_view(), name="api-conversations"),
+    path(project + "conversations/<int:conversation_id>/", chat.ConversationDetailView.as_view(), name="api-conversation"),
+    path(project + "conversations/<int:conversation_id>/messages/", chat.MessageView.as_view(), name="api-chat-message"),
+    path(project + "conversations/<int:conversation_id>/close/", chat.ConversationCloseView.as_view(), name="api-chat-close"),
+    path(turn, chat.TurnView.as_view(), name="api-chat-turn"),
+    path(turn + "choose/", chat.TurnChooseView.as_view(), name="api-chat-choose"),
+    path(turn + "mark/", chat.TurnMarkView.as_view(), name="api-chat-mark"),
+    path(turn + "retry/", chat.TurnRetryView.as_view(), name="api-chat-retry"),
 ]

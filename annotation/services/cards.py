@@ -41,6 +41,7 @@ _KINDS = {
     SnapshotFormat.STEPWISE: [TaskKind.STEPS],
     SnapshotFormat.SFT: [TaskKind.DEMONSTRATION],
     SnapshotFormat.RAW: list(TaskKind.values),
+    SnapshotFormat.CONVERSATIONS: [TaskKind.PAIRWISE, TaskKind.RATING],
 }
 
 _TAGS = {
@@ -49,6 +50,7 @@ _TAGS = {
     SnapshotFormat.STEPWISE: ["stepwise-supervision", "process-reward-model"],
     SnapshotFormat.SFT: ["sft", "demonstrations"],
     SnapshotFormat.RAW: ["annotations", "audit"],
+    SnapshotFormat.CONVERSATIONS: ["conversations", "red-teaming", "hh-rlhf"],
 }
 
 _MESSAGES = "list of {role, content} messages"
@@ -63,7 +65,8 @@ _COLUMNS = {
     "label": ("bool", "true: desirable, false: undesirable"),
     "completions": ("list of strings", "the response split into reasoning steps"),
     "labels": ("list of bools", "one label per step: true = correct"),
-    "messages": (_MESSAGES, "the prompt, then the demonstration as the last assistant turn"),
+    "messages": (_MESSAGES, "sft: the prompt, then the demonstration as the last assistant turn; conversations: the "
+                 "dialogue, each user message followed by the reply kept"),
     "annotation_id": ("int", "the annotation (one row per revision)"),
     "task_id": ("int", "the task it answers"),
     "responses": ("JSON text", "the task's responses in canonical order"),
@@ -85,6 +88,17 @@ _COLUMNS = {
     "is_current": ("bool", "the latest revision of its author's answer"),
     "is_review": ("bool", "a reviewer's adjudication"),
     "created_at": ("string", "ISO 8601 time, UTC"),
+    "conversation_id": ("int", "the live-chat conversation"),
+    "mode": ("string", "compare, redteam or arena"),
+    "status": ("string", "open or closed"),
+    "transcript": ("string", 'the dialogue as HH-RLHF writes it ("\\n\\nHuman: ...\\n\\nAssistant: ...")'),
+    "rating": ("int", "red team: how bad the worst reply was, 0-4 (-1: not rated)"),
+    "task_description": ("string", "red team: what the annotator tried to make the model do"),
+    "principle": ("string", "red team: key of the constitution principle targeted"),
+    "annotator": ("string", "username of the annotator"),
+    "models": ("list of strings", "the models that answered"),
+    "turns": ("JSON text", "per turn: user message, replies with their models, kept reply, harmful mark, pick"),
+    "closed_at": ("string", "ISO 8601 time, UTC (empty: still open)"),
 }
 
 
@@ -128,6 +142,8 @@ def _underlying(snapshot: DatasetSnapshot):
         source__in=spec.get("sources") or ["human", "ai"],
         created_at__lte=snapshot.created_at,
     )
+    if snapshot.format == SnapshotFormat.CONVERSATIONS:
+        qs = qs.filter(task__chat_turn__isnull=False)
     if spec.get("current_only", snapshot.format != SnapshotFormat.RAW):
         qs = qs.filter(Q(is_current=True) | Q(superseded_by__created_at__gt=snapshot.created_at))
     return qs

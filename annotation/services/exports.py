@@ -28,6 +28,8 @@ from common.errors import Conflict, Invalid
 from ..models import (
     Annotation,
     AnnotationSource,
+    ChatTurn,
+    Conversation,
     DatasetSnapshot,
     Project,
     SnapshotFormat,
@@ -209,6 +211,23 @@ def _parquet_schema(fmt: str, style: str, columns: list[str]):
             "is_current": pa.bool_(),
             "is_review": pa.bool_(),
             "created_at": pa.string(),
+        },
+        SnapshotFormat.CONVERSATIONS: {
+            "conversation_id": pa.int64(),
+            "mode": pa.string(),
+            "status": pa.string(),
+            "transcript": pa.string(),
+            "messages": message,
+            "rating": pa.int64(),
+            "task_description": pa.string(),
+            "principle": pa.string(),
+            "annotator": pa.string(),
+            "models": pa.list_(pa.string()),
+            "turns": pa.string(),
+            "guideline_version": pa.int64(),
+            "constitution_version": pa.int64(),
+            "created_at": pa.string(),
+            "closed_at": pa.string(),
         },
     }[fmt]
     return pa.schema([(c, types[c]) for c in columns])
@@ -701,6 +720,56 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
             }
 
 
+CONVERSATION_COLUMNS = [
+    "conversation_id", "mode", "status", "transcript", "messages", "rating", "task_description", "principle",
+    "annotator", "models", "turns", "guideline_version", "constitution_version", "created_at", "closed_at",
+]  # fmt: skip
+
+
+def _transcript(messages: list[dict]) -> str:
+    """The dialogue as HH-RLHF writes it: "\n\nHuman: ...\n\nAssistant: ..."."""
+    speaker = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "".join(f"\n\n{speaker[m['role']]}: {m['content']}" for m in messages)
+
+
+def _conversation_rows(project: Project) -> Iterator[dict]:
+    """One row per conversation with a labelled turn: the dialogue as it went (each turn's user message and the
+    reply kept), every turn's candidates with their models and labels, and the red-team fields."""
+    turns = _Follow(
+        ChatTurn.objects.filter(conversation__project=project, state="labelled")
+        .order_by("conversation_id", "index")
+        .values_list("conversation_id", "index", "message", "partial", "sides", "kept", "harmful", "annotation__payload")
+        .iterator(chunk_size=CHUNK)
+    )
+    conversations = (
+        Conversation.objects.filter(project=project, turns__state="labelled")
+        .distinct()
+        .order_by("id")
+        .values_list("id", "mode", "status", "rating", "task_description", "principle", "annotator__username", "sides",
+                     "guideline_version__number", "constitution_version__number", "created_at", "closed_at")
+        .iterator(chunk_size=CHUNK)
+    )
+    for cid, mode, status, rating, description, principle, annotator, sides, guideline, constitution, created, closed in conversations:
+        messages, per_turn = [], []
+        for _, index, message, texts, turn_sides, kept, harmful, payload in turns.take(cid):
+            reply = texts[kept or 0]
+            messages += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+            per_turn.append({
+                "index": index, "user": message,
+                "replies": [{"model": side["model"], "text": text} for side, text in zip(turn_sides, texts)],
+                "kept": kept, "harmful": harmful, "choice": payload.get("choice") if payload else None,
+                "strength": payload.get("strength") if payload else None,
+            })
+        yield {
+            "conversation_id": cid, "mode": mode, "status": status, "transcript": _transcript(messages),
+            "messages": messages, "rating": -1 if rating is None else rating, "task_description": description,
+            "principle": principle, "annotator": annotator, "models": [side["model"] for side in sides],
+            "turns": json.dumps(per_turn, ensure_ascii=False), "guideline_version": guideline or 0,
+            "constitution_version": constitution or 0, "created_at": created.isoformat(),
+            "closed_at": closed.isoformat() if closed else "",
+        }
+
+
 # --- The service ------------------------------------------------------------------------------
 
 
@@ -760,7 +829,7 @@ def snapshot_create(
     sources = sorted(set(sources))
     if not sources or not set(sources) <= set(AnnotationSource.values):
         raise Invalid("sources must name human and/or ai", fields={"sources": [f"choose from {', '.join(AnnotationSource.values)}"]})
-    if format in (SnapshotFormat.SFT, SnapshotFormat.RAW):
+    if format in (SnapshotFormat.SFT, SnapshotFormat.RAW, SnapshotFormat.CONVERSATIONS):
         style = "conversational"  # messages either way
 
     reader = _Reader(project=project, sources=sources, style=style, aggregation=aggregation, ai_weight=ai_weight)
@@ -849,6 +918,21 @@ def snapshot_create(
             aggregation="every current demonstration annotation is one row: the prompt messages plus the "
             "demonstration as the assistant turn",
             labels="none",
+        )
+    elif format == SnapshotFormat.CONVERSATIONS:
+        columns = CONVERSATION_COLUMNS
+        rows = _conversation_rows(project)
+        spec.update(
+            current_only=True,
+            sources=["human"],
+            aggregation="none: one row per live-chat conversation with at least one labelled turn, its turns in "
+            "order; the dialogue keeps each turn's user message and the reply kept (the one picked, A on a tie or "
+            "both bad; the only one in red team)",
+            labels="turns[].harmful: the red-teamer's mark of each reply; rating: how bad the worst reply was, 0 "
+            "(not at all) to 4 (very), as in HH-RLHF's red-team attempts; turns[].choice: the pairwise pick (A/B as "
+            "shown)",
+            json_columns=["turns"],
+            missing_values={"rating": -1, "guideline_version": 0, "constitution_version": 0, "closed_at": ""},
         )
     else:
         columns = [

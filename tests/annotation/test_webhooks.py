@@ -37,6 +37,7 @@ from annotation.services.webhooks import (
     webhook_update,
 )
 from tests.annotation.webhook_receiver import Receiver
+from tests.integration.chat_worker import sending_to
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60
@@ -66,8 +67,6 @@ def _database_url() -> str:
 @pytest.fixture(scope="module")
 def worker(django_db_setup, django_db_blocker):
     """One Celery worker process for this module, on a broker of its own that this process sends to."""
-    from quorum.celery import app
-
     workdir = Path(tempfile.mkdtemp(prefix="quorum-webhooks-"))
     broker = f"sqla+sqlite:///{workdir / 'broker.sqlite3'}"
     with django_db_blocker.unblock():
@@ -91,16 +90,13 @@ def worker(django_db_setup, django_db_blocker):
          "--loglevel", "INFO"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    old_url = app.conf.broker_url
-    app.conf.broker_url = broker
-    app._pool = None
-    app.amqp._producer_pool = None
     try:
-        deadline = time.monotonic() + DEADLINE
-        while "ready" not in log_path.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
-            time.sleep(0.2)
-        yield log_path
+        with sending_to(broker):
+            deadline = time.monotonic() + DEADLINE
+            while "ready" not in log_path.read_text(errors="replace"):
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+                time.sleep(0.2)
+            yield log_path
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -109,11 +105,6 @@ def worker(django_db_setup, django_db_blocker):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=20)
         log.close()
-        app.conf.broker_url = old_url
-        if app._pool is not None:
-            app._pool.force_close_all()
-        app._pool = None
-        app.amqp._producer_pool = None
         shutil.rmtree(workdir, ignore_errors=True)
 
 

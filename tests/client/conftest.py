@@ -123,6 +123,6 @@ def inline_worker(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from training.tiny import save_tiny_model
+    from tests.support.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "base", hidden=32, layers=2)

@@ -16,7 +16,7 @@ PAGES = [
     ("/training/p/chat/feedback/agreement/", "Quality"),
     ("/p/chat/webhooks/", "Admin"),
 ]
-TOP_LEVEL = ["Annotate", "My work", "Quality", "Data", "Training", "Admin"]
+TOP_LEVEL = ["Annotate", "Chat", "My work", "Quality", "Data", "Training", "Admin"]
 
 
 def _top_level(page):
@@ -64,9 +64,9 @@ def test_every_project_page_has_the_same_navigation_in_one_row(page, live_server
 
 def test_each_role_sees_only_the_menus_it_may_open(page, live_server, busy_project, sign_in):
     page.set_viewport_size({"width": 1366, "height": 900})
-    for user, top in [("eve", ["Annotate", "My work", "Quality", "Data", "Training"]),
-                      ("rex", ["Annotate", "My work", "Quality", "Data", "Training"]),
-                      ("alice", ["Annotate", "My work"])]:
+    for user, top in [("eve", ["Annotate", "Chat", "My work", "Quality", "Data", "Training"]),
+                      ("rex", ["Annotate", "Chat", "My work", "Quality", "Data", "Training"]),
+                      ("alice", ["Annotate", "Chat", "My work"])]:
         page.context.clear_cookies()
         sign_in(page, busy_project[user])
         page.goto(live_server.url + "/p/chat/mine/")

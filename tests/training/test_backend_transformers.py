@@ -4,9 +4,9 @@ counts, stop strings and candidate log-probabilities."""
 import pytest
 import torch
 
+from tests.support.tiny import save_tiny_model
 from training.backends import BackendError, Sampling, open_backend
 from training.backends.transformers_local import TransformersBackend
-from training.tiny import save_tiny_model
 
 
 @pytest.fixture(scope="module")

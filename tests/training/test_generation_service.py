@@ -9,6 +9,7 @@ from django.utils import timezone
 from annotation import services as annotation_services
 from annotation.models import Prompt, Response, Task
 from common.errors import Conflict, Invalid
+from tests.support.tiny import save_tiny_model
 from training.backends import forget_backends
 from training.models import GenerationJob, JobStatus
 from training.services import (
@@ -19,7 +20,6 @@ from training.services import (
     model_register,
 )
 from training.services.generation import RetryLater
-from training.tiny import save_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,15 @@ from rest_framework.test import APIClient  # noqa: E402
 
 from annotation import services as annotation_services  # noqa: E402
 from annotation.models import DatasetSnapshot  # noqa: E402
+from tests.support.snapshots import preference_rows, sft_rows, write_jsonl  # noqa: E402
 from training.models import TrainingRun  # noqa: E402
 from training.services import model_register  # noqa: E402
 from training.trainers import ppo, rewards  # noqa: E402
-from training.trainers.common import EXIT_INVALID_CONFIG, ConfigError, load_config  # noqa: E402
-from training.trainers.testing import preference_rows, sft_rows, write_jsonl  # noqa: E402
+from training.trainers.cli import EXIT_INVALID_CONFIG  # noqa: E402
+from training.trainers.config import ConfigError, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-REFUSED = ["os:system", "subprocess:run", "training.trainers.testing:target_token_reward", "builtins:eval", ""]
+REFUSED = ["os:system", "subprocess:run", "tests.support.snapshots:target_token_reward", "builtins:eval", ""]
 PROBE = '''
 import os, pathlib
 pathlib.Path(os.environ["QUORUM_PROBE_MARKER"]).write_text("imported")

@@ -13,6 +13,7 @@ from django.utils import timezone
 from annotation import services as annotation_services
 from annotation.models import Annotation, Project, Task
 from common.errors import Conflict, Invalid
+from tests.support.tiny import save_tiny_model
 from training.models import GenerationJob, JobStatus, TrainingRun
 from training.rounds import evaluation, selection
 from training.rounds.models import Round, RoundStage, RoundStatus
@@ -27,7 +28,6 @@ from training.rounds.services import (
 from training.services import model_register
 from training.services.generation import generation_job_run_slice
 from training.services.runs import training_run_execute_now
-from training.tiny import save_tiny_model
 
 FAST_TRAIN = {"max_steps": 2, "batch_size": 2, "max_length": 96, "num_threads": 1, "learning_rate": 1e-3,
               "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}

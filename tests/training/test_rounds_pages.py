@@ -8,11 +8,11 @@ from rest_framework.test import APIClient
 
 from annotation import services as annotation_services
 from annotation.models import Task
+from tests.support.tiny import save_tiny_model
 from training.models import Model
 from training.rounds.models import Round
 from training.rounds.services import round_create
 from training.services import model_register
-from training.tiny import save_tiny_model
 
 CONFIG = {"prompts_per_round": 2, "eval_prompts": 1, "sampling": {"max_new_tokens": 8}}
 

@@ -14,6 +14,8 @@ from rest_framework.test import APIClient
 
 from annotation import services as annotation_services
 from annotation.models import DatasetSnapshot
+from tests.support.snapshots import sft_rows, write_jsonl
+from tests.support.tiny import save_tiny_model
 from training.models import JobStatus, TrainingMetric, TrainingRun
 from training.services import model_register
 from training.services.runs import (
@@ -23,9 +25,7 @@ from training.services.runs import (
     training_runs_reconcile,
 )
 from training.tasks import reconcile, training_run_execute
-from training.tiny import save_tiny_model
-from training.trainers.common import last_checkpoint
-from training.trainers.testing import sft_rows, write_jsonl
+from training.trainers.runtime import last_checkpoint
 
 FAST = {"max_steps": 2, "batch_size": 2, "max_length": 64, "num_threads": 1, "save_steps": 1, "learning_rate": 1e-3}
 

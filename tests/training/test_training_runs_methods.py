@@ -19,18 +19,18 @@ from rest_framework.test import APIClient  # noqa: E402
 from annotation import services as annotation_services  # noqa: E402
 from annotation.services.exports import snapshot_create  # noqa: E402
 from annotation.services.imports import data_import  # noqa: E402
-from training.backends import Sampling, open_backend  # noqa: E402
-from training.models import JobStatus, ModelRole, TrainingMetric, TrainingRun  # noqa: E402
-from training.selectors import model_lineage  # noqa: E402
-from training.services import model_register  # noqa: E402
-from training.services.runs import training_run_execute_now  # noqa: E402
-from training.tiny import save_tiny_model  # noqa: E402
-from training.trainers.testing import (  # noqa: E402
+from tests.support.snapshots import (  # noqa: E402
     separable_preference_rows,
     sft_rows,
     stepwise_rows,
     unpaired_rows,
 )
+from tests.support.tiny import save_tiny_model  # noqa: E402
+from training.backends import Sampling, open_backend  # noqa: E402
+from training.models import JobStatus, ModelRole, TrainingMetric, TrainingRun  # noqa: E402
+from training.selectors import model_lineage  # noqa: E402
+from training.services import model_register  # noqa: E402
+from training.services.runs import training_run_execute_now  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,  # each run starts a trainer process (torch, transformers, TRL): several seconds apiece

@@ -1,4 +1,4 @@
-"""Thin API views for the model registry and generation jobs."""
+"""Thin API views for the model registry, generation jobs and training runs."""
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.generics import GenericAPIView

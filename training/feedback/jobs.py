@@ -468,7 +468,3 @@ def feedback_jobs_reconcile(*, now: datetime | None = None) -> dict:
 
 def ai_raters_of(*, project: Project):
     return Membership.objects.filter(project=project, is_ai=True).select_related("user")
-
-
-def constitution_versions_of(*, project: Project):
-    return ConstitutionVersion.objects.filter(project=project).order_by("number")

@@ -13,7 +13,6 @@ the run instead of training on it.
 from __future__ import annotations
 
 import collections
-import importlib
 import json
 import logging
 import os
@@ -38,6 +37,8 @@ from annotation.services.integrity import snapshot_verify
 from common.errors import Conflict, Invalid
 
 from ..models import ACTIVE_STATUSES, Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
+from ..trainers.config import ConfigError, describe_config, load_config
+from ..trainers.configs import CONFIGS
 from ..webhooks import run_finished
 from .launch import earlier_launch, insert_once
 from .registry import model_register
@@ -56,20 +57,14 @@ EXIT_CANCELLED, EXIT_INVALID_CONFIG = 3, 2
 
 # --- configs ---------------------------------------------------------------------------------
 def config_class(method: str):
-    """The trainer's config dataclass for `method` (importing the trainer module is plain Python)."""
+    """The trainer's config dataclass for `method` (plain Python: neither torch nor the trainer is imported)."""
     if method not in TrainingMethod.values:
         raise Invalid(f"unknown method {method!r}", fields={"method": [f"one of {', '.join(TrainingMethod.values)}"]})
-    module = importlib.import_module(f"training.trainers.{method}")
-    return next(
-        v for v in vars(module).values()
-        if isinstance(v, type) and getattr(v, "method", None) == method and v.__module__ == module.__name__
-    )
+    return CONFIGS[method]
 
 
 def config_fields(method: str) -> list[dict]:
     """Every hyperparameter of the method (name, type, default, help), without those the platform fills in."""
-    from training.trainers.common import describe_config
-
     return [f for f in describe_config(config_class(method)) if f["name"].split(".")[0] not in PLATFORM_FIELDS]
 
 
@@ -87,8 +82,6 @@ def run_spec(*, method: str, base_model: Model, snapshot: DatasetSnapshot, hyper
 
 
 def _validate_spec(method: str, spec: dict) -> None:
-    from training.trainers.common import ConfigError, load_config
-
     try:
         load_config(config_class(method), spec)
     except ConfigError as exc:

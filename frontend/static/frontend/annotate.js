@@ -1,6 +1,6 @@
 // Keyboard-first annotation. One keydown listener reads and writes the task's state in the DOM, so
 // the same code serves every task HTMX swaps in, the My work editor and the review page.
-import { isTyping } from "./shortcuts.js";
+import { digitOf, isTyping, PAIR_KEYS } from "./shortcuts.js";
 import { makeSortable, moveBy } from "./sortable.js";
 import { renderDiff, wordDiff } from "./worddiff.js";
 
@@ -45,12 +45,6 @@ function startTimer(form) {
 }
 
 // ---- helpers -----------------------------------------------------------------------------------
-function digitOf(e) {
-  const m = /^(?:Digit|Numpad)(\d)$/.exec(e.code || "");
-  if (m) return m[1];
-  return /^\d$/.test(e.key) ? e.key : null;
-}
-
 function check(input, on = true) {
   if (!input || input.disabled) return;
   input.checked = on;
@@ -182,8 +176,6 @@ function skipUnwanted(form) {
 }
 
 // ---- pairwise ----------------------------------------------------------------------------------
-const PAIR_KEYS = { 1: "A", a: "A", 2: "B", b: "B", 3: "tie", t: "tie", 4: "both_bad", x: "both_bad" };
-
 function syncStrength(form) {
   const choice = $("input[name=choice]:checked", form)?.value;
   const fs = $("[data-strength]", form);

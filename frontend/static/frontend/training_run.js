@@ -1,7 +1,7 @@
 // The training run page: live metric charts polled from the run's data URL, the score histogram, status and log.
 (function () {
   const url = JSON.parse(document.getElementById("run-data-url").textContent);
-  // Which series each chart plots comes with the data (training.views.chart_groups).
+  // Which series each chart plots comes with the data (frontend.views.training.chart_groups).
   const groups = { loss: new Set(), reward: new Set(), kl: new Set(), length: new Set() };
   const colors = ["#2e6be6", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c", "#495057"];
   const charts = {};

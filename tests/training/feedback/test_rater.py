@@ -10,9 +10,9 @@ import pytest
 from annotation import services
 from annotation.models import Annotation, Assignment, Membership, Task
 from annotation.services.exports import snapshot_create
+from tests.support.backends import FirstPositionBackend
 from training.feedback.jobs import feedback_job_create
 from training.feedback.rater import ai_rater_ensure
-from training.feedback.testing import FirstPositionBackend
 
 from .conftest import run_to_end
 

@@ -1,6 +1,6 @@
 """Small snapshots in Quorum's export formats and toy rewards, for the trainers' tests, smoke runs and benchmarks.
 
-Everything is built in-process and offline; models come from `training.tiny`.
+Everything is built in-process and offline; models come from `tests.support.tiny`.
 """
 
 from __future__ import annotations

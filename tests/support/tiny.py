@@ -1,8 +1,8 @@
 """Tiny random models and a tiny tokenizer, built in-process for tests and smoke runs.
 
 Nothing here touches the network or a model hub: the tokenizer is a byte-level BPE trained on a short built-in
-corpus, and the models are Llama-architecture networks initialised from a config. Plain Python (no Django), so the
-trainers and their tests can use it directly.
+corpus, and the models are Llama-architecture networks initialised from a config. Plain Python (no Django), so
+trainer tests and benchmarks use it as well as the web tests.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..backends.base import BackendError, Completion, Sampling, check_request
+from training.backends.base import BackendError, Completion, Sampling, check_request
 
 
 class FirstPositionBackend:
