@@ -1,6 +1,7 @@
 """What every API view shares: domain errors mapped to responses with a stable code (never a 500 for bad
 input), input parsing, and the base of everything under /projects/{slug}/."""
 
+from rest_framework.exceptions import APIException
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -12,7 +13,19 @@ from .errors import DomainError, Invalid
 from .permissions import IsProjectMember
 
 
+class DomainAPIError(APIException):
+    """A domain error raised where DRF only expects its own exceptions: permission checks. The browsable API
+    checks them again to decide which forms to draw and lets anything else through as a 500."""
+
+    def __init__(self, error: DomainError):
+        super().__init__(error.message, error.code)
+        self.status_code = error.status
+        self.error = error
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, DomainAPIError):
+        exc = exc.error
     if isinstance(exc, DomainError):
         body = {"code": exc.code, "detail": exc.message}
         if exc.fields:
@@ -47,6 +60,13 @@ class ProjectView(GenericAPIView):
     def get_permissions(self):
         classes = self.permissions_by_method.get(self.request.method, self.permissions_by_method["*"])
         return [IsAuthenticated(), *(c() for c in classes)]
+
+    def check_permissions(self, request):
+        # Resolving the project raises NotFound for a non-member: as a DRF exception it stays a 404 everywhere.
+        try:
+            super().check_permissions(request)
+        except DomainError as exc:
+            raise DomainAPIError(exc) from exc
 
     def project_role(self, request) -> str:
         if not hasattr(request, "_quorum_role"):

@@ -338,6 +338,20 @@ def test_permission_matrix(world, role, key):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("role", ["annotator", "outsider"])
+def test_the_browsable_api_refuses_with_a_page_not_a_500(world, role):
+    # The HTML renderer asks the permissions again to draw its forms: a non-member's NotFound was a 500 there.
+    client = Client()
+    client.force_login(world["users"][role])
+    for (method, name), (build, allowed, hidden) in MATRIX.items():
+        if method != "GET" or role in allowed:
+            continue
+        response = client.get(build(world)[0], HTTP_ACCEPT="text/html")
+        assert response.status_code == (404 if role in hidden else 403), (name, response.status_code)
+        assert response["Content-Type"].startswith("text/html"), name
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("role", ["engineer", "reviewer", "annotator", "outsider"])
 def test_a_refused_write_changes_nothing(world, role):
     """The writes a role may not make leave the rows as they were."""
