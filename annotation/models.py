@@ -22,6 +22,9 @@ class TaskKind(models.TextChoices):
     DEMONSTRATION = "demonstration"
 
 
+DEFAULT_ASPECTS = ("helpful", "honest", "harmless")  # what a rating task asks about unless the project says
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
@@ -45,6 +48,16 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def aspects(self) -> tuple[str, ...]:
+        """The aspects rating tasks ask about (`settings["aspects"]`), the defaults when none are set."""
+        return self.aspects_in(self.settings)
+
+    @staticmethod
+    def aspects_in(settings: dict | None) -> tuple[str, ...]:
+        """`aspects` read from a project's settings alone (where the row itself was not loaded)."""
+        return tuple((settings or {}).get("aspects") or DEFAULT_ASPECTS)
 
 
 class Membership(models.Model):
@@ -328,6 +341,7 @@ class SnapshotFormat(models.TextChoices):
     STEPWISE = "stepwise"
     SFT = "sft"
     RAW = "raw"
+    CONVERSATIONS = "conversations"  # live chats as transcripts with their red-team fields
 
 
 class DatasetSnapshot(models.Model):
@@ -403,3 +417,92 @@ class WebhookDelivery(models.Model):
             models.CheckConstraint(condition=Q(status__in=DeliveryStatus.values), name="webhook_delivery_status_valid"),
         ]
         indexes = [models.Index(fields=["webhook", "-id"], name="webhook_delivery_recent")]
+
+
+class ChatMode(models.TextChoices):
+    COMPARE = "compare"  # two candidates each turn, the annotator picks the better one (HH-RLHF)
+    REDTEAM = "redteam"  # one reply each turn, marked harmful or not; a 0-4 rating at the end (HH red team)
+    ARENA = "arena"  # two anonymous models answer one prompt; names shown after the vote (Chatbot Arena)
+
+
+class ConversationStatus(models.TextChoices):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+RED_TEAM_RATING_MAX = 4
+
+
+class Conversation(models.Model):
+    """A live chat of one annotator with a project's model(s); each turn becomes a task and its annotation."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="conversations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="conversations")
+    mode = models.CharField(max_length=16, choices=ChatMode.choices)
+    status = models.CharField(max_length=16, choices=ConversationStatus.choices, default=ConversationStatus.OPEN)
+    # [{"model": registry name, "sampling": {...}}], one per candidate; in arena hidden until the vote.
+    sides = models.JSONField(default=list)
+    guideline_version = models.ForeignKey(GuidelineVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    constitution_version = models.ForeignKey(
+        ConstitutionVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    task_description = models.TextField(blank=True, help_text="Red team: what the annotator set out to make the model do.")
+    principle = models.SlugField(max_length=100, blank=True, help_text="Red team: key of the principle targeted.")
+    rating = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Red team: how bad the worst reply was, 0 (not at all) to 4 (very)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(mode__in=ChatMode.values), name="conversation_mode_valid"),
+            models.CheckConstraint(condition=Q(status__in=ConversationStatus.values), name="conversation_status_valid"),
+            models.CheckConstraint(
+                condition=Q(rating__isnull=True) | Q(rating__lte=RED_TEAM_RATING_MAX), name="conversation_rating_range"
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "annotator", "-id"], name="conversation_by_annotator")]
+
+
+class TurnState(models.TextChoices):
+    PENDING = "pending"  # queued for a worker
+    GENERATING = "generating"  # a worker streams the candidates
+    READY = "ready"  # candidates complete, the task exists, waiting for the annotator
+    FAILED = "failed"  # the worker failed or stopped beating: the annotator may retry
+    LABELLED = "labelled"  # picked (or marked); the kept reply is part of the history
+
+
+class ChatTurn(models.Model):
+    """One user message and the candidate replies to it, streamed by a worker into `partial`."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveSmallIntegerField()
+    message = models.TextField()
+    state = models.CharField(max_length=16, choices=TurnState.choices, default=TurnState.PENDING)
+    sides = models.JSONField(default=list, help_text="The conversation's sides in the order shown this turn (A first).")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+", help_text="Every message so far.")
+    task = models.OneToOneField(Task, null=True, blank=True, on_delete=models.PROTECT, related_name="chat_turn")
+    partial = models.JSONField(default=list, help_text="Text of each candidate so far, in shown order.")
+    done = models.JSONField(default=list, help_text="Whether each candidate is complete.")
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds from the message to first and last tokens.")
+    ticket = models.CharField(max_length=32, help_text="The message that may generate this turn; a retry renews it.")
+    attempts = models.PositiveSmallIntegerField(default=1)
+    worker = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(help_text="When the current attempt was queued.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    kept = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Shown position of the reply kept.")
+    harmful = models.BooleanField(null=True, blank=True, help_text="Red team: the annotator's mark.")
+    annotation = models.ForeignKey(Annotation, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "index"], name="chat_turn_unique_index"),
+            models.CheckConstraint(condition=Q(state__in=TurnState.values), name="chat_turn_state_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["heartbeat_at"], name="chat_turn_running", condition=Q(state__in=["pending", "generating"])),
+        ]

@@ -4,11 +4,11 @@ Clients answer in the order the responses were shown (A is the first shown); wha
 always in canonical positions (A is the task's first response), with the shown order kept beside it.
 """
 
-from .errors import Invalid
-from .models import TaskKind
+from common.errors import Invalid
+
+from .models import DEFAULT_ASPECTS, TaskKind
 
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
-DEFAULT_ASPECTS = ("helpful", "honest", "harmless")
 LIKERT_MIN, LIKERT_MAX = 1, 7
 STRENGTH_MIN, STRENGTH_MAX = 1, 3
 DEMONSTRATION_MAX_CHARS = 100_000
@@ -47,9 +47,8 @@ def _pairwise(payload, *, order, **_):
         _fail("choice", f"must be one of {', '.join(PAIRWISE_CHOICES)}")
     strength = payload.get("strength")
     if choice in ("A", "B"):
-        if strength is None:
-            strength = 1
-        if not _is_int(strength) or not STRENGTH_MIN <= strength <= STRENGTH_MAX:
+        # A strength not stated stays null: a preference export then has no margin rather than a made-up one.
+        if strength is not None and (not _is_int(strength) or not STRENGTH_MIN <= strength <= STRENGTH_MAX):
             _fail("strength", f"must be an integer from {STRENGTH_MIN} to {STRENGTH_MAX}")
         shown_index = 0 if choice == "A" else 1
         canonical_choice = "AB"[order[shown_index]]

@@ -10,14 +10,16 @@ from django.db.models import BooleanField, Count, Exists, F, Max, OuterRef, Q, Q
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.expressions import RawSQL
 
+from common.errors import Conflict, Invalid, NotFound
 from quorum_client.refs import SHA256_PREFIX_MIN, snapshot_ref
 
 from . import rows
-from .errors import Conflict, Invalid, NotFound
 from .models import (
     Annotation,
     AnnotationSource,
     Assignment,
+    ChatTurn,
+    Conversation,
     DatasetSnapshot,
     GuidelineVersion,
     Membership,
@@ -340,3 +342,30 @@ def suggestion_influence(*, project: Project) -> list[dict]:
         out.append({"shown": shown, "labels": r["labels"], "agree": r["agree"],
                     "agreement": r["agree"] / r["labels"] if r["labels"] else None})
     return out
+
+
+# --- live chat ----------------------------------------------------------------------------------
+def conversations_visible_to(*, user: AbstractBaseUser, project: Project, role: str) -> QuerySet[Conversation]:
+    """An annotator sees their own conversations; admins, engineers and reviewers see every one."""
+    qs = Conversation.objects.filter(project=project).select_related("annotator")
+    if role not in OVERSEEING_ROLES:
+        qs = qs.filter(annotator=user)
+    return qs.order_by("-id")
+
+
+def conversation_for(*, user: AbstractBaseUser, project: Project, role: str, conversation_id: int) -> Conversation:
+    found = conversations_visible_to(user=user, project=project, role=role).filter(pk=conversation_id).first()
+    if found is None:
+        raise NotFound("no such conversation")
+    return found
+
+
+def chat_turn_for(*, conversation: Conversation, index: int) -> ChatTurn:
+    found = ChatTurn.objects.select_related("conversation", "annotation").filter(conversation=conversation, index=index).first()
+    if found is None:
+        raise NotFound(f"no turn {index} in this conversation")
+    return found
+
+
+def chat_turns_of(*, conversation: Conversation) -> QuerySet[ChatTurn]:
+    return ChatTurn.objects.filter(conversation=conversation).select_related("annotation").order_by("index")

@@ -267,7 +267,7 @@ def child_main(args) -> None:
         from annotation import services
         from annotation.models import Role
         from training.services import model_register
-        from training.tiny import save_tiny_model
+        from tests.support.tiny import save_tiny_model
 
         call_command("migrate", verbosity=0)
         users, tokens = accounts_create("faults-", args.annotators)

@@ -36,15 +36,15 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from training.tiny import save_tiny_model  # noqa: E402
-from training.trainers import common  # noqa: E402
-from training.trainers.testing import (  # noqa: E402
+from tests.support.snapshots import (  # noqa: E402
     preference_rows,
     sft_rows,
     target_token_reward,
     unpaired_rows,
     write_jsonl,
 )
+from tests.support.tiny import save_tiny_model  # noqa: E402
+from training.trainers import cli, runtime  # noqa: E402
 
 HIDDEN, LAYERS, BATCH, MAX_LENGTH, LR = 256, 4, 4, 256, 1e-5
 TARGET_OVERHEAD = 0.05
@@ -158,7 +158,7 @@ class CallbackClock:
         self._originals = {}
 
     def __enter__(self):
-        for cls, name in ((common._MetricsCallback, "on_log"), (common._CancelCallback, "on_step_end")):
+        for cls, name in ((runtime._MetricsCallback, "on_log"), (runtime._CancelCallback, "on_step_end")):
             original = getattr(cls, name)
             self._originals[(cls, name)] = original
 
@@ -183,7 +183,7 @@ def quorum(method: str, model_dir: Path, data: Path, out: Path, steps: int, cloc
 
     module = importlib.import_module(f"training.trainers.{method}")
     timer = StepTimer()
-    original_fit = common.Run.fit
+    original_fit = runtime.Run.fit
 
     def fit(self, trainer, stage=""):
         trainer.add_callback(timer)
@@ -204,12 +204,12 @@ def quorum(method: str, model_dir: Path, data: Path, out: Path, steps: int, cloc
     }
     if method == "kto":
         config.update(desirable_weight=KTO_WEIGHTS[0], undesirable_weight=KTO_WEIGHTS[1])
-    common.Run.fit = fit
+    runtime.Run.fit = fit
     try:
         with clock:
             module.train(config)
     finally:
-        common.Run.fit = original_fit
+        runtime.Run.fit = original_fit
     return timer
 
 
@@ -292,7 +292,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
-    common._quiet_progress_bars()
+    cli.quiet_progress_bars()
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="quorum-bench-training-") as tmp:

@@ -24,6 +24,7 @@ ADMINS = (Role.ADMIN,)
 REVIEWERS = (Role.ADMIN, Role.REVIEWER)
 ENGINEERS = (Role.ADMIN, Role.ENGINEER)
 OBSERVERS = (Role.ADMIN, Role.REVIEWER, Role.ENGINEER)
+LABELLERS = (Role.ADMIN, Role.REVIEWER, Role.ANNOTATOR)
 
 
 def project_view(roles: tuple[str, ...] = ANY_MEMBER):
@@ -53,6 +54,7 @@ def project_view(roles: tuple[str, ...] = ANY_MEMBER):
                 "review": membership.role in REVIEWERS,
                 "export": membership.role in ENGINEERS,
                 "observe": membership.role in OBSERVERS,
+                "label": membership.role in LABELLERS,
             }
             return view(request, membership.project, *args, **kwargs)
 

@@ -5,6 +5,7 @@ import re
 from django import forms
 
 from annotation.models import Role, SnapshotFormat, TaskKind
+from annotation.services.exports import TASK_FORMATS
 
 
 class ProjectSettingsForm(forms.Form):
@@ -104,4 +105,5 @@ class TaskActionForm(forms.Form):
     scope = forms.ChoiceField(choices=[("checked", "Checked tasks"), ("matching", "Every matching task")], initial="checked")
     extra = forms.IntegerField(min_value=1, max_value=50, initial=1, required=False, label="More labels per task")
     priority = forms.IntegerField(min_value=-1_000_000, max_value=1_000_000, required=False)
-    format = forms.ChoiceField(choices=SnapshotFormat.choices, initial=SnapshotFormat.PREFERENCE, required=False)
+    format = forms.ChoiceField(choices=[c for c in SnapshotFormat.choices if c[0] in TASK_FORMATS],
+                               initial=SnapshotFormat.PREFERENCE, required=False)

@@ -24,7 +24,6 @@ from annotation.models import (
     TaskResponse,
     TaskStatus,
 )
-from annotation.payloads import DEFAULT_ASPECTS
 
 # Memberships and projects
 
@@ -77,10 +76,6 @@ def my_projects(*, user) -> list[dict]:
             }
         )
     return result
-
-
-def project_aspects(project: Project) -> list[str]:
-    return list(project.settings.get("aspects") or DEFAULT_ASPECTS)
 
 
 def members(*, project: Project) -> list[Membership]:

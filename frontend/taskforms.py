@@ -5,8 +5,8 @@ The services map shown positions to canonical ones; here we only read and write 
 
 import json
 
-from annotation.errors import Invalid
 from annotation.models import TaskKind
+from common.errors import Invalid
 
 STRENGTH_LABELS = {1: "slightly better", 2: "better", 3: "much better"}
 PAIRWISE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}

@@ -3,9 +3,9 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from quorum import login_limit
+from common import signin
 
-from .views import annotate, browser, insight, mywork, project_admin, review, versions, webhooks
+from .views import annotate, browser, chat, insight, mywork, project_admin, review, versions, webhooks
 
 app_name = "frontend"
 
@@ -13,7 +13,7 @@ urlpatterns = [
     path("", annotate.home, name="home"),
     path(
         "login/",
-        login_limit.LoginView.as_view(template_name="frontend/login.html", redirect_authenticated_user=True),
+        signin.LoginView.as_view(template_name="frontend/login.html", redirect_authenticated_user=True),
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page=reverse_lazy("frontend:login")), name="logout"),
@@ -21,6 +21,8 @@ urlpatterns = [
     path("p/<slug:slug>/a/<int:assignment_id>/submit/", annotate.submit, name="submit"),
     path("p/<slug:slug>/a/<int:assignment_id>/skip/", annotate.skip, name="skip"),
     path("p/<slug:slug>/undo/", annotate.undo, name="undo"),
+    path("p/<slug:slug>/chat/", chat.chat_list, name="chat_list"),
+    path("p/<slug:slug>/chat/<int:conversation_id>/", chat.chat_page, name="chat"),
     path("p/<slug:slug>/mine/", mywork.my_work, name="my_work"),
     path("p/<slug:slug>/mine/<int:annotation_id>/", mywork.my_work_edit, name="my_work_edit"),
     path("p/<slug:slug>/guide/", versions.guideline_read, name="guideline_read"),

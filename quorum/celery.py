@@ -19,6 +19,7 @@ app.conf.task_acks_late = True
 app.conf.task_reject_on_worker_lost = True
 app.conf.worker_prefetch_multiplier = 1
 app.autodiscover_tasks()
+app.autodiscover_tasks(["training"], related_name="chat")  # live-chat turns (training/chat.py)
 # Lease expiry, stuck-job reconciliation and broker clean-up (training.tasks.reconcile). `expires` drops the
 # runs that piled up while no worker was there to take them.
 _reconcile_every = float(getattr(settings, "RECONCILE_SECONDS", 15))
@@ -28,6 +29,9 @@ app.conf.beat_schedule = {
         "schedule": _reconcile_every,
         "options": {"expires": _reconcile_every, "queue": "default"},
     },
+    # Chat turns whose worker stopped beating are marked failed: the annotator gets a retry (training.chat).
+    "chat": {"task": "training.chat_reconcile", "schedule": _reconcile_every,
+             "options": {"expires": _reconcile_every, "queue": "default"}},
     # Webhook deliveries whose message was lost (annotation.tasks.webhook_reconcile).
     "webhooks": {"task": "annotation.webhook_reconcile", "schedule": 60.0, "options": {"expires": 60.0, "queue": "default"}},
 }

@@ -59,7 +59,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI and Redoc served from this server (/api/docs/ works offline and under the CSP).
+    "drf_spectacular_sidecar",
     "django_htmx",
+    "common",
     "annotation",
     "training",
     "frontend",
@@ -67,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "quorum.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -91,6 +95,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "frontend.nav.navigation",
             ],
         },
     },
@@ -143,7 +148,7 @@ STORAGES = {
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
-# Failed sign-ins allowed per username (five times as many per address) in one window (quorum/login_limit.py).
+# Failed sign-ins allowed per username (five times as many per address) in one window (common/signin.py).
 LOGIN_MAX_FAILURES = env_int("QUORUM_LOGIN_MAX_FAILURES", 10)
 LOGIN_WINDOW_SECONDS = env_int("QUORUM_LOGIN_WINDOW_SECONDS", 300)
 # Django's cache: a directory shared by one host's processes, or Redis (QUORUM_CACHE_URL) shared by every host.
@@ -160,6 +165,8 @@ WEBHOOK_ALLOW_PRIVATE = [h.strip() for h in env_str("QUORUM_WEBHOOK_ALLOW_PRIVAT
 
 # Uploads: imports stream from a temporary file and are capped.
 IMPORT_MAX_BYTES = env_int("QUORUM_IMPORT_MAX_BYTES", 512 * 1024 * 1024)
+# One field of one imported record (a prompt, a completion, a message list) holds at most this much text.
+IMPORT_MAX_FIELD_CHARS = env_int("QUORUM_IMPORT_MAX_FIELD_CHARS", 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
@@ -176,11 +183,11 @@ REST_FRAMEWORK = {
         "annotation.api.parsers.StrictMultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Limit/offset with bounds (annotation/api/pagination.py): at most 1000 a page, no database error on a huge offset.
-    "DEFAULT_PAGINATION_CLASS": "annotation.api.pagination.BoundedLimitOffsetPagination",
+    # Limit/offset with bounds (common/pagination.py): at most 1000 a page, no database error on a huge offset.
+    "DEFAULT_PAGINATION_CLASS": "common.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
-    "EXCEPTION_HANDLER": "annotation.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "common.views.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": env_str("QUORUM_LOGIN_RATE", "10/min")},
 }
 
@@ -190,6 +197,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "annotation.models.Role",
         "SnapshotFormatEnum": "annotation.models.SnapshotFormat",
@@ -222,6 +232,15 @@ JOB_MAX_ATTEMPTS = env_int("QUORUM_JOB_MAX_ATTEMPTS", 5)
 ROUND_POLL_SECONDS = env_int("QUORUM_ROUND_POLL_SECONDS", 5)
 ROUND_HUMAN_POLL_SECONDS = env_int("QUORUM_ROUND_HUMAN_POLL_SECONDS", 30)
 RECONCILE_SECONDS = env_int("QUORUM_RECONCILE_SECONDS", 15)
+# Live chat (annotation/services/chat.py, training/chat.py): turns are generated on workers of CHAT_QUEUE. A worker
+# beats every CHAT_HEARTBEAT_SECONDS while it streams; a turn silent for CHAT_STALE_SECONDS, or queued and not taken
+# for CHAT_QUEUED_STALE_SECONDS, is offered to the annotator for a retry. Partial text is written at most
+# CHAT_WRITES_PER_SECOND times a second.
+CHAT_QUEUE = env_str("QUORUM_CHAT_QUEUE", "gpu")
+CHAT_HEARTBEAT_SECONDS = float(env_str("QUORUM_CHAT_HEARTBEAT_SECONDS", "2"))
+CHAT_STALE_SECONDS = env_int("QUORUM_CHAT_STALE_SECONDS", 20)
+CHAT_QUEUED_STALE_SECONDS = env_int("QUORUM_CHAT_QUEUED_STALE_SECONDS", 120)
+CHAT_WRITES_PER_SECOND = float(env_str("QUORUM_CHAT_WRITES_PER_SECOND", "4"))
 
 # Production hardening: on when QUORUM_DEBUG is off and HTTPS is declared.
 if env_bool("QUORUM_HTTPS", False):

@@ -19,6 +19,7 @@ from annotation.models import Annotation, DatasetSnapshot, Project, Role, Task
 from annotation.services.exports import snapshot_create
 from annotation.services.integrity import file_sha256, snapshot_verify, snapshots_verify
 from annotation.services.undo import annotation_undo
+from tests.training.job_messages import hold_messages
 
 
 def _label_all(project, annotator, choice="A"):
@@ -73,10 +74,10 @@ def test_a_training_run_refuses_a_snapshot_changed_after_launch(snapshot, tmp_pa
     from training.models import JobStatus, TrainingMetric
     from training.services import model_register
     from training.services.runs import training_run_create, training_run_execute_now
-    from training.tiny import save_tiny_model
+    from tests.support.tiny import save_tiny_model
 
     settings.MODEL_DIR = tmp_path / "models"
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, queue: None)
+    hold_messages(monkeypatch)
     base = model_register(name="tiny", backend="transformers", path=str(save_tiny_model(tmp_path / "tiny")))
     run = training_run_create(project=snapshot.project, method="dpo", base_model=base, snapshot=snapshot,
                               hyperparameters={"max_steps": 1})

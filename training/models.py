@@ -1,8 +1,14 @@
-"""Training data model: the model registry and generation jobs. Workflows live in `training.services`."""
+"""Training data model: the model registry and the job rows (generation jobs, feedback jobs, training runs, rounds).
+Workflows live in `training.services`, `training.feedback` and `training.rounds`; the columns job rows share, in
+`training.jobs.models`."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+
+from .jobs.models import ACTIVE_STATUSES, BatchedJobRow, JobRow, JobStatus, job_row_constraints, job_row_indexes
+
+__all__ = ["ACTIVE_STATUSES", "JobStatus"]  # re-exported: every kind's code reads them from here
 
 
 class Backend(models.TextChoices):
@@ -61,17 +67,6 @@ class Model(models.Model):
         return self.name
 
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
-
-
 class CandidateTasks(models.TextChoices):
     """How a prompt's candidates become annotation tasks."""
 
@@ -82,7 +77,7 @@ class CandidateTasks(models.TextChoices):
     NONE = "none", "no tasks (candidates only)"
 
 
-class GenerationJob(models.Model):
+class GenerationJob(BatchedJobRow):
     """Sample `n` responses per prompt of a scope with one model, and turn them into tasks.
 
     The row is the truth about the job: workers claim it (`owner`, `heartbeat_at`), write each batch of prompts
@@ -93,8 +88,6 @@ class GenerationJob(models.Model):
 
     project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="generation_jobs")
     model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="generation_jobs")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    client_id = models.UUIDField(null=True, blank=True, help_text="The launcher's id for this launch: a retry with it returns this row.")
     prompt_filter = models.JSONField(default=dict, blank=True, help_text="The scope as asked for.")
     prompt_ids = models.JSONField(default=list, help_text="The scope resolved at launch, in processing order.")
     n = models.PositiveSmallIntegerField(default=2, help_text="Samples per prompt.")
@@ -105,8 +98,6 @@ class GenerationJob(models.Model):
     batch_prompts = models.PositiveSmallIntegerField(default=4, help_text="Prompts generated and committed together.")
     queue = models.CharField(max_length=32, default="gpu")
 
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    cancel_requested = models.BooleanField(default=False)
     cursor = models.PositiveIntegerField(default=0, help_text="Prompts fully written (responses and tasks).")
     done = models.PositiveIntegerField(default=0, help_text="Responses written.")
     total = models.PositiveIntegerField(default=0, help_text="Responses wanted: prompts × n.")
@@ -114,43 +105,18 @@ class GenerationJob(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     generation_seconds = models.FloatField(default=0.0, help_text="Time spent inside the backend.")
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times re-queued after an error or a lost worker.")
 
-    ticket = models.CharField(max_length=32, blank=True, help_text="The message that may run the job next.")
-    owner = models.CharField(max_length=128, blank=True, help_text="The worker slice holding the job now.")
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-id"]
+    class Meta(BatchedJobRow.Meta):
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="generation_job_status_valid"),
+            *job_row_constraints("generation_job", JobStatus.values),
             models.CheckConstraint(condition=Q(task_kind__in=CandidateTasks.values), name="generation_job_kind_valid"),
             models.CheckConstraint(condition=Q(n__gte=1), name="generation_job_n_positive"),
             models.CheckConstraint(condition=Q(done__lte=F("total")), name="generation_job_done_within_total"),
-            models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
-                                    name="generation_job_client_id_unique"),
         ]
-        indexes = [
-            models.Index(fields=["status", "heartbeat_at"], name="generation_job_active",
-                         condition=Q(status__in=["queued", "running"])),
-            models.Index(fields=["project", "-id"], name="generation_job_by_project"),
-        ]
+        indexes = job_row_indexes("generation_job", ACTIVE_STATUSES)
 
     def __str__(self) -> str:
         return f"generation job {self.pk} ({self.status})"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
-
-    @property
-    def percent(self) -> int:
-        return int(100 * self.done / self.total) if self.total else 100
 
 
 class TrainingMethod(models.TextChoices):
@@ -163,7 +129,7 @@ class TrainingMethod(models.TextChoices):
     PRM = "prm"
 
 
-class TrainingRun(models.Model):
+class TrainingRun(JobRow):
     """One trainer process (`python -m training.trainers.<method>`) turning a snapshot into a model.
 
     The row is the truth: a worker claims it (`owner`, `heartbeat_at`), streams the trainer's metrics into
@@ -183,47 +149,20 @@ class TrainingRun(models.Model):
     hyperparameters = models.JSONField(default=dict, blank=True)
     queue = models.CharField(max_length=32, default="gpu")
 
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0, help_text="Last optimizer step reported.")
     log_tail = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True, help_text="The trainer's result.json.")
-    error = models.TextField(blank=True)
     output_dir = models.CharField(max_length=1000, blank=True)
     output_model = models.ForeignKey(
         Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by_runs"
     )
-    attempts = models.PositiveSmallIntegerField(default=0)
 
-    owner = models.CharField(max_length=128, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    client_id = models.UUIDField(null=True, blank=True, help_text="The launcher's id for this launch: a retry with it returns this row.")
-    enqueued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-id"]
-        constraints = [
-            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="training_run_status_valid"),
-            models.CheckConstraint(condition=Q(method__in=TrainingMethod.values), name="training_run_method_valid"),
-            models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
-                                    name="training_run_client_id_unique"),
-        ]
-        indexes = [
-            models.Index(fields=["status", "heartbeat_at"], name="training_run_active",
-                         condition=Q(status__in=["queued", "running"])),
-            models.Index(fields=["project", "-id"], name="training_run_by_project"),
-        ]
+    class Meta(JobRow.Meta):
+        constraints = job_row_constraints("training_run", JobStatus.values, method=TrainingMethod.values)
+        indexes = job_row_indexes("training_run", ACTIVE_STATUSES)
 
     def __str__(self) -> str:
         return f"training run {self.pk} ({self.method}, {self.status})"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
 
 
 class TrainingMetric(models.Model):
@@ -247,7 +186,7 @@ class FeedbackKind(models.TextChoices):
     JUDGE = "judge", "AI judge labels tasks (RL-CAI)"
 
 
-class FeedbackJob(models.Model):
+class FeedbackJob(BatchedJobRow):
     """AI feedback under a constitution version: critique→revision chains over prompts, or AI labels on tasks.
 
     Same pattern as `GenerationJob`: the row is the truth, a worker claims it (owner, heartbeat), commits each
@@ -263,54 +202,19 @@ class FeedbackJob(models.Model):
     constitution = models.ForeignKey("annotation.ConstitutionVersion", on_delete=models.PROTECT, related_name="+")
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="+", help_text="The AI rater the labels are written as (judge jobs).")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    client_id = models.UUIDField(null=True, blank=True, help_text="The launcher's id for this launch: a retry with it returns this row.")
     scope = models.JSONField(default=dict, blank=True, help_text="The filter as asked for.")
     item_ids = models.JSONField(default=list, help_text="Prompt ids (chains) or task ids (judge), resolved at launch.")
     parameters = models.JSONField(default=dict, blank=True, help_text="rounds, cot, principles, seed, overlap, export…")
     batch_items = models.PositiveSmallIntegerField(default=8)
     queue = models.CharField(max_length=32, default="gpu")
 
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    cancel_requested = models.BooleanField(default=False)
-    cursor = models.PositiveIntegerField(default=0, help_text="Items fully processed.")
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
     failures = models.JSONField(default=list, blank=True, help_text="[{item, error, attempts}] of items that failed.")
     retried = models.BooleanField(default=False, help_text="Failed items were given their second try.")
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
 
-    ticket = models.CharField(max_length=32, blank=True)
-    owner = models.CharField(max_length=128, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-id"]
-        constraints = [
-            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="feedback_job_status_valid"),
-            models.CheckConstraint(condition=Q(kind__in=FeedbackKind.values), name="feedback_job_kind_valid"),
-            models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
-                                    name="feedback_job_client_id_unique"),
-        ]
-        indexes = [
-            models.Index(fields=["status", "heartbeat_at"], name="feedback_job_active",
-                         condition=Q(status__in=["queued", "running"])),
-            models.Index(fields=["project", "-id"], name="feedback_job_by_project"),
-        ]
+    class Meta(BatchedJobRow.Meta):
+        constraints = job_row_constraints("feedback_job", JobStatus.values, kind=FeedbackKind.values)
+        indexes = job_row_indexes("feedback_job", ACTIVE_STATUSES)
 
     def __str__(self) -> str:
         return f"feedback job {self.pk} ({self.kind}, {self.status})"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
-
-    @property
-    def percent(self) -> int:
-        return int(100 * self.done / self.total) if self.total else 100

@@ -31,3 +31,9 @@ def generation_jobs_for(*, project: Project) -> QuerySet[GenerationJob]:
 
 def generation_job_get(*, project: Project, job_id: int) -> GenerationJob | None:
     return generation_jobs_for(project=project).filter(pk=job_id).first()
+
+
+def models_with_role(*roles: str, local_only: bool = False) -> list[Model]:
+    """Active models, by name, that play any of `roles`; `local_only`: only those with weights on disk (a path)."""
+    return [m for m in Model.objects.filter(is_active=True).order_by("name")
+            if set(roles) & set(m.roles or []) and (m.path or not local_only)]

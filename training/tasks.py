@@ -14,10 +14,12 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 from annotation.services import leases_expire
 
 from .broker import purge_taken_messages
-from .services.generation import RetryLater, generation_job_run_slice, generation_jobs_reconcile
-from .services.runs import training_run_execute_now, training_runs_reconcile
-from .rounds.services import rounds_reconcile
-from .rounds.tasks import round_advance  # noqa: F401  (registers the loop's task with the worker)
+from .feedback.jobs import FEEDBACK_JOBS, feedback_job_run_slice
+from .jobs import runtime
+from .jobs.runtime import RetryLater
+from .rounds.services import ROUNDS, round_advance_now
+from .services.generation import GENERATION_JOBS, generation_job_run_slice
+from .services.runs import TRAINING_RUNS, training_run_execute_now
 
 log = logging.getLogger(__name__)
 
@@ -51,71 +53,71 @@ def _wait_for_preload() -> None:
         _preloading.join()
 
 
-@shared_task(bind=True, name="training.generation_job_run", acks_late=True, ignore_result=True, max_retries=None)
-def generation_job_run(self, job_id: int, ticket: str) -> str:
-    """Run one slice of a generation job. Retries only transient failures; everything else ends the job."""
+def _run_message(task, kind: runtime.JobKind, run, job_id: int, ticket: str) -> str:
+    """Run one message of a job row (`run(job_id=, ticket=, worker=)`). Retries only transient failures; everything
+    else ends the row."""
     close_old_connections()
     _wait_for_preload()
     try:
-        outcome = generation_job_run_slice(job_id=job_id, ticket=ticket, worker=self.request.hostname or "")
+        outcome = run(job_id=job_id, ticket=ticket, worker=task.request.hostname or "")
     except RetryLater as exc:
-        log.warning("generation job %s: %s; retrying in %.0f s", job_id, exc, exc.countdown)
-        raise self.retry(args=[job_id, exc.ticket], countdown=exc.countdown)
+        log.warning("%s %s: %s; retrying in %.0f s", kind.what, job_id, exc, exc.countdown)
+        raise task.retry(args=[job_id, exc.ticket], countdown=exc.countdown)
     except (OperationalError, InterfaceError) as exc:
         # The database went away or stayed locked: the claim will look stale once the heartbeat stops,
-        # and this same message (same ticket) can take the job back then.
-        log.warning("generation job %s: database error %s; retrying", job_id, exc)
+        # and this same message (same ticket) can take the row back then.
+        log.warning("%s %s: database error %s; retrying", kind.what, job_id, exc)
         close_old_connections()
-        raise self.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
+        raise task.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
     if outcome == "busy":
         # A redelivered message while the first delivery still runs, or a worker that died a moment ago:
         # look again once its heartbeat would have gone stale.
-        raise self.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
+        raise task.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
     return outcome
 
 
-@shared_task(bind=True, name="training.feedback_job_run", acks_late=True, ignore_result=True, max_retries=None)
+@shared_task(bind=True, name=GENERATION_JOBS.task, acks_late=True, ignore_result=True, max_retries=None)
+def generation_job_run(self, job_id: int, ticket: str) -> str:
+    """Run one slice of a generation job."""
+    return _run_message(self, GENERATION_JOBS, generation_job_run_slice, job_id, ticket)
+
+
+@shared_task(bind=True, name=FEEDBACK_JOBS.task, acks_late=True, ignore_result=True, max_retries=None)
 def feedback_job_run(self, job_id: int, ticket: str) -> str:
-    """Run one slice of a feedback job (critique-revision or AI judge), as `generation_job_run` does."""
-    from .feedback.jobs import RetryLater as FeedbackRetryLater
-    from .feedback.jobs import feedback_job_run_slice
-
-    close_old_connections()
-    _wait_for_preload()
-    try:
-        outcome = feedback_job_run_slice(job_id=job_id, ticket=ticket, worker=self.request.hostname or "")
-    except FeedbackRetryLater as exc:
-        log.warning("feedback job %s: %s; retrying in %.0f s", job_id, exc, exc.countdown)
-        raise self.retry(args=[job_id, exc.ticket], countdown=exc.countdown)
-    except (OperationalError, InterfaceError) as exc:
-        log.warning("feedback job %s: database error %s; retrying", job_id, exc)
-        close_old_connections()
-        raise self.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
-    if outcome == "busy":
-        raise self.retry(args=[job_id, ticket], countdown=settings.JOB_STALE_SECONDS + 1)
-    return outcome
+    """Run one slice of a feedback job (critique-revision or AI judge)."""
+    return _run_message(self, FEEDBACK_JOBS, feedback_job_run_slice, job_id, ticket)
 
 
-@shared_task(bind=True, name="training.training_run_execute", ignore_result=True)
-def training_run_execute(self, run_id: int) -> str:
+@shared_task(bind=True, name=ROUNDS.task, acks_late=True, ignore_result=True, max_retries=None)
+def round_advance(self, round_id: int, ticket: str) -> str:
+    """Take a round as far as it goes; it sends itself a later message while it waits for a job, a run or people."""
+    def advance(*, job_id, ticket, worker):
+        return round_advance_now(round_id=job_id, ticket=ticket, worker=worker)
+
+    return _run_message(self, ROUNDS, advance, round_id, ticket)
+
+
+@shared_task(bind=True, name=TRAINING_RUNS.task, ignore_result=True)
+def training_run_execute(self, run_id: int, ticket: str | None = None) -> str:
     """Run a training run's trainer process to its end (on the `gpu` queue). Not acked late: a worker that dies
     leaves the run to the reconciler, which fails it; a relaunch resumes from the last checkpoint."""
     close_old_connections()
-    return training_run_execute_now(run_id=run_id, worker=self.request.hostname or "")
+    return training_run_execute_now(run_id=run_id, ticket=ticket, worker=self.request.hostname or "")
+
+
+JOB_KINDS = (GENERATION_JOBS, TRAINING_RUNS, ROUNDS, FEEDBACK_JOBS)
 
 
 @shared_task(name="training.reconcile", ignore_result=True)
 def reconcile() -> dict:
     """Periodic (beat): expire annotation leases, re-queue jobs whose worker died, clean the embedded broker."""
     close_old_connections()
-    counts = generation_jobs_reconcile()
-    counts.update(training_runs_reconcile())
-    counts.update(rounds_reconcile())
-    from .feedback.jobs import feedback_jobs_reconcile
-
-    counts.update(feedback_jobs_reconcile())
+    counts: dict = {}
+    for kind in JOB_KINDS:
+        counts.update(runtime.reconcile(kind))
+    moved = any(counts[kind.prefix + key] for kind in JOB_KINDS for key in ("requeued", "failed", "resent"))
     counts["leases_expired"] = leases_expire()
     counts["broker_messages_purged"] = purge_taken_messages(settings.CELERY_BROKER_URL)
-    if counts["requeued"] or counts["failed"] or counts["resent"] or counts["runs_failed"] or counts["rounds_requeued"] or counts["feedback_requeued"]:
+    if moved:
         log.warning("reconciled: %s", counts)
     return counts

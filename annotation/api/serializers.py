@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from ..services.imports import IMPORT_FORMATS
 from ..models import (
     Annotation,
     ConstitutionVersion,
@@ -266,9 +267,7 @@ class TaskActionOutput(serializers.ModelSerializer):
 
 class ImportInput(serializers.Serializer):
     file = serializers.FileField()
-    format = serializers.ChoiceField(
-        choices=["prompts", "preference", "unpaired", "stepwise", "sft"], required=False, allow_null=True
-    )
+    format = serializers.ChoiceField(choices=list(IMPORT_FORMATS), required=False, allow_null=True)
 
 
 class TokenInput(serializers.Serializer):

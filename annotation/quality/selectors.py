@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import FloatField, Q
+from django.db.models import Q
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Coalesce
 
 from ..models import Annotation, AnnotationSource, Project, Task, TaskKind, TaskResponse
-from ..payloads import DEFAULT_ASPECTS, PAIRWISE_CHOICES
+from ..payloads import PAIRWISE_CHOICES
 from .agreement import Ratings
 from .bradley_terry import ranking_votes
 
@@ -123,7 +123,7 @@ def pairwise_table(*, project: Project, sources: Iterable[str], raters: Raters) 
     """values: "choice" (0 A, 1 B, 2 tie, 3 both_bad) and "preference" (signed strength: +s for A,
     -s for B, 0 for tie and both_bad), for ordinal and interval agreement on how strongly."""
     qs = current_annotations(project=project, kind=TaskKind.PAIRWISE, sources=sources)
-    strength = Cast(KeyTextTransform("strength", "payload"), FloatField())
+    strength = KeyTransform("strength", "payload")  # the JSON value: SQLite casts a JSON null to 0
     tasks, idx, versions, srcs, choice, preference, strengths = [], [], [], [], [], [], []
     for task_id, author_id, username, source, version, ai_name, ch, st in _rows(
         qs, _ai_name(), KeyTextTransform("choice", "payload"), strength
@@ -138,19 +138,15 @@ def pairwise_table(*, project: Project, sources: Iterable[str], raters: Raters) 
         choice.append(code)
         s = 1.0 if st is None else float(st)
         preference.append(s if code == 0 else -s if code == 1 else 0.0)
-        strengths.append(np.nan if code > 1 else s)
+        strengths.append(np.nan if code > 1 or st is None else s)
     values = {"choice": choice, "preference": preference, "strength": strengths}
     return _table(TaskKind.PAIRWISE, tasks, idx, versions, srcs, values, raters)
-
-
-def rating_aspects(project: Project) -> tuple[str, ...]:
-    return tuple(project.settings.get("aspects") or DEFAULT_ASPECTS)
 
 
 def rating_table(*, project: Project, sources: Iterable[str], raters: Raters) -> LabelTable:
     """values: "thumb" (1 up, 0 down) and "likert:<aspect>" (1-7) per aspect."""
     qs = current_annotations(project=project, kind=TaskKind.RATING, sources=sources)
-    aspects = list(rating_aspects(project))
+    aspects = list(project.aspects)
     tasks, idx, versions, srcs, thumbs = [], [], [], [], []
     likert: dict[str, list] = {a: [] for a in aspects}
     for task_id, author_id, username, source, version, ai_name, payload in _rows(qs, _ai_name(), "payload"):

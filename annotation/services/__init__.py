@@ -1,5 +1,6 @@
 """Every function that changes annotation data. Views, commands and Celery tasks call these."""
 
+from .ai_labels import ai_annotation_write
 from .content import prompt_create, response_create, task_create, task_set_gold
 from .projects import (
     constitution_version_create,
@@ -13,6 +14,7 @@ from .queue import assignment_skip, leases_expire, task_next_for
 from .submit import annotation_revise, annotation_submit
 
 __all__ = [
+    "ai_annotation_write",
     "annotation_revise",
     "annotation_submit",
     "assignment_skip",

@@ -42,6 +42,7 @@ _KINDS = {
     SnapshotFormat.STEPWISE: [TaskKind.STEPS],
     SnapshotFormat.SFT: [TaskKind.DEMONSTRATION],
     SnapshotFormat.RAW: list(TaskKind.values),
+    SnapshotFormat.CONVERSATIONS: [TaskKind.PAIRWISE, TaskKind.RATING],
 }
 
 _TAGS = {
@@ -50,6 +51,7 @@ _TAGS = {
     SnapshotFormat.STEPWISE: ["stepwise-supervision", "process-reward-model"],
     SnapshotFormat.SFT: ["sft", "demonstrations"],
     SnapshotFormat.RAW: ["annotations", "audit"],
+    SnapshotFormat.CONVERSATIONS: ["conversations", "red-teaming", "hh-rlhf"],
 }
 
 _MESSAGES = "list of {role, content} messages"
@@ -57,17 +59,21 @@ _COLUMNS = {
     "prompt": ("messages or string", "the prompt: a message list (conversational style) or its text (standard style)"),
     "chosen": ("messages or string", "the preferred response"),
     "rejected": ("messages or string", "the other response"),
-    "margin": ("float", "how strongly chosen beat rejected (see the aggregation rule)"),
+    "margin": ("float", "how strongly chosen beat rejected, from stated strengths (absent when none were stated)"),
     "score_chosen": ("float", "imported score of the chosen response"),
     "score_rejected": ("float", "imported score of the rejected response"),
     "completion": ("messages or string", "one response"),
     "label": ("bool", "true: desirable, false: undesirable"),
     "completions": ("list of strings", "the response split into reasoning steps"),
     "labels": ("list of bools", "one label per step: true = correct"),
-    "messages": (_MESSAGES, "the prompt, then the demonstration as the last assistant turn"),
+    "messages": (_MESSAGES, "sft: the prompt, then the demonstration as the last assistant turn; conversations: the "
+                 "dialogue, each user message followed by the reply kept"),
     "annotation_id": ("int", "the annotation (one row per revision)"),
     "task_id": ("int", "the task it answers"),
     "responses": ("JSON text", "the task's responses in canonical order"),
+    "response_steps": ("JSON text", "each response's reasoning steps, one list per response, as stored"),
+    "external_id": ("string", "the prompt's id in the data it was imported from (empty: none)"),
+    "metadata": ("JSON text", "the prompt's metadata (imported fields kept beside it)"),
     "kind": ("string", "task kind: pairwise, ranking, rating, steps or demonstration"),
     "payload": ("JSON text", "the answer, in canonical response positions"),
     "shown_order": ("JSON text", "the order the responses were shown in"),
@@ -83,6 +89,17 @@ _COLUMNS = {
     "is_current": ("bool", "the latest revision of its author's answer"),
     "is_review": ("bool", "a reviewer's adjudication"),
     "created_at": ("string", "ISO 8601 time, UTC"),
+    "conversation_id": ("int", "the live-chat conversation"),
+    "mode": ("string", "compare, redteam or arena"),
+    "status": ("string", "open or closed"),
+    "transcript": ("string", 'the dialogue as HH-RLHF writes it ("\\n\\nHuman: ...\\n\\nAssistant: ...")'),
+    "rating": ("int", "red team: how bad the worst reply was, 0-4 (-1: not rated)"),
+    "task_description": ("string", "red team: what the annotator tried to make the model do"),
+    "principle": ("string", "red team: key of the constitution principle targeted"),
+    "annotator": ("string", "username of the annotator"),
+    "models": ("list of strings", "the models that answered"),
+    "turns": ("JSON text", "per turn: user message, replies with their models, kept reply, harmful mark, pick"),
+    "closed_at": ("string", "ISO 8601 time, UTC (empty: still open)"),
 }
 
 
@@ -126,6 +143,8 @@ def _underlying(snapshot: DatasetSnapshot):
         source__in=spec.get("sources") or ["human", "ai"],
         created_at__lte=snapshot.created_at,
     )
+    if snapshot.format == SnapshotFormat.CONVERSATIONS:
+        qs = qs.filter(task__chat_turn__isnull=False)
     if spec.get("current_only", snapshot.format != SnapshotFormat.RAW):
         qs = qs.filter(Q(is_current=True) | Q(superseded_by__created_at__gt=snapshot.created_at))
     if spec.get("task_ids") is not None:

@@ -2,7 +2,8 @@
 
 from django.db import IntegrityError, transaction
 
-from ..errors import Invalid
+from common.errors import Invalid
+
 from ..hashing import content_hash
 from ..models import Project, Prompt, Response, ResponseOrigin, Task, TaskKind, TaskResponse
 from ..steps import split_steps

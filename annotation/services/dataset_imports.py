@@ -20,7 +20,8 @@ from typing import IO, Iterator
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from ..errors import Invalid
+from common.errors import Invalid
+
 from ..models import Project
 from .imports import ImportReport, data_import
 

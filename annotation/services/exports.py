@@ -23,10 +23,13 @@ from django.db.models import Avg, Case, Count, Exists, FloatField, OuterRef, Q, 
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce
 
-from ..errors import Conflict, Invalid
+from common.errors import Conflict, Invalid
+
 from ..models import (
     Annotation,
     AnnotationSource,
+    ChatTurn,
+    Conversation,
     DatasetSnapshot,
     Project,
     SnapshotFormat,
@@ -41,6 +44,8 @@ from .imports import standard_prompt_text
 FILE_FORMATS = ("jsonl", "parquet")
 AGGREGATIONS = ("majority", "dawid_skene")
 STYLES = ("conversational", "standard")
+# The formats written per task, so a selection of tasks can restrict them (conversations are per chat).
+TASK_FORMATS = tuple(f for f in SnapshotFormat.values if f != SnapshotFormat.CONVERSATIONS)
 CHUNK = 2000
 JSONL_FLUSH_ROWS = 1000
 PARQUET_ROW_GROUP = 10_000
@@ -58,9 +63,14 @@ DAWID_SKENE_AGGREGATION = (
     "pairwise tasks: Dawid-Skene over the task's current annotations (each rater's confusion matrix "
     "over A, B, tie and both_bad estimated by EM, so reliable raters weigh more); a row when the "
     "posterior's most probable class is A or B, ties and both-bad dropped; margin = (P(chosen) - "
-    "P(rejected)) x mean stated strength (1-3, 1 when none) of the votes for the chosen response. "
+    "P(rejected)) x mean stated strength (1-3) of the votes for the chosen response. "
     "Ranking tasks: every pair of responses, decided by majority over the annotators who ranked the two "
     "differently (equal counts dropped); margin = mean rank difference among the majority."
+)
+MARGIN_RULE = (
+    " The margin column is there only when every current A or B vote read states a strength (or was imported "
+    "with a margin or scores); otherwise no row has a margin, since a constant one would change a reward "
+    "model's loss (TRL's RewardTrainer subtracts it). Ranking margins come from the stated ranks."
 )
 REVIEW_RULE = (
     " Reviewer adjudication wins: a task with a current reviewer revision (is_review) in the selected "
@@ -187,6 +197,9 @@ def _parquet_schema(fmt: str, style: str, columns: list[str]):
             "kind": pa.string(),
             "prompt": message,
             "responses": pa.string(),
+            "response_steps": pa.string(),
+            "external_id": pa.string(),
+            "metadata": pa.string(),
             "payload": pa.string(),
             "shown_order": pa.string(),
             "author": pa.string(),
@@ -201,6 +214,23 @@ def _parquet_schema(fmt: str, style: str, columns: list[str]):
             "is_current": pa.bool_(),
             "is_review": pa.bool_(),
             "created_at": pa.string(),
+        },
+        SnapshotFormat.CONVERSATIONS: {
+            "conversation_id": pa.int64(),
+            "mode": pa.string(),
+            "status": pa.string(),
+            "transcript": pa.string(),
+            "messages": message,
+            "rating": pa.int64(),
+            "task_description": pa.string(),
+            "principle": pa.string(),
+            "annotator": pa.string(),
+            "models": pa.list_(pa.string()),
+            "turns": pa.string(),
+            "guideline_version": pa.int64(),
+            "constitution_version": pa.int64(),
+            "created_at": pa.string(),
+            "closed_at": pa.string(),
         },
     }[fmt]
     return pa.schema([(c, types[c]) for c in columns])
@@ -358,9 +388,9 @@ def _pairwise_majorities(
             continue
         sc_a, sr_a, sc_b, sr_b = scores or (None, None, None, None)
         if a == top:
-            yield task_id, 0, 1, float(margin_a), _float(sc_a), _float(sr_a)
+            yield task_id, 0, 1, _float(margin_a), _float(sc_a), _float(sr_a)
         else:
-            yield task_id, 1, 0, float(margin_b), _float(sc_b), _float(sr_b)
+            yield task_id, 1, 0, _float(margin_b), _float(sc_b), _float(sr_b)
 
 
 def _pairwise_dawid_skene(reader: _Reader) -> Iterator[tuple[int, int, int, float, None, None]]:
@@ -370,13 +400,13 @@ def _pairwise_dawid_skene(reader: _Reader) -> Iterator[tuple[int, int, int, floa
     from ..quality.aggregation import pairwise_soft_labels
 
     soft = pairwise_soft_labels(project=reader.project, sources=reader.sources)
-    strength = Cast(KeyTextTransform("strength", "payload"), FloatField())
     reviewed: dict[int, list[tuple[str, float | None]]] = {}
     rows = (
         reader.annotations(TaskKind.PAIRWISE)
         .filter(is_review=True)
         .order_by("task_id", "id")
-        .values_list("task_id", KeyTextTransform("choice", "payload"), strength)
+        # The JSON value, not a cast of its text: SQLite casts a JSON null to 0.
+        .values_list("task_id", KeyTextTransform("choice", "payload"), KeyTransform("strength", "payload"))
     )
     for task_id, choice, s in rows:
         reviewed.setdefault(task_id, []).append((choice, s))
@@ -419,7 +449,14 @@ def _ranking_pairs(ranks: list[list[int]], n: int) -> Iterator[tuple[int, int, f
 # --- Formats ----------------------------------------------------------------------------------
 
 
-def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
+def _margins_stated(reader: _Reader) -> bool:
+    """True when every current A/B vote in scope states a strength (an import states one when it has a
+    margin or scores)."""
+    votes = reader.annotations(TaskKind.PAIRWISE).filter(payload__choice__in=["A", "B"])
+    return not votes.filter(Q(payload__strength=None) | Q(payload__strength__isnull=True)).exists()
+
+
+def _preference_rows(reader: _Reader, with_scores: bool, with_margin: bool) -> Iterator[dict]:
     style = reader.style
     prompts = reader.prompts(TaskKind.PAIRWISE)
     responses = reader.responses(TaskKind.PAIRWISE)
@@ -432,8 +469,9 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
             "prompt": prompt[0][1],
             "chosen": _completion(texts[win], style),
             "rejected": _completion(texts[lose], style),
-            "margin": margin,
         }
+        if with_margin:
+            row["margin"] = margin
         if with_scores:
             row["score_chosen"], row["score_rejected"] = sc, sr
         yield row
@@ -455,12 +493,9 @@ def _preference_rows(reader: _Reader, with_scores: bool) -> Iterator[dict]:
             continue
         votes = [r for r in (g[1] for g in group) if isinstance(r, list) and len(r) == len(texts)]
         for win, lose, margin in _ranking_pairs(votes, len(texts)):
-            row = {
-                "prompt": prompt[0][1],
-                "chosen": _completion(texts[win], style),
-                "rejected": _completion(texts[lose], style),
-                "margin": float(margin),
-            }
+            row = {"prompt": prompt[0][1], "chosen": _completion(texts[win], style), "rejected": _completion(texts[lose], style)}
+            if with_margin:
+                row["margin"] = float(margin)
             yield row
 
 
@@ -579,8 +614,19 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
     """Every annotation revision with its task, prompt and responses; as dicts, or as finished
     JSON lines (built from per-task pieces: a million rows would otherwise spend most of their
     time re-encoding the same prompt)."""
-    prompts = reader.prompts("", current=False)
-    responses = reader.responses("", current=False)
+    tasks = reader.tasks("", current=False)
+    # The prompt with its external id and metadata, the responses with their steps (JSON as stored).
+    prompts = _Follow(
+        tasks.order_by("id")
+        .values_list("id", "prompt__messages", "prompt__external_id", Cast("prompt__metadata", TextField()))
+        .iterator(chunk_size=CHUNK)
+    )
+    responses = _Follow(
+        TaskResponse.objects.filter(task_id__in=tasks.values("id"))
+        .order_by("task_id", "position")
+        .values_list("task_id", "response__content", Cast("response__steps", TextField()))
+        .iterator(chunk_size=CHUNK)
+    )
     rows = (
         reader.annotations("", current=False)
         .order_by("task_id", "id")
@@ -608,14 +654,18 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
         .iterator(chunk_size=CHUNK)
     )
     for task_id, group in _grouped(rows):
-        texts = [r[1] for r in responses.take(task_id)]
+        found = responses.take(task_id)
         prompt = prompts.take(task_id)
-        messages = prompt[0][1] if prompt else []
-        responses_json = json.dumps(texts, ensure_ascii=False)
+        _, messages, external_id, metadata = prompt[0] if prompt else (task_id, [], "", "{}")
+        messages = _messages(messages)
+        responses_json = json.dumps([r[1] for r in found], ensure_ascii=False)
+        steps_json = "[" + ", ".join(r[2] or "[]" for r in found) + "]"  # one list of steps per response
+        metadata = metadata or "{}"
         if as_lines:
             task_part = (
                 f'"task_id": {task_id}, "prompt": {json.dumps(messages, ensure_ascii=False)}, '
-                f'"responses": {_json_string(responses_json)}'
+                f'"responses": {_json_string(responses_json)}, "response_steps": {_json_string(steps_json)}, '
+                f'"external_id": {_json_string(external_id)}, "metadata": {_json_string(metadata)}'
             )
         for (
             _,
@@ -656,6 +706,9 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
                 "task_id": task_id,
                 "prompt": messages,
                 "responses": responses_json,
+                "response_steps": steps_json,
+                "external_id": external_id,
+                "metadata": metadata,
                 "kind": kind,
                 "payload": payload,
                 "shown_order": shown_order or "[]",
@@ -672,6 +725,56 @@ def _raw_rows(reader: _Reader, *, as_lines: bool = False) -> Iterator[dict | str
                 "is_review": bool(is_review),
                 "created_at": _iso_utc(created_at),
             }
+
+
+CONVERSATION_COLUMNS = [
+    "conversation_id", "mode", "status", "transcript", "messages", "rating", "task_description", "principle",
+    "annotator", "models", "turns", "guideline_version", "constitution_version", "created_at", "closed_at",
+]  # fmt: skip
+
+
+def _transcript(messages: list[dict]) -> str:
+    """The dialogue as HH-RLHF writes it: "\n\nHuman: ...\n\nAssistant: ..."."""
+    speaker = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "".join(f"\n\n{speaker[m['role']]}: {m['content']}" for m in messages)
+
+
+def _conversation_rows(project: Project) -> Iterator[dict]:
+    """One row per conversation with a labelled turn: the dialogue as it went (each turn's user message and the
+    reply kept), every turn's candidates with their models and labels, and the red-team fields."""
+    turns = _Follow(
+        ChatTurn.objects.filter(conversation__project=project, state="labelled")
+        .order_by("conversation_id", "index")
+        .values_list("conversation_id", "index", "message", "partial", "sides", "kept", "harmful", "annotation__payload")
+        .iterator(chunk_size=CHUNK)
+    )
+    conversations = (
+        Conversation.objects.filter(project=project, turns__state="labelled")
+        .distinct()
+        .order_by("id")
+        .values_list("id", "mode", "status", "rating", "task_description", "principle", "annotator__username", "sides",
+                     "guideline_version__number", "constitution_version__number", "created_at", "closed_at")
+        .iterator(chunk_size=CHUNK)
+    )
+    for cid, mode, status, rating, description, principle, annotator, sides, guideline, constitution, created, closed in conversations:
+        messages, per_turn = [], []
+        for _, index, message, texts, turn_sides, kept, harmful, payload in turns.take(cid):
+            reply = texts[kept or 0]
+            messages += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+            per_turn.append({
+                "index": index, "user": message,
+                "replies": [{"model": side["model"], "text": text} for side, text in zip(turn_sides, texts)],
+                "kept": kept, "harmful": harmful, "choice": payload.get("choice") if payload else None,
+                "strength": payload.get("strength") if payload else None,
+            })
+        yield {
+            "conversation_id": cid, "mode": mode, "status": status, "transcript": _transcript(messages),
+            "messages": messages, "rating": -1 if rating is None else rating, "task_description": description,
+            "principle": principle, "annotator": annotator, "models": [side["model"] for side in sides],
+            "turns": json.dumps(per_turn, ensure_ascii=False), "guideline_version": guideline or 0,
+            "constitution_version": constitution or 0, "created_at": created.isoformat(),
+            "closed_at": closed.isoformat() if closed else "",
+        }
 
 
 # --- The service ------------------------------------------------------------------------------
@@ -716,6 +819,9 @@ def snapshot_create(
     """
     if format not in SnapshotFormat.values:
         raise Invalid(f"unknown dataset format {format!r}", fields={"format": [f"must be one of {', '.join(SnapshotFormat.values)}"]})
+    if task_ids is not None and format not in TASK_FORMATS:
+        raise Invalid("a selection of tasks exports in a task format, not as chat conversations",
+                      fields={"format": [f"must be one of {', '.join(TASK_FORMATS)}"]})
     if file_format not in FILE_FORMATS:
         raise Invalid(f"unknown file format {file_format!r}", fields={"file_format": [f"must be one of {', '.join(FILE_FORMATS)}"]})
     if style not in STYLES:
@@ -735,7 +841,7 @@ def snapshot_create(
     sources = sorted(set(sources))
     if not sources or not set(sources) <= set(AnnotationSource.values):
         raise Invalid("sources must name human and/or ai", fields={"sources": [f"choose from {', '.join(AnnotationSource.values)}"]})
-    if format in (SnapshotFormat.SFT, SnapshotFormat.RAW):
+    if format in (SnapshotFormat.SFT, SnapshotFormat.RAW, SnapshotFormat.CONVERSATIONS):
         style = "conversational"  # messages either way
 
     if task_ids is not None:
@@ -762,8 +868,13 @@ def snapshot_create(
             and not pairwise.filter(Q(sc__isnull=True) | Q(sr__isnull=True)).exists()
             and not reader.annotations(TaskKind.RANKING).exists()
         )
-        columns = ["prompt", "chosen", "rejected", "margin"] + (["score_chosen", "score_rejected"] if with_scores else [])
-        rows = _preference_rows(reader, with_scores)
+        with_margin = _margins_stated(reader)
+        columns = (
+            ["prompt", "chosen", "rejected"]
+            + (["margin"] if with_margin else [])
+            + (["score_chosen", "score_rejected"] if with_scores else [])
+        )
+        rows = _preference_rows(reader, with_scores, with_margin)
         spec.update(
             current_only=True,
             aggregation=(
@@ -773,6 +884,7 @@ def snapshot_create(
                 if aggregation == "majority"
                 else DAWID_SKENE_AGGREGATION + " No score columns."
             )
+            + MARGIN_RULE
             + REVIEW_RULE,
             labels=(
                 "chosen = the response the majority preferred, rejected = the other"
@@ -824,9 +936,25 @@ def snapshot_create(
             "demonstration as the assistant turn",
             labels="none",
         )
+    elif format == SnapshotFormat.CONVERSATIONS:
+        columns = CONVERSATION_COLUMNS
+        rows = _conversation_rows(project)
+        spec.update(
+            current_only=True,
+            sources=["human"],
+            aggregation="none: one row per live-chat conversation with at least one labelled turn, its turns in "
+            "order; the dialogue keeps each turn's user message and the reply kept (the one picked, A on a tie or "
+            "both bad; the only one in red team)",
+            labels="turns[].harmful: the red-teamer's mark of each reply; rating: how bad the worst reply was, 0 "
+            "(not at all) to 4 (very), as in HH-RLHF's red-team attempts; turns[].choice: the pairwise pick (A/B as "
+            "shown)",
+            json_columns=["turns"],
+            missing_values={"rating": -1, "guideline_version": 0, "constitution_version": 0, "closed_at": ""},
+        )
     else:
         columns = [
-            "annotation_id", "task_id", "prompt", "responses", "kind", "payload", "shown_order", "author",
+            "annotation_id", "task_id", "prompt", "responses", "response_steps", "external_id", "metadata", "kind",
+            "payload", "shown_order", "author",
             "source", "seconds_spent", "guideline_version", "constitution_version", "rationale", "details",
             "client_id", "supersedes_id", "is_current", "is_review", "created_at",
         ]  # fmt: skip
@@ -837,7 +965,7 @@ def snapshot_create(
             labels="as stored (steps keep -1/0/+1; choices and orders in canonical response positions)",
             # Every column keeps one type in every row, so the file loads with `datasets`: values
             # whose shape varies by kind are JSON text, and a missing value is a stated sentinel.
-            json_columns=["responses", "payload", "shown_order", "details"],
+            json_columns=["responses", "response_steps", "metadata", "payload", "shown_order", "details"],
             missing_values={
                 "author": "",
                 "seconds_spent": -1.0,

@@ -1,6 +1,7 @@
 """Importing JSON Lines files of prompts and labelled data, the way public datasets ship them.
 
-One file is one transaction: it is read line by line (never whole), every line is checked, and
+One file is one transaction: it is read line by line (never whole; a gzip file, told by its first
+bytes, is decompressed as it is read), every line is checked, and
 on any problem nothing is written and the problems come back numbered by line. Importing the
 same file again creates nothing new: prompts are keyed by their content hash, responses, tasks
 and annotations by keys derived from their content.
@@ -8,11 +9,13 @@ and annotations by keys derived from their content.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
 import re
 import uuid
+import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
@@ -27,7 +30,8 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from ..errors import Invalid
+from common.errors import Invalid
+
 from ..hashing import canonical_json
 from ..models import (
     Annotation,
@@ -45,7 +49,7 @@ from ..payloads import validate_payload
 from ..steps import split_steps
 from .content import prompt_hash, task_shape, validate_messages
 
-IMPORT_FORMATS = ("prompts", "preference", "unpaired", "stepwise", "sft")
+IMPORT_FORMATS = ("prompts", "preference", "unpaired", "stepwise", "sft", "prm800k")
 BATCH_ROWS = 500
 MAX_ERRORS = 50
 EXTERNAL_ID_MAX = 200
@@ -172,6 +176,7 @@ class _Row:
     phash: str
     text: str | None  # the prompt exactly as given, when it came as a string that must be reproduced
     external_id: str = ""
+    record_id: str = ""  # the id of this record, unique within a file ("" when it has none)
     metadata: dict = field(default_factory=dict)
     tags: list = field(default_factory=list)
     kind: str | None = None
@@ -241,8 +246,13 @@ def _number(obj: dict, key: str) -> float | int | None:
 
 
 def _common(obj: dict) -> dict:
-    """external_id, metadata and tags, accepted on every format."""
-    external_id = next((obj[k] for k in ("external_id", "id", "prompt_id", "question_id") if obj.get(k) is not None), "")
+    """external_id, record_id, metadata and tags, accepted on every format.
+
+    "external_id" and "id" name the record; "prompt_id" and "question_id" name its prompt, which several
+    records may share (several answers judged per question), so only the first two must be unique in a file.
+    """
+    key = next((k for k in ("external_id", "id", "prompt_id", "question_id") if obj.get(k) is not None), None)
+    external_id = "" if key is None else obj[key]
     if isinstance(external_id, bool) or not isinstance(external_id, (str, int)):
         raise _LineError("id must be text or an integer")
     external_id = str(external_id)
@@ -254,7 +264,8 @@ def _common(obj: dict) -> dict:
     tags = obj.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise _LineError("tags must be a list of text")
-    return {"external_id": external_id, "metadata": dict(metadata), "tags": tags}
+    record_id = external_id if key in ("external_id", "id") else ""
+    return {"external_id": external_id, "record_id": record_id, "metadata": dict(metadata), "tags": tags}
 
 
 def _sha(text: str) -> str:
@@ -292,6 +303,7 @@ def _shape(kind: str, steps_per_response: list[list]) -> None:
 
 def _parse_prompts(obj: dict, line: int) -> _Row:
     common = _common(obj)
+    common["record_id"] = common["external_id"]  # the record is the prompt
     if "turns" in obj or ("question_id" in obj and "text" in obj):
         # MT-Bench / Vicuna-bench: the first turn is the user message, the rest is kept.
         turns = obj.get("turns") if "turns" in obj else [obj.get("text")]
@@ -318,12 +330,14 @@ def _parse_prompts(obj: dict, line: int) -> _Row:
     return _row(line, messages, text, common)
 
 
-def _strength(margin, score_chosen, score_rejected) -> int:
-    """Annotation strength (1..3) from a margin, else from the score difference, else 1."""
+def _strength(margin, score_chosen, score_rejected) -> int | None:
+    """Annotation strength (1..3) from a margin, else from the score difference; None when neither is stated."""
     value = margin if margin is not None else (
         score_chosen - score_rejected if score_chosen is not None and score_rejected is not None else None
     )
-    if value is None or value < 1.5:
+    if value is None:
+        return None
+    if value < 1.5:
         return 1
     return 2 if value < 2.5 else 3
 
@@ -427,6 +441,71 @@ def _parse_stepwise(obj: dict, line: int) -> _Row:
     )
 
 
+# --- PRM800K (openai/prm800k), as it ships --------------------------------------------------------
+
+
+def _prm_step(step, number: int) -> tuple[str, int]:
+    """(text, label) of the step the solution went on with: the chosen completion, else the labeler's own
+    (human_completion), else the first completion (where labelling stopped). A null rating is a step the
+    labeler wrote, which PRM800K counts as +1."""
+    where = f"label.steps[{number}]"
+    completions = step.get("completions") if isinstance(step, dict) else None
+    if not isinstance(completions, list) or not completions:
+        raise _LineError(f"{where}.completions must be a non-empty list")
+    for i, c in enumerate(completions):
+        if not isinstance(c, dict) or not isinstance(c.get("text"), str):
+            raise _LineError(f"{where}.completions[{i}] needs a text")
+        if c.get("rating") not in (-1, 0, 1, None) or isinstance(c.get("rating"), bool):
+            raise _LineError(f"{where}.completions[{i}].rating must be -1, 0, 1 or null")
+    chosen, human = step.get("chosen_completion"), step.get("human_completion")
+    if chosen is not None:
+        if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(completions):
+            raise _LineError(f"{where}.chosen_completion must be an index into its {len(completions)} completions, or null")
+        picked = completions[chosen]
+    elif human is not None:
+        picked = {"text": human, "rating": 1} if isinstance(human, str) else human
+        if not isinstance(picked, dict) or not isinstance(picked.get("text"), str):
+            raise _LineError(f"{where}.human_completion must be text, an object with a text, or null")
+    else:
+        picked = completions[0]
+    rating = picked.get("rating")
+    return picked["text"], 1 if rating is None else rating
+
+
+def _parse_prm800k(obj: dict, line: int) -> _Row:
+    """One labelled solution: the problem is the prompt, the solution as it went on is one response split
+    into its steps, the step ratings are one steps annotation; the rest of the record (alternatives,
+    ratings, flags, labeler, times) is kept as it came in the annotation's import details."""
+    question, label = obj.get("question"), obj.get("label")
+    if not isinstance(question, dict) or not isinstance(question.get("problem"), str) or not question["problem"].strip():
+        raise _LineError("question.problem must be non-empty text")
+    if not isinstance(label, dict) or not isinstance(label.get("steps"), list) or not label["steps"]:
+        raise _LineError("label.steps must be a non-empty list (a solution with no steps has nothing to label)")
+    steps, labels = zip(*(_prm_step(step, i) for i, step in enumerate(label["steps"])))
+    steps = list(steps)
+    _shape(TaskKind.STEPS, [steps])
+    common = _common(obj)
+    if question.get("ground_truth_answer") is not None:
+        common["metadata"].setdefault("ground_truth_answer", question["ground_truth_answer"])
+    record = {**obj, "question": {k: v for k, v in question.items() if k != "problem"}}
+    return _row(
+        line,
+        [{"role": "user", "content": question["problem"]}],
+        None,
+        common,
+        kind=TaskKind.STEPS,
+        responses=[("\n".join(steps), steps, _steps_key(steps))],
+        payload=_payload(TaskKind.STEPS, {"labels": list(labels)}, 1, n_steps=len(steps)),
+        values={"record": record},
+    )
+
+
+def prm800k_record(raw_row: dict) -> dict:
+    """The PRM800K record an imported annotation came from, from its row of a raw export."""
+    record = json.loads(raw_row["details"])["import"]["record"]
+    return {**record, "question": {"problem": raw_row["prompt"][0]["content"], **record["question"]}}
+
+
 def _parse_sft(obj: dict, line: int) -> _Row:
     if "messages" not in obj and {"prompt", "completion"} <= set(obj):
         # TRL's prompt-completion form of the same thing.
@@ -451,11 +530,14 @@ _PARSERS = {
     "unpaired": _parse_unpaired,
     "stepwise": _parse_stepwise,
     "sft": _parse_sft,
+    "prm800k": _parse_prm800k,
 }
 
 
 def detect_format(obj: dict) -> str | None:
     keys = set(obj)
+    if {"question", "label"} <= keys and isinstance(obj["label"], dict) and "steps" in obj["label"]:
+        return "prm800k"
     if {"chosen", "rejected"} <= keys:
         return "preference"
     if {"completions", "labels"} <= keys:
@@ -481,6 +563,34 @@ def detect_format(obj: dict) -> str | None:
 
 class _TooLarge(Exception):
     pass
+
+
+# Magic bytes of the compressed formats public datasets ship in; only gzip is read as it is.
+COMPRESSED_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"PK\x03\x04", "zip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compressed format these first bytes announce (gzip, zip, bz2, xz, zstd), or None."""
+    return next((name for magic, name in COMPRESSED_MAGIC if head.startswith(magic)), None)
+
+
+def _decompressed(stream):
+    """A gzip stream (told by its first bytes, whatever the file is called) read through gzip;
+    any other stream as it is. Only a seekable binary stream is looked at."""
+    if not (hasattr(stream, "read") and getattr(stream, "seekable", lambda: False)()):
+        return stream
+    start = stream.tell()
+    head = stream.read(2)
+    stream.seek(start)
+    if isinstance(head, bytes) and compression_of(head) == "gzip":
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    return stream
 
 
 def _read_lines(stream: IO, max_bytes: int) -> Iterator[tuple[int, bytes | str]]:
@@ -529,8 +639,36 @@ def _bad_text(value) -> str | None:
     return None
 
 
-def _decode(number: int, raw) -> dict | None:
+def _text_chars(value) -> int:
+    """Characters of text in a decoded value (its strings, nested ones included)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(map(_text_chars, value))
+    if isinstance(value, dict):
+        return sum(map(_text_chars, value.values()))
+    return 0
+
+
+def _check_field_sizes(obj: dict, max_chars: int) -> None:
+    for name, value in obj.items():
+        chars = _text_chars(value)
+        if chars > max_chars:
+            raise _LineError(
+                f"field {name!r} has {chars:,} characters of text, more than the limit of {max_chars:,} per field "
+                "(QUORUM_IMPORT_MAX_FIELD_CHARS)"
+            )
+
+
+def _decode(number: int, raw, max_field_chars: int) -> dict | None:
     """The record on this line, None for a blank line; raises _LineError."""
+    if number == 1 and isinstance(raw, bytes):
+        compression = compression_of(raw)
+        if compression is not None:
+            raise _LineError(
+                f"this file is {compression}-compressed; decompress it first"
+                + ("" if compression == "gzip" else ", or compress it with gzip (a .jsonl.gz file is read as it is)")
+            )
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -557,6 +695,8 @@ def _decode(number: int, raw) -> dict | None:
         problem = _bad_text(obj)
         if problem:
             raise _LineError(problem)
+    if len(text) > max_field_chars:  # no field can hold more text than its line
+        _check_field_sizes(obj, max_field_chars)
     return obj
 
 
@@ -659,6 +799,14 @@ def _by_key(model, scope: str, scope_id: int, key: str, keys: list[str], extra: 
     with connection.cursor() as cursor:
         cursor.execute(sql, [json.dumps(keys), scope_id])
         return cursor.fetchall()
+
+
+def _keyed_payload(payload: dict) -> dict:
+    """The payload as imported annotations' client ids were made from when a strength not stated was
+    stored as 1: a file imported then finds its annotations again instead of adding new ones."""
+    if payload.get("choice") in ("A", "B") and payload.get("strength") is None:
+        return {**payload, "strength": 1}
+    return payload
 
 
 class _Writer:
@@ -800,7 +948,8 @@ class _Writer:
                     "metadata": {"prompt_text": override} if override is not None else {},
                 }
             client_id = uuid.uuid5(
-                IMPORT_NAMESPACE, "\n".join([str(project.pk), key, canonical_json(r.payload), canonical_json(r.values)])
+                IMPORT_NAMESPACE,
+                "\n".join([str(project.pk), key, canonical_json(_keyed_payload(r.payload)), canonical_json(r.values)]),
             )
             annotations.setdefault(client_id, (key, r))
 
@@ -905,6 +1054,7 @@ def data_import(
     format: str | None = None,
     created_by: AbstractBaseUser | None = None,
     max_bytes: int | None = None,
+    max_field_chars: int | None = None,
 ) -> ImportReport:
     """Import one JSON Lines file into `project`, all or nothing.
 
@@ -916,14 +1066,17 @@ def data_import(
             f"unknown import format {format!r}", fields={"format": [f"must be one of {', '.join(IMPORT_FORMATS)}"]}
         )
     max_bytes = settings.IMPORT_MAX_BYTES if max_bytes is None else max_bytes
+    max_field_chars = settings.IMPORT_MAX_FIELD_CHARS if max_field_chars is None else max_field_chars
     filename = filename or str(getattr(stream, "name", "") or "").rsplit("/", 1)[-1]
     too_large = f"the file is larger than the import limit of {max_bytes:,} bytes"
     size = getattr(stream, "size", None)
     if isinstance(size, int) and size > max_bytes:
         raise Invalid(too_large, code="too_large", fields={"file": [too_large]})
 
+    stream = _decompressed(stream)
     report = ImportReport(format=format or "", filename=filename)
     errors: list[str] = []
+    first_line_of: dict[str, int] = {}  # record id -> the line it was first seen on
     parse = _PARSERS.get(format) if format else None
     batch: list[_Row] = []
     with transaction.atomic():
@@ -942,7 +1095,7 @@ def data_import(
             for number, raw in _read_lines(stream, max_bytes):
                 report.lines = number
                 try:
-                    obj = _decode(number, raw)
+                    obj = _decode(number, raw, max_field_chars)
                     if obj is None:
                         continue
                     if parse is None:
@@ -955,6 +1108,10 @@ def data_import(
                             break
                         report.format, parse = detected, _PARSERS[detected]
                     row = parse(obj, number)
+                    if row.record_id:
+                        first = first_line_of.setdefault(row.record_id, number)
+                        if first != number:
+                            raise _LineError(f"id {row.record_id!r} is also the id of line {first}; ids must be unique in a file")
                 except _LineError as e:
                     errors.append(f"line {number}: {e}")
                     if len(errors) >= MAX_ERRORS:
@@ -971,6 +1128,8 @@ def data_import(
         except _TooLarge:
             errors.append(too_large)
             raise Invalid(too_large, code="too_large", fields={"file": errors}) from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            errors.append(f"line {report.lines + 1}: the gzip data is damaged or cut short ({e})")
         if not errors and report.records == 0:
             errors.append("the file has no records")
         if errors:

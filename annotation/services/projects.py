@@ -4,7 +4,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max
 
-from ..errors import Conflict, Invalid
+from common.errors import Conflict, Invalid
+
 from ..models import ConstitutionVersion, GuidelineVersion, Membership, Principle, Project, Role
 from .suggestions import suggestion_rate_check
 

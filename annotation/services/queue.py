@@ -17,8 +17,9 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
+from common.errors import Conflict, NotFound
+
 from . import hotpath
-from ..errors import Conflict, NotFound
 from ..models import Assignment, AssignmentState, Project, Task, TaskKind, TaskStatus
 
 SHUFFLED_KINDS = (TaskKind.PAIRWISE, TaskKind.RANKING)

@@ -10,7 +10,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from ..errors import Conflict, NotFound
+from common.errors import Conflict, NotFound
+
 from ..models import Annotation
 
 

@@ -12,21 +12,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from common.errors import Conflict, NotAllowed, NotFound
+
 from . import hotpath
-from ..errors import Conflict, NotAllowed, NotFound
-from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Task, TaskStatus
-from ..payloads import DEFAULT_ASPECTS, validate_payload
+from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Project, Task, TaskStatus
+from ..payloads import validate_payload
 from .webhooks import webhook_task_submitted
 
 
-def project_aspects(project) -> tuple[str, ...]:
-    return tuple(project.settings.get("aspects") or DEFAULT_ASPECTS)
-
-
 def _validate_raw(kind: str, payload: dict, n_responses: int, n_steps: int, shown_order: list, settings: dict) -> dict:
-    aspects = tuple(settings.get("aspects") or DEFAULT_ASPECTS)
     return validate_payload(kind, payload, n_responses=n_responses, n_steps=n_steps, shown_order=shown_order,
-                            aspects=aspects)
+                            aspects=Project.aspects_in(settings))
 
 
 def _replay(client_id: uuid.UUID, author: AbstractBaseUser) -> Annotation | None:
@@ -90,7 +86,7 @@ def annotation_submit(
                 n_responses=task.n_responses,
                 n_steps=task.n_steps,
                 shown_order=locked.shown_order,
-                aspects=project_aspects(project),
+                aspects=project.aspects,
             )
             if locked.state == AssignmentState.EXPIRED:
                 # The slot went back to the pool; take it again if it is still free.
@@ -164,7 +160,7 @@ def annotation_revise(
             n_responses=task.n_responses,
             n_steps=task.n_steps,
             shown_order=old.shown_order,
-            aspects=project_aspects(task.project),
+            aspects=task.project.aspects,
         )
         old.is_current = False
         old.save(update_fields=["is_current"])

@@ -8,7 +8,8 @@ people who saw a suggestion can be compared with those who did not (`selectors.s
 
 import random
 
-from ..errors import Invalid
+from common.errors import Invalid
+
 from ..models import Annotation, AnnotationSource, Assignment, Project, TaskKind
 from ..payloads import to_shown
 

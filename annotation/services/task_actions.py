@@ -16,7 +16,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Value
 
-from ..errors import Invalid
+from common.errors import Invalid
+
 from ..models import Annotation, AnnotationSource, DatasetSnapshot, Project, Task, TaskAction, TaskActionKind, TaskStatus
 from ..rows import id_set
 from ..task_stats import verdict

@@ -13,7 +13,8 @@ from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from ..errors import Conflict, NotFound
+from common.errors import Conflict, NotFound
+
 from ..models import Annotation, AnnotationSource, Assignment, AssignmentState, Task, TaskStatus
 
 

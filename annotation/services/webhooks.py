@@ -35,7 +35,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from ..errors import Conflict, Invalid
+from common.errors import Conflict, Invalid
+
 from ..models import DeliveryStatus, Project, Task, TaskStatus, Webhook, WebhookDelivery, WebhookEvent
 from .webhook_targets import REFUSED_MESSAGE, TargetRefused, TargetUnresolved, target_check
 

@@ -10,10 +10,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from annotation import services
-from annotation.errors import DomainError, Invalid
 from annotation.models import TaskKind
 from annotation.services.suggestions import assignment_suggestion
 from annotation.services.undo import annotation_undo
+from common.errors import DomainError, Invalid
 
 from .. import reads
 from ..access import project_view
@@ -87,7 +87,7 @@ def _next_or_redirect(request, project, **panel):
 def submit(request, project, assignment_id):
     assignment = _my_assignment_or_404(request, project, assignment_id)
     task = assignment.task
-    aspects = reads.project_aspects(project)
+    aspects = list(project.aspects)
     seconds = seconds_from(request.POST)
     rationale = request.POST.get("rationale", "")[:20000]
     try:

@@ -9,9 +9,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from annotation import selectors
-from annotation.errors import DomainError
 from annotation.models import TaskKind, TaskStatus
 from annotation.services import task_actions
+from common.errors import DomainError
 
 from .. import reads
 from ..access import ENGINEERS, project_view

@@ -4,11 +4,10 @@ import json
 import uuid
 
 from annotation import services
-from annotation.errors import DomainError, Invalid
 from annotation.models import TaskKind
 from annotation.payloads import LIKERT_MAX, LIKERT_MIN, to_shown
+from common.errors import DomainError, Invalid
 
-from .. import reads
 from ..taskforms import PAIRWISE_LABELS, SKIP_REASONS, STEP_LABELS, STRENGTH_LABELS, form_state, parse_payload
 
 LETTERS = "ABCDEFGHIJKLMNOP"
@@ -46,7 +45,7 @@ def task_context(project, bundle: dict, *, state: dict | None = None) -> dict:
         ]
     elif kind == TaskKind.RATING:
         likert = state.get("likert") or {}
-        ctx["aspects"] = [{"name": a, "value": likert.get(a)} for a in reads.project_aspects(project)]
+        ctx["aspects"] = [{"name": a, "value": likert.get(a)} for a in list(project.aspects)]
         ctx["likert_range"] = list(range(LIKERT_MIN, LIKERT_MAX + 1))
     elif kind == TaskKind.STEPS:
         steps = responses[0]["response"].steps if responses else []

@@ -8,9 +8,9 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
 from annotation.selectors import suggestion_influence
 from annotation.services.suggestions import suggestion_rate
+from common.errors import DomainError
 
 from .. import reads
 from ..access import ENGINEERS, OBSERVERS, project_view

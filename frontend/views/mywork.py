@@ -29,7 +29,7 @@ def my_work_edit(request, project, annotation_id):
         if newer is not None:
             return redirect("frontend:my_work_edit", project.slug, newer.pk)
     task = annotation.task
-    aspects = reads.project_aspects(project)
+    aspects = list(project.aspects)
     error = ""
     state = None
     rationale = annotation.rationale

@@ -5,9 +5,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation import services
-from annotation.errors import DomainError
 from annotation.services.suggestions import SETTING as SUGGESTION_SETTING
 from annotation.services.suggestions import suggestion_rate
+from common.errors import DomainError
 
 from .. import reads
 from ..access import ADMINS, project_view

@@ -8,9 +8,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
 from annotation.models import TaskKind
 from annotation.services.review import annotation_accept
+from common.errors import DomainError
 
 from .. import reads
 from ..access import REVIEWERS, project_view
@@ -52,7 +52,7 @@ def _annotation_or_404(project, annotation_id):
 def review_detail(request, project, annotation_id):
     annotation = _annotation_or_404(project, annotation_id)
     task = annotation.task
-    aspects = reads.project_aspects(project)
+    aspects = list(project.aspects)
     state, error = None, ""
     rationale = annotation.rationale
     if request.method == "POST":

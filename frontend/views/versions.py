@@ -7,7 +7,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from annotation import services
-from annotation.errors import DomainError
+from common.errors import DomainError
 
 from .. import reads
 from ..access import ADMINS, ANY_MEMBER, project_view

@@ -6,8 +6,8 @@ from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
 from annotation.services import webhooks as hooks
+from common.errors import DomainError
 
 from ..access import ADMINS, project_view
 

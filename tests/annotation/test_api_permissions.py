@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import Annotation, DatasetSnapshot, Role, WebhookDelivery
+from annotation.services import chat
 from annotation.services.webhooks import webhook_create, webhook_ping
 from training.models import GenerationJob, TrainingRun
 from training.services import generation_job_create, model_register
@@ -95,9 +96,34 @@ def world(db, make_user, make_task, tmp_path, settings):
     webhook = webhook_create(project=project, url="http://127.0.0.1:9/hook", events=["task.completed"])
     delivery = webhook_ping(webhook=webhook)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed")  # finished: it may be sent again
+    chats = _chats(project, users["annotator"])
     return {"users": users, "project": project, "other": other, "task": task, "lease": lease, "annotation": annotation,
             "snapshot": snapshot, "model": model, "job": job, "run": run, "stopped": stopped, "webhook": webhook,
-            "delivery": delivery, "round": finished_round, "feedback_job": feedback_job}
+            "delivery": delivery, "round": finished_round, "feedback_job": feedback_job, **chats}
+
+
+def _chats(project, annotator) -> dict:
+    """The annotator's conversations: one without turns, one waiting for a pick, a red team waiting for a mark,
+    and one whose turn failed (the replies written as a worker writes them)."""
+    services.project_update(project=project, settings={"chat": {"models": ["tiny"]}})
+
+    def turn(mode, fail=False):
+        conversation = chat.conversation_start(project=project, annotator=annotator, mode=mode)
+        t = chat.chat_message_send(conversation=conversation, annotator=annotator, content="Hello")
+        chat.chat_turn_claim(turn_id=t.pk, ticket=t.ticket)
+        if fail:
+            chat.chat_turn_fail(turn_id=t.pk, ticket=t.ticket, error="out of memory")
+        else:
+            chat.chat_turn_complete(turn_id=t.pk, ticket=t.ticket, timings={},
+                                    candidates=[{"content": "Hi.", "model_name": "tiny"}] * len(t.sides))
+        return conversation.pk
+
+    return {"chat_empty": chat.conversation_start(project=project, annotator=annotator, mode="compare").pk,
+            "chat_compare": turn("compare"), "chat_redteam": turn("redteam"), "chat_failed": turn("compare", fail=True)}
+
+
+def _label(choice_or_mark: dict) -> dict:
+    return {**choice_or_mark, "client_id": str(uuid.uuid4())}
 
 
 # (method, URL name) -> (path and body from the world, roles allowed, roles that get 404 rather than 403).
@@ -204,6 +230,22 @@ MATRIX = {
     ("POST", "api-feedback-job-cancel"): (lambda w: (P + f"feedback-jobs/{w['feedback_job'].pk}/cancel/", None),
                                          DATA_MANAGERS, OUT),
     ("GET", "api-ai-agreement"): (lambda w: (P + "ai-agreement/", None), DATA_READERS, OUT),
+    ("GET", "api-conversations"): (lambda w: (P + "conversations/", None), EVERY_MEMBER, OUT),
+    ("POST", "api-conversations"): (lambda w: (P + "conversations/", {"mode": "compare"}), LABELLERS, OUT),
+    ("GET", "api-conversation"): (lambda w: (P + f"conversations/{w['chat_compare']}/", None), EVERY_MEMBER, OUT),
+    # Only the conversation's annotator acts in it (others who may label get 403; overseers may read it).
+    ("POST", "api-chat-message"): (lambda w: (P + f"conversations/{w['chat_empty']}/messages/", {"content": "Hi"}),
+                                   {"annotator"}, OUT),
+    ("POST", "api-chat-close"): (lambda w: (P + f"conversations/{w['chat_empty']}/close/", {}), {"annotator"}, OUT),
+    ("GET", "api-chat-turn"): (lambda w: (P + f"conversations/{w['chat_compare']}/turns/0/", None), EVERY_MEMBER, OUT),
+    ("POST", "api-chat-choose"): (
+        lambda w: (P + f"conversations/{w['chat_compare']}/turns/0/choose/", _label({"choice": "A"})),
+        {"annotator"}, OUT),
+    ("POST", "api-chat-mark"): (
+        lambda w: (P + f"conversations/{w['chat_redteam']}/turns/0/mark/", _label({"harmful": True})),
+        {"annotator"}, OUT),
+    ("POST", "api-chat-retry"): (lambda w: (P + f"conversations/{w['chat_failed']}/turns/0/retry/", None),
+                                 {"annotator"}, OUT),
     # The schema and its docs are public: they describe the API, not any project's data.
     ("GET", "schema"): (lambda w: ("/api/schema/", None), EVERYONE, NOBODY),
     ("GET", "api-docs"): (lambda w: ("/api/docs/", None), EVERYONE, NOBODY),
@@ -296,6 +338,20 @@ def test_permission_matrix(world, role, key):
         assert response.status_code == 404, where
     else:
         assert response.status_code == 403, where
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["annotator", "outsider"])
+def test_the_browsable_api_refuses_with_a_page_not_a_500(world, role):
+    # The HTML renderer asks the permissions again to draw its forms: a non-member's NotFound was a 500 there.
+    client = Client()
+    client.force_login(world["users"][role])
+    for (method, name), (build, allowed, hidden) in MATRIX.items():
+        if method != "GET" or role in allowed:
+            continue
+        response = client.get(build(world)[0], HTTP_ACCEPT="text/html")
+        assert response.status_code == (404 if role in hidden else 403), (name, response.status_code)
+        assert response["Content-Type"].startswith("text/html"), name
 
 
 @pytest.mark.django_db

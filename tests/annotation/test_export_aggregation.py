@@ -8,10 +8,10 @@ import pytest
 from django.core.management import call_command
 
 from annotation import services
-from annotation.errors import Invalid
 from annotation.models import Annotation
 from annotation.payloads import to_shown
 from annotation.services.exports import snapshot_create
+from common.errors import Invalid
 
 pytestmark = pytest.mark.django_db
 

@@ -13,11 +13,11 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from annotation import services
-from annotation.errors import Invalid
 from annotation.models import Annotation, Prompt, Role, Task
 from annotation.services.dataset_imports import dataset_import
 from annotation.services.exports import snapshot_create
 from annotation.services.imports import data_import
+from common.errors import Invalid
 
 SOURCES = {
     "preference": [

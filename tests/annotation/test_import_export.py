@@ -13,11 +13,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation import services
-from annotation.errors import Conflict, Invalid
 from annotation.models import Annotation, DatasetSnapshot, Prompt, Response, Task, TaskResponse
 from annotation.payloads import to_shown
 from annotation.services.exports import snapshot_create
 from annotation.services.imports import data_import
+from common.errors import Conflict, Invalid
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from annotation import services
-from annotation.errors import Conflict
 from annotation.models import Membership, Role
+from common.errors import Conflict
 
 
 def _api(user) -> APIClient:

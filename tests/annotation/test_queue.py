@@ -5,8 +5,8 @@ import pytest
 from django.utils import timezone
 
 from annotation import services
-from annotation.errors import Conflict
 from annotation.models import Assignment, AssignmentState, Task
+from common.errors import Conflict
 
 
 def _submit(assignment, user, payload=None, client_id=None):
@@ -166,7 +166,7 @@ def test_gold_tasks_reach_every_annotator_beyond_the_overlap(project, member, ma
 
 @pytest.mark.django_db
 def test_gold_answer_is_validated_like_an_annotation(make_task):
-    from annotation.errors import Invalid
+    from common.errors import Invalid
 
     with pytest.raises(Invalid):
         services.task_set_gold(task=make_task("rating"), gold={"thumb": "sideways"})

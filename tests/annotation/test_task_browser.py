@@ -192,6 +192,7 @@ def snapshot_path(snapshot_id):
     ({"action": "explode", "tasks": "TASK"}, "action"),
     ({"action": "requeue", "tasks": "TASK", "extra": 0}, "extra"),
     ({"action": "export", "tasks": "TASK"}, "format"),
+    ({"action": "export", "tasks": "TASK", "export": {"format": "conversations"}}, "format"),
     ({"action": "set_priority", "filter": {"agreement_min": 3}}, "agreement_min"),
 ])
 def test_a_bad_action_is_a_400_and_changes_nothing(project, admin, body, field):

@@ -13,10 +13,10 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from annotation.errors import Invalid
 from annotation.models import DeliveryStatus, Role, WebhookDelivery
 from annotation.services.webhook_targets import REFUSED_MESSAGE
 from annotation.services.webhooks import webhook_create, webhook_delivery_attempt, webhook_emit, webhook_update
+from common.errors import Invalid
 from tests.annotation.webhook_receiver import FAILURE_ANSWER, Receiver
 
 INTERNAL_URLS = [

@@ -37,6 +37,7 @@ from annotation.services.webhooks import (
     webhook_update,
 )
 from tests.annotation.webhook_receiver import Receiver
+from tests.integration.chat_worker import sending_to
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60
@@ -66,8 +67,6 @@ def _database_url() -> str:
 @pytest.fixture(scope="module")
 def worker(django_db_setup, django_db_blocker):
     """One Celery worker process for this module, on a broker of its own that this process sends to."""
-    from quorum.celery import app
-
     workdir = Path(tempfile.mkdtemp(prefix="quorum-webhooks-"))
     broker = f"sqla+sqlite:///{workdir / 'broker.sqlite3'}"
     with django_db_blocker.unblock():
@@ -91,16 +90,13 @@ def worker(django_db_setup, django_db_blocker):
          "--loglevel", "INFO"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    old_url = app.conf.broker_url
-    app.conf.broker_url = broker
-    app._pool = None
-    app.amqp._producer_pool = None
     try:
-        deadline = time.monotonic() + DEADLINE
-        while "ready" not in log_path.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
-            time.sleep(0.2)
-        yield log_path
+        with sending_to(broker):
+            deadline = time.monotonic() + DEADLINE
+            while "ready" not in log_path.read_text(errors="replace"):
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+                time.sleep(0.2)
+            yield log_path
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -109,11 +105,6 @@ def worker(django_db_setup, django_db_blocker):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=20)
         log.close()
-        app.conf.broker_url = old_url
-        if app._pool is not None:
-            app._pool.force_close_all()
-        app._pool = None
-        app.amqp._producer_pool = None
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -415,10 +406,10 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
     import hashlib as _hashlib
 
     from annotation.models import DatasetSnapshot
-    from training.models import JobStatus
     from training.services import generation_job_create, model_register
-    from training.services import generation as generation_service
+    from training.jobs import runtime
     from training.services import runs as runs_service
+    from training.services.generation import GENERATION_JOBS
 
     settings.MODEL_DIR = tmp_path / "models"
     hook = webhook_create(project=project, url="https://example.org/ci", events=["run.finished", "generation.finished"])
@@ -432,9 +423,9 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
                                            hyperparameters={"max_steps": 1})  # fmt: skip
     job = generation_job_create(project=project, model=model, n=2)
 
-    runs_service._finish(run.pk, "", JobStatus.FAILED, error="trainer exited with 1")
-    generation_service._fail(job.pk, "", "model file missing")
-    generation_service._fail(job.pk, "", "model file missing")  # the same ending reported twice: one delivery
+    runtime.fail(runs_service.TRAINING_RUNS, run.pk, "", "trainer exited with 1")
+    runtime.fail(GENERATION_JOBS, job.pk, "", "model file missing")
+    runtime.fail(GENERATION_JOBS, job.pk, "", "model file missing")  # the same ending reported twice: one delivery
 
     from training.feedback import jobs as feedback_jobs
     from training.models import FeedbackJob
@@ -444,9 +435,9 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
         "key": "kind", "name": "Kind", "critique_request": "Unkind?", "revision_request": "Be kind.",
         "comparison_question": "Which is kinder?"}], created_by=admin)  # fmt: skip
     feedback = FeedbackJob.objects.create(project=project, kind="judge", model=model, constitution=constitution)
-    feedback_jobs._fail(feedback.pk, "", "judge unreachable")
+    runtime.fail(feedback_jobs.FEEDBACK_JOBS, feedback.pk, "", "judge unreachable")
     webhook_update(webhook=hook, events=["run.finished", "generation.finished", "feedback.finished"])
-    feedback_jobs._fail(feedback.pk, "", "judge unreachable")
+    runtime.fail(feedback_jobs.FEEDBACK_JOBS, feedback.pk, "", "judge unreachable")
 
     deliveries = {d.event: d for d in WebhookDelivery.objects.filter(webhook=hook)}
     assert sorted(deliveries) == ["feedback.finished", "generation.finished", "run.finished"]

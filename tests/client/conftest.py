@@ -66,7 +66,7 @@ def client_for(world):
 
 @pytest.fixture
 def inline_worker(monkeypatch):
-    """Run queued generation jobs, feedback jobs, training runs and webhook deliveries in threads of this
+    """Run queued generation jobs, feedback jobs, training runs, rounds and webhook deliveries in threads of this
     process, as a worker would."""
     threads: list[threading.Thread] = []
 
@@ -81,30 +81,18 @@ def inline_worker(monkeypatch):
         threads.append(t)
         t.start()
 
-    def send_generation(job_id, ticket, queue, countdown):
-        from training.tasks import generation_job_run
+    def send_job(task, args, *, queue, countdown=None):
+        from training import tasks
 
-        def run():
+        run = {t.name: t for t in (tasks.generation_job_run, tasks.feedback_job_run, tasks.training_run_execute,
+                                   tasks.round_advance)}[task]
+
+        def body():
             if countdown:
                 time.sleep(countdown)
-            generation_job_run.apply(args=[job_id, ticket])
+            run.apply(args=args)
 
-        start(run)
-
-    def send_run(run_id, queue):
-        from training.tasks import training_run_execute
-
-        start(lambda: training_run_execute.apply(args=[run_id]))
-
-    def send_feedback(job_id, ticket, queue, countdown):
-        from training.tasks import feedback_job_run
-
-        def run():
-            if countdown:
-                time.sleep(countdown)
-            feedback_job_run.apply(args=[job_id, ticket])
-
-        start(run)
+        start(body)
 
     def send_deliveries(delivery_ids, countdown=None):
         from annotation.tasks import webhook_deliver
@@ -113,9 +101,7 @@ def inline_worker(monkeypatch):
             start(lambda pk=pk: webhook_deliver.apply(args=[pk]))
 
     monkeypatch.setattr("annotation.services.webhooks._send", send_deliveries)
-    monkeypatch.setattr("training.services.generation._send", send_generation)
-    monkeypatch.setattr("training.feedback.jobs._send", send_feedback)
-    monkeypatch.setattr("training.services.runs._send", send_run)
+    monkeypatch.setattr("training.jobs.runtime.send", send_job)
     yield threads
     for t in threads:
         t.join(timeout=300)
@@ -123,6 +109,6 @@ def inline_worker(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from training.tiny import save_tiny_model
+    from tests.support.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "base", hidden=32, layers=2)

@@ -14,6 +14,7 @@ import pytest
 from annotation.models import Prompt
 from quorum_client.cli import main
 from training.services import model_register
+from tests.training.job_messages import hold_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
@@ -347,7 +348,7 @@ def test_push_a_dataset_directory_and_export_with_its_card(cli, world, tmp_path)
 
 
 def test_a_cancelled_round_watched_exits_4(cli, world, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr("training.rounds.services._send", lambda *a: None)
+    hold_messages(monkeypatch, "training.round_advance")
     model_register(name="tiny", backend="transformers", path=str(tiny_model_dir), roles=["policy", "judge"])
     code, _, err = cli("push", "prompts", "-", "-p", "lab", stdin="".join(f'"Say {i}."\n' for i in range(4)))
     assert code == 0, err

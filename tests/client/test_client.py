@@ -22,6 +22,7 @@ from quorum_client import (
     Unauthorized,
 )
 from training.services import model_register
+from tests.training.job_messages import hold_messages
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -440,7 +441,7 @@ def test_a_snapshot_saved_to_a_folder_comes_with_a_card_that_names_its_data_file
 
 def test_a_round_is_started_followed_and_cancelled_through_the_client(client_for, world, tiny_model_dir, monkeypatch):
     # The round's worker is not the point here: its message is dropped and the round stays queued until cancelled.
-    monkeypatch.setattr("training.rounds.services._send", lambda *a: None)
+    hold_messages(monkeypatch, "training.round_advance")
     model_register(name="tiny", backend="transformers", path=str(tiny_model_dir), roles=["policy", "judge"])
     eng = client_for("engineer")
     eng.push_prompts("lab", [f"Say {i}." for i in range(4)])
@@ -496,7 +497,7 @@ def test_an_ai_judge_job_labels_tasks_under_the_constitution(client_for, world, 
 
 def test_files_import_as_they_are_tasks_can_be_skipped_and_a_cancelled_run_relaunched(
         client_for, world, tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr("training.services.runs._send", lambda *a: None)  # the runs stay queued
+    hold_messages(monkeypatch, "training.training_run_execute")  # the runs stay queued
     eng, annotator = client_for("engineer"), client_for("annotator")
     path = tmp_path / "sft.jsonl"
     path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}."},

@@ -151,3 +151,22 @@ def busy_project(make_user):
             )
     project.refresh_from_db()
     return {"project": project, **people}
+
+
+@pytest.fixture
+def pairwise_tasks(make_user):
+    """pairwise_tasks(prompt, [(a, b), ...]) -> "alice", sole annotator of project "maths", whose tasks pair those answers."""
+    from annotation.models import Role
+
+    def make(prompt_text: str, pairs: list[tuple[str, str]]):
+        owner = make_user("owner")
+        project = services.project_create(name="Maths", slug="maths", created_by=owner, required_annotations=1)
+        alice = make_user("alice")
+        services.membership_set(project=project, user=alice, role=Role.ANNOTATOR)
+        for i, pair in enumerate(pairs):
+            prompt = services.prompt_create(project=project, messages=f"{prompt_text} ({i + 1})")
+            responses = [services.response_create(prompt=prompt, content=c, dedupe_key=str(j)) for j, c in enumerate(pair)]
+            services.task_create(project=project, kind="pairwise", prompt=prompt, responses=responses)
+        return alice
+
+    return make

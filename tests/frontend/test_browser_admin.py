@@ -92,4 +92,4 @@ def test_annotator_gets_403_on_admin_pages(page, live_server, busy_project, sign
     # The navigation offers none of them either.
     page.goto(live_server.url + "/p/chat/work/")
     nav = page.locator(".project-nav a")
-    expect(nav).to_have_text(["Annotate", "My work"])
+    expect(nav).to_have_text(["Annotate", "Chat", "My work"])

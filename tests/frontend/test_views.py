@@ -89,6 +89,14 @@ def test_each_role_reaches_exactly_its_pages(client, member, project, role, allo
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("role,shown", [(Role.ADMIN, True), (Role.ENGINEER, True), (Role.REVIEWER, False), (Role.ANNOTATOR, False)])
+def test_the_tasks_link_is_in_the_data_menu_for_admins_and_engineers_only(client, member, project, role, shown):
+    client.force_login(member(role))
+    body = client.get(url("work", project)).content.decode()
+    assert (f'href="{url("task_browser", project)}"' in body) is shown
+
+
+@pytest.mark.django_db
 def test_home_lists_only_my_projects_with_my_progress(annotator_client, project, other_project, make_task):
     make_task()
     response = annotator_client.get("/")

@@ -8,9 +8,9 @@ import pytest
 
 from annotation import services as annotation_services
 from annotation.models import Annotation, DatasetSnapshot, Response
+from tests.support.tiny import save_tiny_model
 from training.models import FeedbackJob
 from training.services import model_register
-from training.tiny import save_tiny_model
 
 from .test_generation_worker import ROOT, Processes, database_url, wait_for, workdir  # noqa: F401 (fixture)
 

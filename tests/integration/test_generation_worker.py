@@ -21,9 +21,9 @@ from django.db import connection
 
 from annotation import services as annotation_services
 from annotation.models import Response, Task
+from tests.support.tiny import save_tiny_model
 from training.models import GenerationJob
 from training.services import model_register
-from training.tiny import save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 N_PROMPTS, N_SAMPLES = 10, 2

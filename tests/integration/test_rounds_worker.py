@@ -14,9 +14,9 @@ import pytest
 
 from annotation import services as annotation_services
 from annotation.models import Annotation, Response, Task
+from tests.support.tiny import save_tiny_model
 from training.rounds.models import Round
 from training.services import model_register
-from training.tiny import save_tiny_model
 
 from .test_generation_worker import ROOT, Processes, database_url
 

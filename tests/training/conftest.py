@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from training.tiny import save_tiny_model
+    from tests.support.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-causal", kind="causal")
 

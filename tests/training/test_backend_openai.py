@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.tiny import CHAT_TEMPLATE, save_tiny_model
 from training.backends import BackendError, Sampling, TransientBackendError
 from training.backends.openai_http import OpenAIBackend
 from training.backends.transformers_local import TransformersBackend
-from training.tiny import CHAT_TEMPLATE, save_tiny_model
 
 SERVER = Path(__file__).with_name("openai_server.py")
 CONVERSATIONS = [[{"role": "user", "content": f"Question {i}?"}] for i in range(3)]

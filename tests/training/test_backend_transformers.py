@@ -4,9 +4,9 @@ counts, stop strings and candidate log-probabilities."""
 import pytest
 import torch
 
+from tests.support.tiny import save_tiny_model
 from training.backends import BackendError, Sampling, open_backend
 from training.backends.transformers_local import TransformersBackend
-from training.tiny import save_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_open_backend_builds_the_backend_a_registry_row_names(tiny_dir):
 
 
 def test_a_dtype_is_one_of_a_few_names_never_any_attribute_of_torch(db, tiny_dir):
-    from annotation.errors import Invalid
+    from common.errors import Invalid
     from training.backends.transformers_local import pick_dtype
     from training.services import model_register
 

@@ -78,3 +78,17 @@ def test_stepwise_export_loads_as_stepwise_supervision(labelled, tmp_path):
     assert len(dataset) == 4
     # +1 -> true, -1 -> false, 0 -> true (a neutral step is not an error).
     assert dataset[0]["labels"] == [True, False, True]
+
+
+@pytest.mark.django_db
+def test_pairs_without_stated_strengths_train_a_reward_model_without_a_margin(project, member, make_task, tmp_path):
+    # No strength given: no margin column, so RewardTrainer's loss is plain -log σ(r_c − r_r), not shifted by 1.
+    services.project_update(project=project, required_annotations=1)
+    for _ in range(4):
+        make_task("pairwise", required=1)
+    _label_everything(project, member(), lambda task: {"choice": "A"})
+    snapshot = snapshot_create(project=project, format="preference", style="standard")
+    rows = _rows(snapshot)
+    assert len(rows) == 4 and not any("margin" in r for r in rows)
+    run = trl_runs.reward_two_steps(snapshot.path, tmp_path / "rm")
+    assert run.global_step == 2 and "margin" not in run.batch_keys and trl_runs.losses_are_finite(run)

@@ -7,10 +7,11 @@ import pytest
 from django.utils import timezone
 
 from annotation import services as annotation_services
-from annotation.errors import Conflict, Invalid
 from annotation.models import Prompt, Response, Task
+from common.errors import Conflict, Invalid
+from tests.support.tiny import save_tiny_model
 from training.backends import forget_backends
-from training.models import GenerationJob, JobStatus
+from training.models import GenerationJob
 from training.services import (
     generation_job_cancel,
     generation_job_create,
@@ -18,8 +19,7 @@ from training.services import (
     generation_jobs_reconcile,
     model_register,
 )
-from training.services.generation import RetryLater
-from training.tiny import save_tiny_model
+from training.jobs.runtime import RetryLater
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,15 @@ def test_cancel_from_the_page(world):
     assert job.status == "cancelled"
 
 
+def test_progress_polled_after_the_session_ended_sends_the_whole_page_to_sign_in(world):
+    # The same access rule as every other page: the login form is never swapped into the progress row.
+    job = generation_job_create(project=world["project"], model=world["base"], n=2)
+    here = f"/training/p/acme/generation/{job.pk}/"
+    response = Client().get(here, HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=f"http://testserver{here}")
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"/login/?next=%2Ftraining%2Fp%2Facme%2Fgeneration%2F{job.pk}%2F"
+
+
 def test_model_output_and_errors_are_shown_escaped(world):
     job = generation_job_create(project=world["project"], model=world["base"], n=2)
     annotation_services.response_create(

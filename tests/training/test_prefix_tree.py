@@ -6,9 +6,9 @@ import random
 import pytest
 import torch
 
+from tests.support.tiny import save_tiny_model
 from training.backends.prefix_tree import score_next_token
 from training.backends.transformers_local import TransformersBackend
-from training.tiny import save_tiny_model
 
 CANDIDATES = [5, 6, 7]
 pytestmark = pytest.mark.usefixtures("offline_single_thread")  # tests/training/conftest.py

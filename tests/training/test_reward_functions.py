@@ -16,14 +16,16 @@ from rest_framework.test import APIClient  # noqa: E402
 
 from annotation import services as annotation_services  # noqa: E402
 from annotation.models import DatasetSnapshot  # noqa: E402
+from tests.support.snapshots import preference_rows, sft_rows, write_jsonl  # noqa: E402
 from training.models import TrainingRun  # noqa: E402
 from training.services import model_register  # noqa: E402
 from training.trainers import ppo, rewards  # noqa: E402
-from training.trainers.common import EXIT_INVALID_CONFIG, ConfigError, load_config  # noqa: E402
-from training.trainers.testing import preference_rows, sft_rows, write_jsonl  # noqa: E402
+from training.trainers.cli import EXIT_INVALID_CONFIG  # noqa: E402
+from training.trainers.config import ConfigError, load_config  # noqa: E402
+from tests.training.job_messages import hold_messages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-REFUSED = ["os:system", "subprocess:run", "training.trainers.testing:target_token_reward", "builtins:eval", ""]
+REFUSED = ["os:system", "subprocess:run", "tests.support.snapshots:target_token_reward", "builtins:eval", ""]
 PROBE = '''
 import os, pathlib
 pathlib.Path(os.environ["QUORUM_PROBE_MARKER"]).write_text("imported")
@@ -97,7 +99,7 @@ def test_the_trainer_process_refuses_a_hand_written_config_before_importing_anyt
 @pytest.fixture
 def world(db, make_user, tmp_path, tiny_model, settings, monkeypatch):
     settings.MODEL_DIR = tmp_path / "models"
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, queue: None)
+    hold_messages(monkeypatch)
     engineer = make_user("engineer")
     project = annotation_services.project_create(name="P", slug="p", created_by=make_user("admin"))
     annotation_services.membership_set(project=project, user=engineer, role="engineer")

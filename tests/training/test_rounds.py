@@ -11,8 +11,9 @@ import pytest
 from django.utils import timezone
 
 from annotation import services as annotation_services
-from annotation.errors import Conflict, Invalid
 from annotation.models import Annotation, Project, Task
+from common.errors import Conflict, Invalid
+from tests.support.tiny import save_tiny_model
 from training.models import GenerationJob, JobStatus, TrainingRun
 from training.rounds import evaluation, selection
 from training.rounds.models import Round, RoundStage, RoundStatus
@@ -27,7 +28,7 @@ from training.rounds.services import (
 from training.services import model_register
 from training.services.generation import generation_job_run_slice
 from training.services.runs import training_run_execute_now
-from training.tiny import save_tiny_model
+from tests.training.job_messages import hold_messages
 
 FAST_TRAIN = {"max_steps": 2, "batch_size": 2, "max_length": 96, "num_threads": 1, "learning_rate": 1e-3,
               "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
@@ -49,11 +50,8 @@ def tiny_dirs(tmp_path_factory):
 def world(db, make_user, tmp_path, tiny_dirs, settings, monkeypatch):
     settings.MODEL_DIR = tmp_path / "models"
     settings.SNAPSHOT_DIR = tmp_path / "snapshots"
-    sent = []
-    # Messages are recorded instead of sent; the test plays the worker and runs each one for real.
-    monkeypatch.setattr("training.rounds.services._send", lambda rid, ticket, countdown: sent.append((rid, ticket)))
-    monkeypatch.setattr("training.services.generation._send", lambda *a: None)
-    monkeypatch.setattr("training.services.runs._send", lambda *a: None)
+    # Messages are held instead of sent; the test plays the worker and runs each one for real.
+    sent = hold_messages(monkeypatch)
     users = {role: make_user(role) for role in ("admin", "engineer", "reviewer", "annotator")}
     project = annotation_services.project_create(name="Loop", slug="loop", created_by=users["admin"])
     for role in ("engineer", "reviewer", "annotator"):
@@ -242,7 +240,7 @@ def test_a_round_whose_worker_died_is_resumed_and_a_lost_message_resent(world, s
     rnd.refresh_from_db()
     assert (rnd.status, rnd.owner, rnd.attempts) == ("queued", "", 1)
     # The new message carries the new ticket and can claim it; the old one is stale.
-    assert world["sent"][-1] == (rnd.pk, rnd.ticket)
+    assert world["sent"][-1] == ("training.round_advance", [rnd.pk, rnd.ticket], "gpu")
     late = timezone.now() - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS + 5)
     Round.objects.filter(pk=rnd.pk).update(enqueued_at=late)
     assert rounds_reconcile()["rounds_resent"] == 1

@@ -8,11 +8,12 @@ from rest_framework.test import APIClient
 
 from annotation import services as annotation_services
 from annotation.models import Task
+from tests.support.tiny import save_tiny_model
 from training.models import Model
 from training.rounds.models import Round
 from training.rounds.services import round_create
 from training.services import model_register
-from training.tiny import save_tiny_model
+from tests.training.job_messages import hold_messages
 
 CONFIG = {"prompts_per_round": 2, "eval_prompts": 1, "sampling": {"max_new_tokens": 8}}
 
@@ -24,8 +25,7 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture
 def world(db, make_user, tiny_dir, monkeypatch):
-    monkeypatch.setattr("training.rounds.services._send", lambda *a: None)
-    monkeypatch.setattr("training.services.generation._send", lambda *a: None)
+    hold_messages(monkeypatch)
     users = {role: make_user(role) for role in ("admin", "engineer", "reviewer", "annotator", "outsider")}
     project = annotation_services.project_create(name="Loop", slug="loop", created_by=users["admin"])
     for role in ("engineer", "reviewer", "annotator"):

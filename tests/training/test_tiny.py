@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
-from training.tiny import (  # noqa: E402
+from tests.support.tiny import (  # noqa: E402
     save_tiny_model,
     tiny_causal_lm,
     tiny_sequence_classifier,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from training.tiny import save_tiny_model
-from training.trainers.common import EXIT_CANCELLED, last_checkpoint
-from training.trainers.testing import sft_rows, write_jsonl
+from tests.support.snapshots import sft_rows, write_jsonl
+from tests.support.tiny import save_tiny_model
+from training.trainers.cli import EXIT_CANCELLED
+from training.trainers.runtime import last_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 240  # generous: each launch imports torch and TRL, which takes tens of seconds on a busy machine

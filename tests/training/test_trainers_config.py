@@ -7,16 +7,8 @@ import typing
 import pytest
 
 from training.trainers import METHODS
-from training.trainers.common import ConfigError, LoraSettings, TrainConfig, describe_config, load_config
-from training.trainers.dpo import DPOConfig
-from training.trainers.kto import KTOConfig
-from training.trainers.orpo import ORPOConfig
-from training.trainers.ppo import PPOConfig
-from training.trainers.prm import PRMConfig
-from training.trainers.reward import RewardConfig
-from training.trainers.sft import SFTConfig
-
-CONFIGS = [SFTConfig, RewardConfig, DPOConfig, KTOConfig, ORPOConfig, PPOConfig, PRMConfig]
+from training.trainers.config import ConfigError, LoraSettings, TrainConfig, describe_config, load_config
+from training.trainers.configs import CONFIGS, DPOConfig, KTOConfig, PPOConfig, PRMConfig, RewardConfig, SFTConfig
 BASE = {"model": "m", "data": "d.jsonl", "output_dir": "out"}
 
 
@@ -27,8 +19,9 @@ def _problems(cls, data):
 
 
 def test_every_method_has_a_config_with_every_field_typed_defaulted_and_documented():
-    assert sorted(c.method for c in CONFIGS) == sorted(METHODS)
-    for cls in CONFIGS:
+    assert sorted(CONFIGS) == sorted(METHODS)
+    for method, cls in CONFIGS.items():
+        assert cls.method == method
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"

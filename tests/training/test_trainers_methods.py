@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
+from tests.support.snapshots import preference_rows, sft_rows, unpaired_rows, write_jsonl  # noqa: E402
 from training.trainers import dpo, kto, orpo, reward, sft  # noqa: E402
-from training.trainers.testing import preference_rows, sft_rows, unpaired_rows, write_jsonl  # noqa: E402
 
 # TRL's DPO and KTO read `model.is_gradient_checkpointing`, which transformers 5.23 deprecates; not ours to fix.
 pytestmark = [
@@ -134,7 +134,7 @@ def test_orpo_trains_on_conversational_preferences(tiny_model, tmp_path):
 
 
 def test_a_snapshot_in_the_wrong_format_is_refused_before_training(tiny_model, tmp_path):
-    from training.trainers.common import DataError
+    from training.trainers.data import DataError
 
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
     with pytest.raises(DataError, match="not a preference snapshot: missing column"):

@@ -11,17 +11,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from training.tiny import save_tiny_model, tiny_tokenizer  # noqa: E402
-from training.trainers import ppo  # noqa: E402
-from training.trainers.common import load_config  # noqa: E402
-from training.trainers.scoring import ENSEMBLE_FILE  # noqa: E402
-from training.trainers.testing import (  # noqa: E402
+from tests.support.snapshots import (  # noqa: E402
     QUESTIONS,
     TARGET_TOKENS,
     preference_rows,
     target_token_reward,
     write_jsonl,
 )
+from tests.support.tiny import save_tiny_model, tiny_tokenizer  # noqa: E402
+from training.trainers import ppo  # noqa: E402
+from training.trainers.config import load_config  # noqa: E402
+from training.trainers.scoring import ENSEMBLE_FILE  # noqa: E402
 
 
 # peft reads `model.is_gradient_checkpointing`, which transformers 5.23 deprecates; not ours to fix.

@@ -8,10 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/datasets are
 import pytest  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification  # noqa: E402
 
-from training.tiny import tiny_tokenizer  # noqa: E402
+from tests.support.snapshots import stepwise_rows, write_jsonl  # noqa: E402
+from tests.support.tiny import tiny_tokenizer  # noqa: E402
 from training.trainers import prm  # noqa: E402
-from training.trainers.common import DataError  # noqa: E402
-from training.trainers.testing import stepwise_rows, write_jsonl  # noqa: E402
+from training.trainers.data import DataError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("offline_single_thread")
 

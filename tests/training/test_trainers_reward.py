@@ -11,9 +11,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
+from tests.support.snapshots import separable_preference_rows, write_jsonl  # noqa: E402
 from training.trainers import reward  # noqa: E402
 from training.trainers.scoring import RewardScorer, is_ensemble, member_dirs  # noqa: E402
-from training.trainers.testing import separable_preference_rows, write_jsonl  # noqa: E402
 
 
 # peft reads `model.is_gradient_checkpointing`, which transformers 5.23 deprecates; not ours to fix.

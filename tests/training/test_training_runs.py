@@ -14,6 +14,8 @@ from rest_framework.test import APIClient
 
 from annotation import services as annotation_services
 from annotation.models import DatasetSnapshot
+from tests.support.snapshots import sft_rows, write_jsonl
+from tests.support.tiny import save_tiny_model
 from training.models import JobStatus, TrainingMetric, TrainingRun
 from training.services import model_register
 from training.services.runs import (
@@ -23,9 +25,8 @@ from training.services.runs import (
     training_runs_reconcile,
 )
 from training.tasks import reconcile, training_run_execute
-from training.tiny import save_tiny_model
-from training.trainers.common import last_checkpoint
-from training.trainers.testing import sft_rows, write_jsonl
+from training.trainers.runtime import last_checkpoint
+from tests.training.job_messages import hold_messages
 
 FAST = {"max_steps": 2, "batch_size": 2, "max_length": 64, "num_threads": 1, "save_steps": 1, "learning_rate": 1e-3}
 
@@ -62,13 +63,12 @@ def launch(world, **hyper):
 
 
 def test_sft_run_succeeds_with_metrics_and_a_registered_output_model(world, django_capture_on_commit_callbacks, monkeypatch):
-    sent = []
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: sent.append((run_id, q)))
+    sent = hold_messages(monkeypatch)
     # The test's transaction stands in for the worker's own connection; the task must not close it.
     monkeypatch.setattr("training.tasks.close_old_connections", lambda: None)
     with django_capture_on_commit_callbacks(execute=True):
         run = launch(world)
-    assert sent == [(run.pk, "gpu")] and run.status == JobStatus.QUEUED
+    assert sent == [("training.training_run_execute", [run.pk, run.ticket], "gpu")] and run.status == JobStatus.QUEUED
     assert training_run_execute.apply(args=[run.pk]).get() == JobStatus.SUCCEEDED
     run.refresh_from_db()
     assert run.status == JobStatus.SUCCEEDED and run.step == 2 and run.owner == ""
@@ -92,7 +92,7 @@ def test_sft_run_succeeds_with_metrics_and_a_registered_output_model(world, djan
 
 @pytest.mark.django_db(transaction=True)
 def test_cancel_stops_the_trainer_with_a_checkpoint(world, monkeypatch):
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    hold_messages(monkeypatch)
     run = launch(world, max_steps=5000, save_steps=10000)
     outcome = {}
 
@@ -153,7 +153,7 @@ def test_invalid_hyperparameters_are_a_400_with_field_messages(world):
 
 
 def test_roles_launch_read_and_cancel(world, monkeypatch):
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    hold_messages(monkeypatch)
     body = {"method": "sft", "base_model": "tiny", "snapshot": world["snapshot"].pk, "hyperparameters": {"max_steps": 3}}
     url = "/api/v1/projects/p/training-runs/"
     assert api(world["users"]["annotator"]).post(url, body, format="json").status_code == 403
@@ -175,7 +175,7 @@ def test_roles_launch_read_and_cancel(world, monkeypatch):
 
 
 def test_a_trainer_that_fails_ends_the_run_failed_with_its_log(world, monkeypatch, tmp_path):
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    hold_messages(monkeypatch)
     monkeypatch.setattr("training.tasks.close_old_connections", lambda: None)
     run = launch(world)
     DatasetSnapshot.objects.filter(pk=world["snapshot"].pk).update(path=str(tmp_path / "gone.jsonl"))
@@ -186,7 +186,7 @@ def test_a_trainer_that_fails_ends_the_run_failed_with_its_log(world, monkeypatc
 
 
 def test_reconciler_fails_a_run_whose_worker_went_silent(world, monkeypatch, settings):
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    hold_messages(monkeypatch)
     monkeypatch.setattr("training.tasks.close_old_connections", lambda: None)
     run = launch(world)
     old = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS + 5)
@@ -210,7 +210,7 @@ def test_reconciler_fails_a_run_whose_worker_went_silent(world, monkeypatch, set
 
 
 def test_run_pages_launch_form_and_live_data(world, client, monkeypatch):
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    hold_messages(monkeypatch)
     client.force_login(world["users"]["annotator"])
     assert client.get("/training/p/p/runs/").status_code == 403
     client.force_login(world["users"]["engineer"])
@@ -244,7 +244,7 @@ def test_run_pages_launch_form_and_live_data(world, client, monkeypatch):
 def test_train_command(world, monkeypatch):
     from django.core.management import CommandError, call_command
 
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    hold_messages(monkeypatch)
     with pytest.raises(CommandError, match="learning_rate"):
         call_command("train", project="p", method="sft", snapshot=world["snapshot"].sha256[:10], model="tiny",
                      set=["learning_rate=-1"])
@@ -255,7 +255,7 @@ def test_train_command(world, monkeypatch):
 
 
 def test_a_retried_launch_with_its_client_id_returns_the_first_run(world, monkeypatch):
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, q: None)
+    hold_messages(monkeypatch)
     body = {"method": "sft", "base_model": "tiny", "snapshot": world["snapshot"].pk, "hyperparameters": FAST,
             "client_id": "3f9a1c2e-5b6d-4e7f-8a9b-0c1d2e3f4a5b"}
     first = api(world["users"]["engineer"]).post("/api/v1/projects/p/training-runs/", body, format="json")

@@ -19,18 +19,19 @@ from rest_framework.test import APIClient  # noqa: E402
 from annotation import services as annotation_services  # noqa: E402
 from annotation.services.exports import snapshot_create  # noqa: E402
 from annotation.services.imports import data_import  # noqa: E402
-from training.backends import Sampling, open_backend  # noqa: E402
-from training.models import JobStatus, ModelRole, TrainingMetric, TrainingRun  # noqa: E402
-from training.selectors import model_lineage  # noqa: E402
-from training.services import model_register  # noqa: E402
-from training.services.runs import training_run_execute_now  # noqa: E402
-from training.tiny import save_tiny_model  # noqa: E402
-from training.trainers.testing import (  # noqa: E402
+from tests.support.snapshots import (  # noqa: E402
     separable_preference_rows,
     sft_rows,
     stepwise_rows,
     unpaired_rows,
 )
+from tests.support.tiny import save_tiny_model  # noqa: E402
+from training.backends import Sampling, open_backend  # noqa: E402
+from training.models import JobStatus, ModelRole, TrainingMetric, TrainingRun  # noqa: E402
+from training.selectors import model_lineage  # noqa: E402
+from training.services import model_register  # noqa: E402
+from training.services.runs import training_run_execute_now  # noqa: E402
+from tests.training.job_messages import hold_messages  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,  # each run starts a trainer process (torch, transformers, TRL): several seconds apiece
@@ -52,8 +53,7 @@ def tiny_dir(tmp_path_factory):
 def world(db, make_user, tmp_path, tiny_dir, settings, monkeypatch, django_capture_on_commit_callbacks):
     settings.MODEL_DIR = tmp_path / "models"
     settings.SNAPSHOT_DIR = tmp_path / "snapshots"
-    sent = []
-    monkeypatch.setattr("training.services.runs._send", lambda run_id, queue: sent.append((run_id, queue)))
+    sent = hold_messages(monkeypatch)
     users = {role: make_user(role) for role in ("admin", "engineer", "reviewer", "annotator")}
     project = annotation_services.project_create(name="Methods", slug="methods", created_by=users["admin"],
                                                  required_annotations=1)
@@ -150,7 +150,7 @@ def run_through_platform(world, *, method, snapshot, steps, role, reward_model=N
     assert response.status_code == 201, response.content
     assert response.json()["snapshot_sha256"] == snapshot.sha256 and response.json()["status"] == JobStatus.QUEUED
     run_id = response.json()["id"]
-    assert world["sent"][-1] == (run_id, "gpu")  # sent to the gpu queue once the launch committed
+    assert world["sent"][-1][::2] == ("training.training_run_execute", "gpu")  # sent to the gpu queue once the launch committed
 
     status = training_run_execute_now(run_id=run_id, worker="test")
     run = TrainingRun.objects.select_related("output_model", "output_model__base_model").get(pk=run_id)

@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/datasets are
 
 import pytest  # noqa: E402
 
+from tests.support import snapshots  # noqa: E402
 from tests.training.trl_runs import (  # noqa: E402
     DataRejected,
     dpo_two_steps,
@@ -20,14 +21,7 @@ from tests.training.trl_runs import (  # noqa: E402
 # TRL's DPO and KTO read `model.is_gradient_checkpointing`, which transformers 5.23 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
-QUESTIONS = [
-    ("What is two plus two?", "Two plus two is four.", "It is five."),
-    ("What is the capital of France?", "The capital of France is Paris.", "Rome, I think."),
-    ("Say hello politely.", "Hello, how are you today?", "No."),
-    ("How do I sort a list in Python?", "Use the sorted function.", "You cannot sort lists."),
-    ("Write a short poem about the sea.", "The sea is blue in the morning light.", "Sea."),
-    ("Summarize: the council voted to build a park.", "The council will build a new park.", "Parks are green."),
-]
+QUESTIONS = snapshots.QUESTIONS[:6]
 
 
 def _user(text):

@@ -1,7 +1,7 @@
 """Two-step TRL 1.16 runs on a JSONL file, to prove that a file in a Quorum export format trains as it is.
 
 Each runner loads `path` with `datasets.load_dataset("json", ...)`, builds a tiny random model from
-`training.tiny`, runs the stock TRL trainer for exactly two optimizer steps on CPU (batch size 2, short sequences,
+`tests.support.tiny`, runs the stock TRL trainer for exactly two optimizer steps on CPU (batch size 2, short sequences,
 no peft, no logging integrations) and returns a `TwoStepRun`. Any refusal of the data raises: TRL's own errors
 propagate, and rows that TRL would silently drop raise `DataRejected` (RewardTrainer drops rows longer than
 `MAX_LENGTH` tokens, DPO/KTO drop rows whose prompt alone fills it; SFT and DPO truncate the rest).
@@ -42,7 +42,7 @@ from trl import (  # noqa: E402
     SFTTrainer,
 )
 
-from training.tiny import tiny_causal_lm, tiny_sequence_classifier, tiny_tokenizer  # noqa: E402
+from tests.support.tiny import tiny_causal_lm, tiny_sequence_classifier, tiny_tokenizer  # noqa: E402
 
 __all__ = [
     "DataRejected",

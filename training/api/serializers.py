@@ -5,6 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import Backend, CandidateTasks, GenerationJob, Model, ModelRole
+from .jobs import launch_client_id
 
 
 # --- outputs -------------------------------------------------------------------------------
@@ -66,15 +67,12 @@ class GenerationJobInput(serializers.Serializer):
     task_kind = serializers.ChoiceField(choices=CandidateTasks.values, default=CandidateTasks.PAIRWISE)
     group_size = serializers.IntegerField(min_value=2, max_value=16, required=False, allow_null=True, default=None)
     task_priority = serializers.IntegerField(default=0)
-    client_id = serializers.UUIDField(
-        required=False, allow_null=True, default=None,
-        help_text="Made up by the client once per launch: sending it again returns the first launch (200) instead of "
-                  "starting another.")
+    client_id = launch_client_id()
 
 
 # --- training runs -------------------------------------------------------------------------
-from annotation.errors import DomainError  # noqa: E402
 from annotation.selectors import snapshot_by_ref  # noqa: E402
+from common.errors import DomainError  # noqa: E402
 
 from ..models import TrainingMethod, TrainingRun  # noqa: E402
 
@@ -117,7 +115,4 @@ class TrainingRunInput(serializers.Serializer):
         slug_field="name", queryset=Model.objects.filter(is_active=True), required=False, allow_null=True, default=None
     )
     hyperparameters = serializers.DictField(required=False, default=dict)
-    client_id = serializers.UUIDField(
-        required=False, allow_null=True, default=None,
-        help_text="Made up by the client once per launch: sending it again returns the first launch (200) instead of "
-                  "starting another.")
+    client_id = launch_client_id()

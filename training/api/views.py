@@ -1,4 +1,4 @@
-"""Thin API views for the model registry and generation jobs."""
+"""Thin API views for the model registry, generation jobs and training runs."""
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.generics import GenericAPIView
@@ -6,18 +6,13 @@ from rest_framework.mixins import ListModelMixin
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response as HttpResponse
 
-from annotation.api.permissions import CanManageData, CanReadData, IsStaff
-from annotation.api.views import ProjectView
-from annotation.errors import NotFound
+from common.errors import NotFound
+from common.permissions import IsStaff
+from common.views import parse_input
 
 from .. import selectors, services
 from . import serializers as s
-
-
-def _parse(serializer_class, request, **kwargs):
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+from .jobs import JobActionView, JobDetailView, JobListView
 
 
 class ModelListView(ListModelMixin, GenericAPIView):
@@ -36,7 +31,7 @@ class ModelListView(ListModelMixin, GenericAPIView):
 
     @extend_schema(request=s.ModelInput, responses={201: s.ModelOutput})
     def post(self, request):
-        model = services.model_register(**_parse(s.ModelInput, request))
+        model = services.model_register(**parse_input(s.ModelInput, request))
         return HttpResponse(s.ModelOutput(model).data, status=201)
 
 
@@ -52,82 +47,39 @@ class ModelDetailView(GenericAPIView):
         return HttpResponse(data)
 
 
-class GenerationJobListView(ListModelMixin, ProjectView):
-    serializer_class = s.GenerationJobOutput
-    permissions_by_method = {"*": [CanReadData], "POST": [CanManageData]}
-
-    def get_queryset(self):
-        return selectors.generation_jobs_for(project=self.project).order_by("-id")
-
-    def get(self, request, slug):
-        return self.list(request)
-
-    @extend_schema(request=s.GenerationJobInput, responses={201: s.GenerationJobOutput, 200: s.GenerationJobOutput})
-    def post(self, request, slug):
-        data = _parse(s.GenerationJobInput, request)
-        job = services.generation_job_create(project=self.project, created_by=request.user, **data)
-        return HttpResponse(s.GenerationJobOutput(job).data, status=200 if job.replayed else 201)
+class GenerationJobListView(JobListView):
+    serializer_class, input_class = s.GenerationJobOutput, s.GenerationJobInput
+    rows = staticmethod(lambda project: selectors.generation_jobs_for(project=project).order_by("-id"))
+    launch = staticmethod(services.generation_job_create)
 
 
-class GenerationJobDetailView(ProjectView):
-    serializer_class = s.GenerationJobOutput
-    permissions_by_method = {"*": [CanReadData]}
-
-    def job(self, job_id):
-        job = selectors.generation_job_get(project=self.project, job_id=job_id)
-        if job is None:
-            raise NotFound("no such generation job")
-        return job
-
-    def get(self, request, slug, job_id):
-        return HttpResponse(s.GenerationJobOutput(self.job(job_id)).data)
+class GenerationJobDetailView(JobDetailView):
+    serializer_class, what = s.GenerationJobOutput, "generation job"
+    find = staticmethod(lambda project, key: selectors.generation_job_get(project=project, job_id=key))
 
 
-class GenerationJobCancelView(GenerationJobDetailView):
-    permissions_by_method = {"*": [CanManageData]}
-    http_method_names = ["post", "options"]
-
-    @extend_schema(request=None, responses={200: s.GenerationJobOutput})
-    def post(self, request, slug, job_id):
-        job = services.generation_job_cancel(job=self.job(job_id))
-        return HttpResponse(s.GenerationJobOutput(selectors.generation_job_get(project=self.project, job_id=job.pk)).data)
+class GenerationJobCancelView(JobActionView, GenerationJobDetailView):
+    act = staticmethod(lambda job: services.generation_job_cancel(job=job))
 
 
 # --- training runs -------------------------------------------------------------------------
 from ..services import runs as run_services  # noqa: E402
 
 
-class TrainingRunListView(ListModelMixin, ProjectView):
-    serializer_class = s.TrainingRunOutput
-    permissions_by_method = {"*": [CanReadData], "POST": [CanManageData]}
-
-    def get_queryset(self):
-        return run_services.training_runs_for(project=self.project).order_by("-id")
-
-    def get(self, request, slug):
-        return self.list(request)
-
-    @extend_schema(request=s.TrainingRunInput, responses={201: s.TrainingRunOutput, 200: s.TrainingRunOutput})
-    def post(self, request, slug):
-        data = _parse(s.TrainingRunInput, request, context={"project": self.project})
-        run = run_services.training_run_create(project=self.project, created_by=request.user, **data)
-        return HttpResponse(s.TrainingRunOutput(run).data, status=200 if run.replayed else 201)
+class TrainingRunListView(JobListView):
+    serializer_class, input_class = s.TrainingRunOutput, s.TrainingRunInput
+    rows = staticmethod(lambda project: run_services.training_runs_for(project=project).order_by("-id"))
+    launch = staticmethod(run_services.training_run_create)
 
 
-class TrainingRunDetailView(ProjectView):
+class TrainingRunDetailView(JobDetailView):
     """A run with its log tail, result (e.g. the reward model's evaluation) and metrics as series by name."""
 
-    serializer_class = s.TrainingRunOutput
-    permissions_by_method = {"*": [CanReadData]}
-
-    def run(self, run_id):
-        run = run_services.training_run_get(project=self.project, run_id=run_id)
-        if run is None:
-            raise NotFound("no such training run")
-        return run
+    serializer_class, lookup, what = s.TrainingRunOutput, "run_id", "training run"
+    find = staticmethod(lambda project, key: run_services.training_run_get(project=project, run_id=key))
 
     def get(self, request, slug, run_id):
-        run = self.run(run_id)
+        run = self.row()
         try:
             since = int(request.query_params.get("since_step", -1))
         except ValueError:
@@ -139,23 +91,11 @@ class TrainingRunDetailView(ProjectView):
         return HttpResponse(data)
 
 
-class TrainingRunCancelView(TrainingRunDetailView):
-    permissions_by_method = {"*": [CanManageData]}
-    http_method_names = ["post", "options"]
-
-    @extend_schema(request=None, responses={200: s.TrainingRunOutput})
-    def post(self, request, slug, run_id):
-        run = run_services.training_run_cancel(run=self.run(run_id))
-        return HttpResponse(s.TrainingRunOutput(self.run(run.pk)).data)
+class TrainingRunCancelView(JobActionView, TrainingRunDetailView):
+    act = staticmethod(lambda run: run_services.training_run_cancel(run=run))
 
 
-class TrainingRunRelaunchView(TrainingRunDetailView):
+class TrainingRunRelaunchView(JobActionView, TrainingRunDetailView):
     """Queue a failed or cancelled run again; the trainer resumes from the last checkpoint in its directory."""
 
-    permissions_by_method = {"*": [CanManageData]}
-    http_method_names = ["post", "options"]
-
-    @extend_schema(request=None, responses={200: s.TrainingRunOutput})
-    def post(self, request, slug, run_id):
-        run = run_services.training_run_relaunch(run=self.run(run_id))
-        return HttpResponse(s.TrainingRunOutput(self.run(run.pk)).data)
+    act = staticmethod(lambda run: run_services.training_run_relaunch(run=run))

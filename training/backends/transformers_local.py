@@ -137,7 +137,13 @@ class TransformersBackend:
 
         return StoppingCriteriaList([_StopStrings(self.tokenizer, sampling.stop, prompt_length)])
 
-    def generate(self, conversations: Sequence[Conversation], n: int, sampling: Sampling) -> list[list[Completion]]:
+    streams = True  # `generate(..., on_tokens=)` reports the tokens of every row after each decoding step
+
+    def generate(
+        self, conversations: Sequence[Conversation], n: int, sampling: Sampling, *, on_tokens=None
+    ) -> list[list[Completion]]:
+        """`on_tokens(rows)`, if given, is called after each decoding step with the tokens generated so far for each
+        row of the current micro-batch (prompt-major, `n` rows per prompt); `partial_text` turns a row into text."""
         check_request(conversations, n)
         torch = _torch()
         texts = [self.render(c) for c in conversations]
@@ -153,7 +159,8 @@ class TransformersBackend:
             stopping = self._stopping(sampling, input_ids.shape[1])
             with torch.inference_mode():
                 output = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention, stopping_criteria=stopping, **kwargs
+                    input_ids=input_ids, attention_mask=attention, stopping_criteria=stopping,
+                    streamer=_RowStreamer(on_tokens) if on_tokens else None, **kwargs
                 )
             new_tokens = output[:, input_ids.shape[1] :].tolist()
             prompt_lengths = attention.sum(dim=1).tolist()
@@ -163,9 +170,18 @@ class TransformersBackend:
                 )
         return results
 
-    def _completion(self, tokens: list[int], prompt_tokens: int, sampling: Sampling) -> Completion:
+    def _end(self, tokens: list[int]) -> int | None:
+        """Index of the first end-of-turn (or padding) token, None while there is none."""
         ends = set(self._stop_ids) | {self.tokenizer.pad_token_id}
-        length = next((k for k, t in enumerate(tokens) if t in ends), None)
+        return next((k for k, t in enumerate(tokens) if t in ends), None)
+
+    def partial_text(self, tokens: list[int]) -> str:
+        """The text of a completion still being generated, up to its end-of-turn token once there is one."""
+        end = self._end(tokens)
+        return self.tokenizer.decode(tokens if end is None else tokens[:end], skip_special_tokens=True)
+
+    def _completion(self, tokens: list[int], prompt_tokens: int, sampling: Sampling) -> Completion:
+        length = self._end(tokens)
         finish = "stop" if length is not None else "length"
         kept = tokens if length is None else tokens[:length]
         count = len(kept) + (1 if length is not None else 0)  # the end-of-turn token was generated too
@@ -248,6 +264,26 @@ class TransformersBackend:
     def close(self) -> None:
         self.model = None
         self.tokenizer = None
+
+
+class _RowStreamer:
+    """A transformers streamer for a whole batch: collects each row's new tokens and hands them all to a callback
+    after every decoding step (transformers' own streamers take one row only)."""
+
+    def __init__(self, on_tokens):
+        self.on_tokens = on_tokens
+        self.rows: list[list[int]] | None = None
+
+    def put(self, value) -> None:
+        if self.rows is None:  # the first call carries the prompts
+            self.rows = [[] for _ in range(value.shape[0])]
+            return
+        for row, token in zip(self.rows, value.reshape(-1).tolist()):
+            row.append(int(token))
+        self.on_tokens(self.rows)
+
+    def end(self) -> None:
+        pass
 
 
 class _StopStrings:

@@ -5,13 +5,12 @@ Engineers and admins launch and cancel; reviewers read too (as for generation jo
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.mixins import ListModelMixin
 from rest_framework.response import Response as HttpResponse
 
-from annotation.api.permissions import CanManageData, CanReadData
-from annotation.api.views import ProjectView
-from annotation.errors import NotFound
+from common.permissions import CanReadData
+from common.views import ProjectView
 
+from ..api.jobs import JobActionView, JobDetailView, JobListView, launch_client_id
 from ..models import FeedbackJob, FeedbackKind, Model
 from . import jobs
 from .agreement import agreement_report
@@ -47,52 +46,22 @@ class FeedbackJobInput(serializers.Serializer):
     batch_items = serializers.IntegerField(min_value=1, max_value=256, required=False, allow_null=True, default=None)
     critique_sampling = serializers.DictField(required=False, default=dict)
     revision_sampling = serializers.DictField(required=False, default=dict)
-    client_id = serializers.UUIDField(
-        required=False, allow_null=True, default=None,
-        help_text="Made up by the client once per launch: sending it again returns the first launch (200) instead of "
-                  "starting another.")
+    client_id = launch_client_id()
 
 
-class FeedbackJobListView(ListModelMixin, ProjectView):
-    serializer_class = FeedbackJobOutput
-    permissions_by_method = {"*": [CanReadData], "POST": [CanManageData]}
-
-    def get_queryset(self):
-        return jobs.feedback_jobs_for(project=self.project).order_by("-id")
-
-    def get(self, request, slug):
-        return self.list(request)
-
-    @extend_schema(request=FeedbackJobInput, responses={201: FeedbackJobOutput, 200: FeedbackJobOutput})
-    def post(self, request, slug):
-        serializer = FeedbackJobInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        job = jobs.feedback_job_create(project=self.project, created_by=request.user, **serializer.validated_data)
-        return HttpResponse(FeedbackJobOutput(job).data, status=200 if job.replayed else 201)
+class FeedbackJobListView(JobListView):
+    serializer_class, input_class = FeedbackJobOutput, FeedbackJobInput
+    rows = staticmethod(lambda project: jobs.feedback_jobs_for(project=project).order_by("-id"))
+    launch = staticmethod(jobs.feedback_job_create)
 
 
-class FeedbackJobDetailView(ProjectView):
-    serializer_class = FeedbackJobOutput
-    permissions_by_method = {"*": [CanReadData]}
-
-    def job(self, job_id):
-        job = jobs.feedback_job_get(project=self.project, job_id=job_id)
-        if job is None:
-            raise NotFound("no such feedback job")
-        return job
-
-    def get(self, request, slug, job_id):
-        return HttpResponse(FeedbackJobOutput(self.job(job_id)).data)
+class FeedbackJobDetailView(JobDetailView):
+    serializer_class, what = FeedbackJobOutput, "feedback job"
+    find = staticmethod(lambda project, key: jobs.feedback_job_get(project=project, job_id=key))
 
 
-class FeedbackJobCancelView(FeedbackJobDetailView):
-    permissions_by_method = {"*": [CanManageData]}
-    http_method_names = ["post", "options"]
-
-    @extend_schema(request=None, responses={200: FeedbackJobOutput})
-    def post(self, request, slug, job_id):
-        job = jobs.feedback_job_cancel(job=self.job(job_id))
-        return HttpResponse(FeedbackJobOutput(self.job(job.pk)).data)
+class FeedbackJobCancelView(JobActionView, FeedbackJobDetailView):
+    act = staticmethod(lambda job: jobs.feedback_job_cancel(job=job))
 
 
 class AgreementView(ProjectView):

@@ -10,33 +10,31 @@ the end; what still fails stays listed (the job succeeds with them, or fails whe
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.errors import Conflict, Invalid
 from annotation.models import ConstitutionVersion, Membership, Project, Prompt, Task, TaskStatus
+from common.errors import Invalid
 
-from ..backends import BackendError, Sampling, TransientBackendError, backend_for
-from ..models import ACTIVE_STATUSES, Backend, FeedbackJob, FeedbackKind, JobStatus, Model
-from ..services.claims import Heartbeat, jobs_reconcile, row_claim
-from ..services.launch import earlier_launch, insert_once
-from ..services.generation import prompts_in_scope, retry_delay
+from ..backends import Sampling, backend_for
+from ..jobs import runtime
+from ..jobs.runtime import Heartbeat, JobKind, LostClaim
+from ..models import Backend, FeedbackJob, FeedbackKind, JobStatus, Model
+from ..services.generation import prompts_in_scope
+from ..services.launch import insert_once, launched_once
 from ..webhooks import feedback_finished
 from .labels import JUDGEABLE
 
-log = logging.getLogger(__name__)
-
 MAX_ROUNDS = 8
 TASK_FILTER_KEYS = {"ids", "kinds", "limit", "with_human_labels", "status"}
+FEEDBACK_JOBS = JobKind(model=FeedbackJob, task="training.feedback_job_run", what="feedback job",
+                        on_finish=feedback_finished, progress=lambda job: f"at item {job.cursor}", prefix="feedback_")
 
 
 # --- reads ---------------------------------------------------------------------------------
@@ -102,6 +100,7 @@ def _bool(value) -> bool:
 
 
 @transaction.atomic
+@launched_once(FeedbackJob)
 def feedback_job_create(
     *,
     project: Project,
@@ -128,11 +127,8 @@ def feedback_job_create(
     kind "judge": `scope` is a task filter (`tasks_in_scope`); labels are written by the judge model's AI rater,
     beside the people, or through the queue when `counts_toward_overlap` (then `scope.limit` tasks at most).
     `principles`: keys to sample from (default: all of the version's).
-    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first job.
+    With a `client_id` the launch is idempotent (`launch.launched_once`): a retry returns the first job.
     """
-    earlier = earlier_launch(FeedbackJob, project=project, client_id=client_id, created_by=created_by)
-    if earlier is not None:
-        return earlier
     if kind not in FeedbackKind.values:
         raise Invalid(f"unknown kind {kind!r}", fields={"kind": [f"one of {', '.join(FeedbackKind.values)}"]})
     if not model.is_active:
@@ -201,78 +197,21 @@ def feedback_job_create(
         return job
     job.parameters["seed"] = job.pk if seed is None else int(seed)
     job.save(update_fields=["parameters"])
-    _enqueue(job)
+    runtime.enqueue(FEEDBACK_JOBS, job)
     return job
 
 
-@transaction.atomic
 def feedback_job_cancel(*, job: FeedbackJob) -> FeedbackJob:
-    locked = FeedbackJob.objects.select_for_update().get(pk=job.pk)
-    if locked.status not in ACTIVE_STATUSES:
-        raise Conflict(f"the job has already {locked.status}", code="job_finished")
-    if locked.status == JobStatus.QUEUED or not locked.owner:
-        locked.status, locked.finished_at, locked.owner = JobStatus.CANCELLED, timezone.now(), ""
-    locked.cancel_requested = True
-    locked.save(update_fields=["status", "finished_at", "owner", "cancel_requested"])
-    return locked
-
-
-def _send(job_id: int, ticket: str, queue: str, countdown: float | None) -> None:
-    from ..tasks import feedback_job_run
-
-    feedback_job_run.apply_async(args=[job_id, ticket], queue=queue, countdown=countdown)
-
-
-def _enqueue(job: FeedbackJob, *, countdown: float | None = None) -> str:
-    ticket = uuid.uuid4().hex
-    enqueued_at = timezone.now() + timedelta(seconds=countdown or 0)
-    FeedbackJob.objects.filter(pk=job.pk).update(ticket=ticket, enqueued_at=enqueued_at)
-    job.ticket, job.enqueued_at = ticket, enqueued_at
-    job_id, queue = job.pk, job.queue
-    transaction.on_commit(lambda: _send(job_id, ticket, queue, countdown), robust=True)
-    return ticket
+    """Stop a job: at once when it waits in the queue, after its current batch when a worker runs it."""
+    return runtime.cancel(FEEDBACK_JOBS, job)
 
 
 # --- running -------------------------------------------------------------------------------
-class LostClaim(Exception):
-    pass
-
-
-class RetryLater(Exception):
-    def __init__(self, message: str, *, ticket: str, countdown: float):
-        super().__init__(message)
-        self.ticket, self.countdown = ticket, countdown
-
-
 def feedback_job_run_slice(*, job_id: int, ticket: str, worker: str = "", backend=None) -> str:
     """Run the job for up to JOB_SLICE_SECONDS; returns succeeded/failed/cancelled/continued/stale/busy/lost.
     Raises RetryLater on transient backend errors. `backend` replaces the registry's (tests, benchmarks)."""
-    owner = f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:128]
-    state = row_claim(FeedbackJob, job_id, ticket, owner, timezone.now(), ACTIVE_STATUSES)
-    if state != "claimed":
-        return state
-    heartbeat = Heartbeat(FeedbackJob, job_id, owner, settings.JOB_HEARTBEAT_SECONDS)
-    heartbeat.start()
-    try:
-        return _run(job_id, owner, heartbeat, backend)
-    except LostClaim:
-        return "lost"
-    except TransientBackendError as exc:
-        outcome = _release_for_retry(job_id, owner, f"{type(exc).__name__}: {exc}")
-        if isinstance(outcome, RetryLater):
-            raise outcome from exc
-        return outcome
-    except (BackendError, Invalid) as exc:
-        _fail(job_id, owner, str(exc))
-        return "failed"
-    except (OperationalError, InterfaceError):
-        raise
-    except Exception as exc:
-        log.exception("feedback job %s failed", job_id)
-        _fail(job_id, owner, f"{type(exc).__name__}: {exc}")
-        return "failed"
-    finally:
-        heartbeat.stop()
+    return runtime.run_claimed(FEEDBACK_JOBS, job_id=job_id, ticket=ticket, worker=worker,
+                               body=lambda owner, heartbeat: _run(job_id, owner, heartbeat, backend))
 
 
 def _principles(job: FeedbackJob):
@@ -299,7 +238,7 @@ def _process(job: FeedbackJob, backend, item_ids: list[int]) -> tuple[int, list[
 
     labels = label_tasks(backend, task_views(item_ids), principles, seed=params.get("seed", job.pk),
                          cot=params.get("cot", False), ranking_subset=params.get("ranking_subset", "all"),
-                         aspects=tuple(job.project.settings.get("aspects") or ("helpful", "honest", "harmless")),
+                         aspects=job.project.aspects,
                          batch_size=job.batch_items)
     written = write_direct(rater=job.rater, labels=labels, model_name=job.model.name, constitution=job.constitution,
                            job_id=job.pk)
@@ -340,7 +279,7 @@ def _run(job_id: int, owner: str, heartbeat: Heartbeat, backend) -> str:
         if current is None or current["owner"] != owner or heartbeat.lost:
             raise LostClaim()
         if current["cancel_requested"]:
-            return _finish(job_id, owner, JobStatus.CANCELLED)
+            return runtime.end(FEEDBACK_JOBS, job_id, owner, JobStatus.CANCELLED)
         cursor = current["cursor"]
         end = job.total if via_queue else len(job.item_ids)
         if cursor >= end:
@@ -349,8 +288,7 @@ def _run(job_id: int, owner: str, heartbeat: Heartbeat, backend) -> str:
                 continue
             return _complete(job, owner)
         if batches and time.monotonic() >= deadline:
-            _hand_on(job_id, owner)
-            return "continued"
+            return runtime.hand_on(FEEDBACK_JOBS, job_id, owner)
         if via_queue:
             want = min(job.batch_items, end - cursor)
             taken, failures, counts, exhausted = _process_queue(job, backend, want)
@@ -410,65 +348,14 @@ def _complete(job: FeedbackJob, owner: str) -> str:
     produced = result.get("labels", 0) + result.get("revisions", 0) + result.get("already_labelled", 0)
     status = JobStatus.SUCCEEDED if produced or not job.failures else JobStatus.FAILED
     error = "" if status == JobStatus.SUCCEEDED else f"every item failed; first error: {job.failures[0].get('error', '')}"
-    updated = FeedbackJob.objects.filter(pk=job.pk, owner=owner).update(
-        status=status, owner="", finished_at=timezone.now(), error=error[:4000], result=result,
-        done=F("total") if status == JobStatus.SUCCEEDED else F("done"),
-    )
-    if not updated:
-        raise LostClaim()
-    feedback_finished(job_id=job.pk)  # feedback.finished webhooks
-    return status
-
-
-def _finish(job_id: int, owner: str, status: str) -> str:
-    if not FeedbackJob.objects.filter(pk=job_id, owner=owner).update(status=status, owner="", finished_at=timezone.now()):
-        raise LostClaim()
-    feedback_finished(job_id=job_id)  # feedback.finished webhooks
-    return status
-
-
-def _hand_on(job_id: int, owner: str) -> None:
-    with transaction.atomic():
-        job = FeedbackJob.objects.select_for_update().filter(pk=job_id, owner=owner).first()
-        if job is None:
-            raise LostClaim()
-        FeedbackJob.objects.filter(pk=job_id).update(owner="")
-        _enqueue(job)
-
-
-def _fail(job_id: int, owner: str, message: str) -> None:
-    if FeedbackJob.objects.filter(pk=job_id, owner=owner).update(
-        status=JobStatus.FAILED, owner="", error=message[:4000], finished_at=timezone.now()
-    ):
-        feedback_finished(job_id=job_id)  # feedback.finished webhooks
-
-
-def _release_for_retry(job_id: int, owner: str, message: str) -> RetryLater | str:
-    with transaction.atomic():
-        job = FeedbackJob.objects.select_for_update().filter(pk=job_id, owner=owner).first()
-        if job is None:
-            return "lost"
-        if job.attempts + 1 >= settings.JOB_MAX_ATTEMPTS:
-            _fail(job_id, owner, f"gave up after {job.attempts + 1} attempts: {message}")
-            return "failed"
-        countdown = retry_delay(job.attempts)
-        ticket = uuid.uuid4().hex
-        FeedbackJob.objects.filter(pk=job_id).update(
-            owner="", attempts=F("attempts") + 1, error=f"retrying: {message}"[:4000], ticket=ticket,
-            enqueued_at=timezone.now() + timedelta(seconds=countdown),
-        )
-    return RetryLater(message, ticket=ticket, countdown=countdown)
+    return runtime.end(FEEDBACK_JOBS, job.pk, owner, status, error=error, result=result,
+                       done=F("total") if status == JobStatus.SUCCEEDED else F("done"))
 
 
 def feedback_jobs_reconcile(*, now: datetime | None = None) -> dict:
-    """Re-queue or end feedback jobs nobody works on, as `generation_jobs_reconcile` does for generation."""
-    return jobs_reconcile(FeedbackJob, now=now or timezone.now(), active=ACTIVE_STATUSES, enqueue=_enqueue,
-                          finished=feedback_finished, what="feedback job", prefix="feedback_")
+    """Re-queue or end feedback jobs nobody works on (`runtime.reconcile`), as for every job kind."""
+    return runtime.reconcile(FEEDBACK_JOBS, now=now)
 
 
 def ai_raters_of(*, project: Project):
     return Membership.objects.filter(project=project, is_ai=True).select_related("user")
-
-
-def constitution_versions_of(*, project: Project):
-    return ConstitutionVersion.objects.filter(project=project).order_by("number")

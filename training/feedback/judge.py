@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from typing import Hashable, Sequence
 
 from ..backends.base import BackendError, Sampling, TransientBackendError
 from .prompts import COT_ANSWER, COT_PREFIX, comparison_prompt, conversation_text
@@ -307,10 +307,3 @@ def rank_from_verdicts(n: int, verdicts: Sequence[tuple[int, int, float]]) -> li
     for rank, position in enumerate(order, start=1):
         ranks[position] = rank
     return ranks
-
-
-def expected_score(logprobs: dict[str, Any], values: Sequence[int]) -> tuple[float, list[float]]:
-    """Expectation and distribution of a score read from candidates' log-probabilities (same order)."""
-    keys = list(logprobs)
-    probs = normalize(logprobs, keys)
-    return sum(p * v for p, v in zip(probs, values)), list(probs)

@@ -23,6 +23,10 @@ RATING_CANDIDATES = tuple(str(i) for i in range(1, 8))
 STEP_OPEN = "The answer is: ("
 STEP_CANDIDATES = ("A", "B", "C")
 STEP_LABELS = (1, 0, -1)
+# A pairwise AI label from P(first response is better), by its distance from a coin flip |p - 0.5|:
+TIE_BAND = 1e-9  # within it, a tie (an exact coin flip, e.g. pure position bias averaged out)
+STRENGTH_2_FROM = 0.1  # from here on, stated strength 2 (below it, 1)
+STRENGTH_3_FROM = 0.25  # from here on, stated strength 3
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,13 @@ def pick_principle(principles: Sequence, *, seed: int | str, item: int | str, ro
 def strength_of(p_first: float) -> int:
     """Stated strength (1-3) from how far the soft label is from a coin flip."""
     margin = abs(p_first - 0.5)
-    return 1 if margin < 0.1 else 2 if margin < 0.25 else 3
+    return 3 if margin >= STRENGTH_3_FROM else 2 if margin >= STRENGTH_2_FROM else 1
 
 
 def pairwise_payload(p_first: float) -> dict:
-    if abs(p_first - 0.5) < 1e-9:  # an exact coin flip (e.g. pure position bias, averaged out)
+    """The pairwise label stored for an AI judge's P(first is better): the one mapping every AI label goes
+    through, from feedback jobs and rounds alike."""
+    if abs(p_first - 0.5) < TIE_BAND:
         return {"choice": "tie", "strength": None}
     return {"choice": "A" if p_first > 0.5 else "B", "strength": strength_of(p_first)}
 

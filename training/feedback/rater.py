@@ -22,10 +22,9 @@ import uuid
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef
 
-from annotation.errors import Conflict
 from annotation.models import (
     Annotation,
     AnnotationSource,
@@ -38,9 +37,8 @@ from annotation.models import (
     TaskResponse,
     TaskStatus,
 )
-from annotation.payloads import validate_payload
-from annotation.services import annotation_submit, assignment_skip, membership_set, task_next_for
-from annotation.services.submit import project_aspects
+from annotation.services import ai_annotation_write, annotation_submit, assignment_skip, membership_set, task_next_for
+from common.errors import Conflict
 
 from .labels import JUDGEABLE, Label, TaskView, label_tasks
 
@@ -71,8 +69,8 @@ def ai_rater_ensure(*, project: Project, model_name: str, counts_toward_overlap:
     return user
 
 
-def label_client_id(*, rater_id: int, task_id: int, constitution_id: int) -> uuid.UUID:
-    """One label per (rater, task, constitution version): a retried job finds its earlier label."""
+def label_client_id(*, rater_id: int, task_id: int, constitution_id: int | None) -> uuid.UUID:
+    """One label per (rater, task, constitution version, or none): a retried job finds its earlier label."""
     return uuid.uuid5(LABEL_NAMESPACE, f"{rater_id}:{task_id}:{constitution_id}")
 
 
@@ -109,14 +107,17 @@ class Written:
         self.failed = self.failed or []
 
 
-def _details(label: Label, *, model_name: str, constitution: ConstitutionVersion, job_id: int | None) -> dict:
+def label_details(label: Label, *, model_name: str, constitution: ConstitutionVersion | None,
+                  job_id: int | None = None, round_id: int | None = None) -> dict:
+    """The provenance every AI label stores, whoever asked for it (a feedback job, a round)."""
     return {
         **label.details,
         "judge_model": model_name,
         "principle": label.principle,
-        "constitution_version": constitution.number,
-        "constitution_version_id": constitution.pk,
+        "constitution_version": constitution.number if constitution else None,
+        "constitution_version_id": constitution.pk if constitution else None,
         "feedback_job": job_id,
+        "round": round_id,
     }
 
 
@@ -129,10 +130,10 @@ def _shown(payload: dict, kind: str, order: list[int]) -> dict:
     return payload
 
 
-def write_direct(*, rater, labels: list[Label], model_name: str, constitution: ConstitutionVersion,
-                 job_id: int | None = None) -> Written:
-    """Write labels straight onto their tasks (no assignment, no slot taken). Idempotent per (rater, task,
-    constitution version); a label from an older version is superseded."""
+def write_direct(*, rater, labels: list[Label], model_name: str, constitution: ConstitutionVersion | None,
+                 job_id: int | None = None, round_id: int | None = None) -> Written:
+    """Write labels straight onto their tasks (`annotation.services.ai_annotation_write`: no assignment, no slot
+    taken). Idempotent per (rater, task, constitution version); a label from an older version is superseded."""
     out = Written()
     tasks = Task.objects.select_related("project").in_bulk([l.task_id for l in labels])
     for label in labels:
@@ -142,35 +143,17 @@ def write_direct(*, rater, labels: list[Label], model_name: str, constitution: C
         if label.payload is None:
             out.failed.append({"item": label.task_id, "error": label.error})
             continue
-        client_id = label_client_id(rater_id=rater.pk, task_id=task.pk, constitution_id=constitution.pk)
-        with transaction.atomic():
-            if Annotation.objects.filter(client_id=client_id).exists():
-                out.skipped += 1
-                continue
-            canonical = validate_payload(task.kind, label.payload, n_responses=task.n_responses, n_steps=task.n_steps,
-                                         aspects=project_aspects(task.project))
-            old = (
-                Annotation.objects.select_for_update()
-                .filter(task=task, author=rater, source=AnnotationSource.AI, is_current=True)
-                .first()
-            )
-            if old is not None:
-                old.is_current = False
-                old.save(update_fields=["is_current"])
-            try:
-                with transaction.atomic():
-                    Annotation.objects.create(
-                        task=task, kind=task.kind, assignment=None, author=rater, source=AnnotationSource.AI,
-                        payload=canonical, shown_order=list(range(task.n_responses)),
-                        guideline_version_id=task.project.current_guideline_id, constitution_version=constitution,
-                        details=_details(label, model_name=model_name, constitution=constitution, job_id=job_id),
-                        client_id=client_id, supersedes=old,
-                    )
-            except IntegrityError:
-                # A concurrent run of the same job wrote it first.
-                out.skipped += 1
-                continue
-        out.labelled += 1
+        written = ai_annotation_write(
+            task=task, rater=rater, payload=label.payload, constitution=constitution,
+            client_id=label_client_id(rater_id=rater.pk, task_id=task.pk,
+                                      constitution_id=constitution.pk if constitution else None),
+            details=label_details(label, model_name=model_name, constitution=constitution, job_id=job_id,
+                                  round_id=round_id),
+        )
+        if written is None:
+            out.skipped += 1
+        else:
+            out.labelled += 1
     return out
 
 
@@ -196,7 +179,7 @@ def label_through_queue(
     out = Written()
     ahead = {l.task_id: l for l in label_tasks(
         backend, task_views(open_tasks_for(project=project, rater=rater, limit=limit)), principles,
-        seed=seed, cot=cot, ranking_subset=ranking_subset, aspects=project_aspects(project), batch_size=batch_size,
+        seed=seed, cot=cot, ranking_subset=ranking_subset, aspects=project.aspects, batch_size=batch_size,
     )}
     for _ in range(limit):
         assignment = task_next_for(annotator=rater, project=project)
@@ -206,7 +189,7 @@ def label_through_queue(
         label = ahead.pop(task.pk, None)
         if label is None and task.kind in JUDGEABLE:
             label = label_tasks(backend, task_views([task.pk]), principles, seed=seed, cot=cot,
-                                ranking_subset=ranking_subset, aspects=project_aspects(project))[0]
+                                ranking_subset=ranking_subset, aspects=project.aspects)[0]
         if Annotation.objects.filter(task=task, author=rater, source=AnnotationSource.AI, is_current=True).exists():
             # Labelled beside the people earlier: never a second label for the same task.
             assignment_skip(assignment=assignment, annotator=rater, reason="already labelled by this AI rater")
@@ -231,7 +214,7 @@ def label_through_queue(
                 continue
             Annotation.objects.filter(pk=annotation.pk).update(
                 source=AnnotationSource.AI, constitution_version=constitution,
-                details=_details(label, model_name=model_name, constitution=constitution, job_id=job_id),
+                details=label_details(label, model_name=model_name, constitution=constitution, job_id=job_id),
             )
         out.labelled += 1
     return out

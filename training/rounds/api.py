@@ -1,14 +1,8 @@
 """Rounds over the API: list and run (admins and engineers), read one with its lineage, cancel."""
 
-from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.generics import ListAPIView
-from rest_framework.response import Response as HttpResponse
 
-from annotation.api.permissions import CanManageData, CanReadData
-from annotation.api.views import ProjectView
-from annotation.errors import NotFound
-
+from ..api.jobs import JobActionView, JobDetailView, JobListView, launch_client_id
 from ..models import Model
 from . import services
 from .models import LabelMode, Round
@@ -27,10 +21,7 @@ class RoundInput(serializers.Serializer):
     judge = _model_field()
     reward_model = _model_field()
     config = serializers.DictField(required=False, default=dict)
-    client_id = serializers.UUIDField(
-        required=False, allow_null=True, default=None,
-        help_text="Made up by the client once per launch: sending it again returns the first launch (200) instead of "
-                  "starting another.")
+    client_id = launch_client_id()
 
 
 class RoundOutput(serializers.ModelSerializer):
@@ -60,40 +51,17 @@ class RoundDetailOutput(RoundOutput):
         return services.round_lineage(obj)
 
 
-class RoundListView(ListAPIView, ProjectView):
-    serializer_class = RoundOutput
-    permissions_by_method = {"*": [CanReadData], "POST": [CanManageData]}
-
-    def get_queryset(self):
-        return services.rounds_for(project=self.project)
-
-    @extend_schema(request=RoundInput, responses={201: RoundOutput, 200: RoundOutput})
-    def post(self, request, slug):
-        serializer = RoundInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        rnd = services.round_create(project=self.project, created_by=request.user, **serializer.validated_data)
-        return HttpResponse(RoundOutput(rnd).data, status=200 if rnd.replayed else 201)
+class RoundListView(JobListView):
+    serializer_class, input_class = RoundOutput, RoundInput
+    rows = staticmethod(lambda project: services.rounds_for(project=project))
+    launch = staticmethod(services.round_create)
 
 
-class RoundDetailView(ProjectView):
-    serializer_class = RoundDetailOutput
-    permissions_by_method = {"*": [CanReadData]}
-
-    def round(self, number):
-        rnd = services.round_get(project=self.project, number=number)
-        if rnd is None:
-            raise NotFound("no such round")
-        return rnd
-
-    def get(self, request, slug, number):
-        return HttpResponse(RoundDetailOutput(self.round(number)).data)
+class RoundDetailView(JobDetailView):
+    serializer_class, lookup, key_field, what = RoundDetailOutput, "number", "number", "round"
+    find = staticmethod(lambda project, key: services.round_get(project=project, number=key))
 
 
-class RoundCancelView(RoundDetailView):
-    permissions_by_method = {"*": [CanManageData]}
-    http_method_names = ["post", "options"]
-
-    @extend_schema(request=None, responses={200: RoundOutput})
-    def post(self, request, slug, number):
-        rnd = services.round_cancel(rnd=self.round(number))
-        return HttpResponse(RoundOutput(rnd).data)
+class RoundCancelView(JobActionView, RoundDetailView):
+    output_class = RoundOutput
+    act = staticmethod(lambda rnd: services.round_cancel(rnd=rnd))

@@ -5,9 +5,9 @@ Lineage is stored as links, never copied: model → generation job → tasks (me
 snapshot (sha256 kept on the row as well) → training run → output model.
 """
 
-from django.conf import settings
 from django.db import models
-from django.db.models import Q
+
+from ..jobs.models import JobRow, job_row_constraints, job_row_indexes
 
 
 class LabelMode(models.TextChoices):
@@ -41,7 +41,7 @@ class RoundStatus(models.TextChoices):
 ROUND_ACTIVE = (RoundStatus.QUEUED, RoundStatus.RUNNING, RoundStatus.WAITING)
 
 
-class Round(models.Model):
+class Round(JobRow):
     """One turn of generate → select → label → export → train → evaluate. The row is the truth: a worker claims it
     (`owner`, `heartbeat_at`), does what it can, and hands it on to a later message while it waits; the reconciler
     re-sends a round nobody holds and takes back one whose worker stopped beating."""
@@ -81,42 +81,19 @@ class Round(models.Model):
     waiting_for = models.CharField(max_length=300, blank=True)
     stage_times = models.JSONField(default=dict, blank=True, help_text="stage -> {started, finished, seconds}.")
     evaluation = models.JSONField(default=dict, blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
 
-    ticket = models.CharField(max_length=32, blank=True)
-    owner = models.CharField(max_length=128, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When the next message is due.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    client_id = models.UUIDField(null=True, blank=True, help_text="The launcher's id for this launch: a retry with it returns this row.")
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    active_statuses = ROUND_ACTIVE
 
-    class Meta:
+    class Meta(JobRow.Meta):
         ordering = ["project", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
-            models.UniqueConstraint(fields=["project", "client_id"], condition=Q(client_id__isnull=False),
-                                    name="round_client_id_unique"),
-            models.CheckConstraint(condition=Q(status__in=RoundStatus.values), name="round_status_valid"),
-            models.CheckConstraint(condition=Q(stage__in=RoundStage.values), name="round_stage_valid"),
-            models.CheckConstraint(condition=Q(label_mode__in=LabelMode.values), name="round_label_mode_valid"),
+            *job_row_constraints("round", RoundStatus.values, stage=RoundStage.values, label_mode=LabelMode.values),
         ]
-        indexes = [
-            models.Index(fields=["status", "heartbeat_at"], name="round_active",
-                         condition=Q(status__in=["queued", "running", "waiting"])),
-        ]
+        indexes = job_row_indexes("round", ROUND_ACTIVE, by_project=False)
 
     def __str__(self) -> str:
         return f"round {self.number} of {self.project_id} ({self.status}, {self.stage})"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ROUND_ACTIVE
 
     @property
     def task_key(self) -> str:

@@ -15,18 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import Conflict, Invalid
 from annotation.models import (
     Annotation,
     AnnotationSource,
@@ -42,11 +39,15 @@ from annotation.models import (
 )
 from annotation.services import membership_set, project_create, prompt_create, response_create, task_create
 from annotation.services.exports import snapshot_create
+from common.errors import Conflict, Invalid
 
 from ..backends import BackendError, Sampling, backend_for
+from ..feedback.labels import Label, label_tasks, pairwise_payload
+from ..feedback.rater import ai_rater_ensure, task_views, write_direct
+from ..jobs import runtime
+from ..jobs.runtime import Heartbeat, JobKind, LostClaim, Wait
 from ..models import Backend, CandidateTasks, JobStatus, Model, ModelRole, TrainingMethod
-from ..services.claims import Heartbeat, row_claim
-from ..services.launch import earlier_launch, insert_once
+from ..services.launch import insert_once, launched_once
 from ..services.generation import generation_job_cancel, generation_job_create
 from ..services.runs import training_run_cancel, training_run_create, training_run_relaunch
 from . import evaluation, judging, selection
@@ -79,6 +80,15 @@ INT_KEYS = {"prompts_per_round": (1, 10_000), "n": (2, 16), "eval_prompts": (0, 
             "seed": (0, 2**31 - 1)}
 HELDOUT_TAG = "heldout"
 RUN_RELAUNCHES = 2  # times a round relaunches a training run whose worker died
+
+
+def _queue(rnd: Round) -> str:
+    return getattr(settings, "ROUND_QUEUE", "gpu")
+
+
+ROUNDS = JobKind(model=Round, task="training.round_advance", what="round", noun="round", queue=_queue,
+                 claimable=ROUND_ACTIVE, progress=lambda rnd: f"in stage {rnd.stage}",
+                 requeued_status=RoundStatus.QUEUED, release_fields={"waiting_for": ""}, prefix="rounds_")
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -173,6 +183,7 @@ def latest_output_model(*, project: Project) -> Model | None:
 
 
 @transaction.atomic
+@launched_once(Round)
 def round_create(
     *,
     project: Project,
@@ -189,11 +200,8 @@ def round_create(
 ) -> Round:
     """Record round n+1 of the project and queue it (after commit). `rounds` > 1 chains that many rounds, each
     generating with the model the one before it trained. The policy defaults to the last round's output model.
-    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first round, even
+    With a `client_id` the launch is idempotent (`launch.launched_once`): a retry returns the first round, even
     while it runs."""
-    earlier = earlier_launch(Round, project=project, client_id=client_id, created_by=created_by)
-    if earlier is not None:
-        return earlier
     if label_mode not in LabelMode.values:
         raise Invalid(f"unknown label mode {label_mode!r}", fields={"label_mode": [f"one of {', '.join(LabelMode.values)}"]})
     if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= 100:
@@ -231,7 +239,7 @@ def round_create(
     )
     if rnd.replayed:  # a concurrent launch with this client id came first
         return rnd
-    _enqueue(rnd)
+    runtime.enqueue(ROUNDS, rnd)
     return rnd
 
 
@@ -239,14 +247,7 @@ def round_create(
 def round_cancel(*, rnd: Round) -> Round:
     """Stop a round: at once when no worker holds it, at the next stage boundary otherwise. Its generation job and
     training runs still active are cancelled too."""
-    locked = Round.objects.select_for_update().get(pk=rnd.pk)
-    if locked.status not in ROUND_ACTIVE:
-        raise Conflict(f"the round has already {locked.status}", code="round_finished")
-    locked.cancel_requested = True
-    locked.rounds_after = 0
-    if not locked.owner:
-        locked.status, locked.finished_at, locked.waiting_for = RoundStatus.CANCELLED, timezone.now(), ""
-    locked.save(update_fields=["cancel_requested", "rounds_after", "status", "finished_at", "waiting_for"])
+    locked = runtime.cancel(ROUNDS, rnd, rounds_after=0)
     _cancel_children(locked)
     return locked
 
@@ -259,28 +260,7 @@ def _cancel_children(rnd: Round) -> None:
             training_run_cancel(run=run)
 
 
-# --- messages ------------------------------------------------------------------------------
-def _send(round_id: int, ticket: str, countdown: float | None) -> None:
-    from .tasks import round_advance
-
-    round_advance.apply_async(args=[round_id, ticket], queue=_queue(), countdown=countdown)
-
-
-def _queue() -> str:
-    return getattr(settings, "ROUND_QUEUE", "gpu")
-
-
-def _enqueue(rnd: Round, *, countdown: float | None = None) -> str:
-    """A new ticket and a message carrying it, due after `countdown` seconds, sent once the transaction commits."""
-    ticket = uuid.uuid4().hex
-    due = timezone.now() + timedelta(seconds=countdown or 0)
-    Round.objects.filter(pk=rnd.pk).update(ticket=ticket, enqueued_at=due)
-    rnd.ticket, rnd.enqueued_at = ticket, due
-    round_id = rnd.pk
-    transaction.on_commit(lambda: _send(round_id, ticket, countdown), robust=True)
-    return ticket
-
-
+# --- running -------------------------------------------------------------------------------
 def poll_seconds() -> float:
     return float(getattr(settings, "ROUND_POLL_SECONDS", 5))
 
@@ -289,45 +269,22 @@ def human_poll_seconds() -> float:
     return float(getattr(settings, "ROUND_HUMAN_POLL_SECONDS", 30))
 
 
-# --- running -------------------------------------------------------------------------------
-class LostClaim(Exception):
-    """Someone else (the reconciler, a cancel) took the round over."""
-
-
 class RoundFailed(Exception):
     """The round cannot go on (a failed job or run, nothing to train on)."""
 
 
-class _Wait(Exception):
-    def __init__(self, why: str, seconds: float):
-        super().__init__(why)
-        self.why, self.seconds = why, seconds
+def _wait(why: str, seconds: float) -> Wait:
+    """Let go of the round while it waits for `why`; a message due in `seconds` looks again."""
+    return Wait(seconds, status=RoundStatus.WAITING, waiting_for=why[:300])
 
 
 def round_advance_now(*, round_id: int, ticket: str, worker: str = "") -> str:
     """Take the round as far as it goes without waiting. Returns "succeeded", "failed", "cancelled", "waiting",
     "stale" (an outdated message), "busy" (a live worker holds it) or "lost"."""
-    owner = f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:128]
-    state = row_claim(Round, round_id, ticket, owner, timezone.now(), ROUND_ACTIVE, waiting_for="")
-    if state != "claimed":
-        return state
-    heartbeat = Heartbeat(Round, round_id, owner, settings.JOB_HEARTBEAT_SECONDS)
-    heartbeat.start()
-    try:
-        return _advance(round_id, owner, heartbeat)
-    except LostClaim:
-        return "lost"
-    except _Wait as wait:
-        return _release_to_wait(round_id, owner, wait.why, wait.seconds)
-    except (RoundFailed, BackendError, Invalid, Conflict) as exc:
-        _end(round_id, owner, RoundStatus.FAILED, error=str(exc))
-        return RoundStatus.FAILED
-    except Exception as exc:
-        log.exception("round %s failed", round_id)
-        _end(round_id, owner, RoundStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return RoundStatus.FAILED
-    finally:
-        heartbeat.stop()
+    return runtime.run_claimed(ROUNDS, job_id=round_id, ticket=ticket, worker=worker,
+                               body=lambda owner, heartbeat: _advance(round_id, owner, heartbeat),
+                               failures=(RoundFailed, BackendError, Invalid, Conflict), transient_retry=False,
+                               waiting_for="")
 
 
 def _check_owner(round_id: int, owner: str, heartbeat: Heartbeat) -> Round:
@@ -345,8 +302,7 @@ def _advance(round_id: int, owner: str, heartbeat: Heartbeat) -> str:
         rnd = _check_owner(round_id, owner, heartbeat)
         if rnd.cancel_requested:
             _cancel_children(rnd)
-            _end(round_id, owner, RoundStatus.CANCELLED)
-            return RoundStatus.CANCELLED
+            return runtime.end(ROUNDS, round_id, owner, RoundStatus.CANCELLED)
         stage = rnd.stage
         if stage == RoundStage.DONE:
             return _succeed(rnd, owner)
@@ -375,29 +331,10 @@ def _stage_finished(rnd: Round, owner: str, stage: str, **fields) -> None:
         raise LostClaim()
 
 
-def _release_to_wait(round_id: int, owner: str, why: str, seconds: float) -> str:
-    with transaction.atomic():
-        rnd = Round.objects.select_for_update().filter(pk=round_id, owner=owner).first()
-        if rnd is None:
-            return "lost"
-        Round.objects.filter(pk=round_id).update(owner="", status=RoundStatus.WAITING, waiting_for=why[:300])
-        _enqueue(rnd, countdown=seconds)
-    return "waiting"
-
-
-def _end(round_id: int, owner: str, status: str, *, error: str = "") -> None:
-    Round.objects.filter(pk=round_id, owner=owner).update(
-        status=status, owner="", error=error[:4000], finished_at=timezone.now(), waiting_for=""
-    )
-
-
 def _succeed(rnd: Round, owner: str) -> str:
     """Close the round and, when more rounds were asked for, start the next with this round's model."""
     with transaction.atomic():
-        if not Round.objects.filter(pk=rnd.pk, owner=owner).update(
-            status=RoundStatus.SUCCEEDED, owner="", finished_at=timezone.now(), waiting_for="", error=""
-        ):
-            raise LostClaim()
+        runtime.end(ROUNDS, rnd.pk, owner, RoundStatus.SUCCEEDED)
         if rnd.rounds_after > 0 and rnd.output_model_id and not Round.objects.filter(previous=rnd).exists():
             round_create(
                 project=rnd.project, policy=rnd.output_model, judge=rnd.judge,
@@ -433,7 +370,7 @@ def _generate(rnd: Round, owner: str) -> None:
                 raise LostClaim()
     job.refresh_from_db()
     if job.is_active:
-        raise _Wait(f"generation job {job.pk}: {job.done}/{job.total} responses", poll_seconds())
+        raise _wait(f"generation job {job.pk}: {job.done}/{job.total} responses", poll_seconds())
     if job.status != JobStatus.SUCCEEDED:
         raise RoundFailed(f"generation job {job.pk} {job.status}: {job.error}".strip(": "))
 
@@ -509,7 +446,7 @@ def _label(rnd: Round, owner: str) -> None:
         quota = rnd.human_quota or tasks.count()
         done = Annotation.objects.filter(task__in=tasks, source=AnnotationSource.HUMAN, is_current=True).count()
         if done < quota:
-            raise _Wait(f"human labels: {done}/{quota}", human_poll_seconds())
+            raise _wait(f"human labels: {done}/{quota}", human_poll_seconds())
 
 
 def _ai_labels(rnd: Round, owner: str) -> None:
@@ -517,7 +454,7 @@ def _ai_labels(rnd: Round, owner: str) -> None:
 
     With a constitution in force, through the product's AI rater (`training.feedback`): one principle drawn per
     task, both orders averaged, written as the judge's rater with the constitution version. Without one, the
-    judge answers the default comparison question and the label is written with the judge's name only.
+    judge answers the default comparison question and the label is written by the same rater, with no version.
     """
     judge = rnd.judge
     labelled = Annotation.objects.filter(source=AnnotationSource.AI, details__judge_model=judge.name).values("task_id")
@@ -529,19 +466,15 @@ def _ai_labels(rnd: Round, owner: str) -> None:
     constitution = rnd.project.current_constitution
     principles = list(constitution.principles.order_by("position")) if constitution is not None else []
     if principles:
-        from ..feedback.labels import label_tasks
-        from ..feedback.rater import ai_rater_ensure, task_views, write_direct
-
         rater = ai_rater_ensure(project=rnd.project, model_name=judge.name)
         for start in range(0, len(todo), batch):
             labels = label_tasks(backend, task_views(todo[start : start + batch]), principles, seed=rnd.pk,
-                                 batch_size=batch)
+                                 aspects=rnd.project.aspects, batch_size=batch)
             with transaction.atomic():
                 if not Round.objects.select_for_update().filter(pk=rnd.pk, owner=owner).exists():
                     raise LostClaim()
-                for label in labels:
-                    label.details["round"] = rnd.pk
-                write_direct(rater=rater, labels=labels, model_name=judge.name, constitution=constitution)
+                write_direct(rater=rater, labels=labels, model_name=judge.name, constitution=constitution,
+                             round_id=rnd.pk)
         return
     tasks = {t.pk: t for t in Task.objects.filter(pk__in=todo).select_related("prompt")
              .prefetch_related("task_responses__response")}
@@ -555,18 +488,16 @@ def _ai_labels(rnd: Round, owner: str) -> None:
         with transaction.atomic():
             if not Round.objects.select_for_update().filter(pk=rnd.pk, owner=owner).exists():
                 raise LostClaim()
-            for task, j in zip(chunk, judgments):
-                if j.ok:  # a pair the judge could not read (too long for it) stays unlabelled
-                    _ai_annotation(task, judge, j, rnd)
+            _write_judgments(rnd, rnd.project, zip(chunk, judgments))
 
 
-def _ai_annotation(task: Task, judge: Model, judgment: judging.PairJudgment, rnd: Round | None) -> Annotation:
-    strength = 1 + min(2, int(abs(judgment.p - 0.5) * 6))  # 1 (near even) to 3 (confident)
-    payload = {"choice": judgment.choice, "strength": strength} if judgment.choice != "tie" else {"choice": "tie"}
-    return Annotation.objects.create(
-        task=task, kind=TaskKind.PAIRWISE.value, source=AnnotationSource.AI, payload=payload, shown_order=[0, 1],
-        details={"judge_model": judge.name, **judgment.details(), "round": rnd.pk if rnd else None},
-    )
+def _write_judgments(rnd: Round, project: Project, judged) -> None:
+    """The round judge's verdicts on pairwise tasks of `project`, (task, PairJudgment) pairs, written as its AI
+    rater's labels: the same label and provenance a feedback job writes. A pair the judge could not read (too
+    long for it) stays unlabelled."""
+    labels = [Label(task.pk, pairwise_payload(j.p), "", j.details()) for task, j in judged if j.ok]
+    rater = ai_rater_ensure(project=project, model_name=rnd.judge.name)
+    write_direct(rater=rater, labels=labels, model_name=rnd.judge.name, constitution=None, round_id=rnd.pk)
 
 
 def _sources(rnd: Round) -> list[str]:
@@ -613,14 +544,14 @@ def _train(rnd: Round, owner: str) -> None:
         run.refresh_from_db()
     active = [r for r in runs if r.is_active]
     if active:
-        raise _Wait(", ".join(f"training run {r.pk} ({r.method}): step {r.step}" for r in active), poll_seconds())
+        raise _wait(", ".join(f"training run {r.pk} ({r.method}): step {r.step}" for r in active), poll_seconds())
     lost = [r for r in runs if r.status == JobStatus.FAILED and "stopped responding" in r.error
             and r.attempts < RUN_RELAUNCHES]
     if lost:
         # The trainer's worker died: go on from its last checkpoint rather than fail the round.
         for run in lost:
             training_run_relaunch(run=run)
-        raise _Wait(", ".join(f"training run {r.pk} relaunched after its worker stopped" for r in lost), poll_seconds())
+        raise _wait(", ".join(f"training run {r.pk} relaunched after its worker stopped" for r in lost), poll_seconds())
     bad = [r for r in runs if r.status != JobStatus.SUCCEEDED or r.output_model_id is None]
     if bad:
         raise RoundFailed("; ".join(f"training run {r.pk} {r.status}: {r.error}".strip(": ") for r in bad))
@@ -750,9 +681,7 @@ def evaluate_round(rnd: Round) -> dict:
             with transaction.atomic():
                 labelled = set(Annotation.objects.filter(task__in=tasks, source=AnnotationSource.AI,
                                                          details__judge_model=rnd.judge.name).values_list("task_id", flat=True))
-                for task, j in zip(tasks, judged):
-                    if task.pk not in labelled and j.ok:
-                        _ai_annotation(task, rnd.judge, j, rnd)
+                _write_judgments(rnd, target, [(t, j) for t, j in zip(tasks, judged) if t.pk not in labelled])
             judgments = [j for j in judged if j.ok]
             lap("judge")
             out["win_rate"] = {**evaluation.win_rate([j.outcome for j in judgments], seed=seed),
@@ -846,44 +775,10 @@ def human_preferences(rnd: Round) -> list[tuple[list, str, str]]:
 
 # --- upkeep --------------------------------------------------------------------------------
 def rounds_reconcile(*, now: datetime | None = None) -> dict:
-    """No round stays running without a worker: one whose worker stopped beating is handed to a new message (or
-    failed past JOB_MAX_ATTEMPTS); one waiting for a message that never came (past its due time) gets another."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    late = now - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS)
-    counts = {"rounds_requeued": 0, "rounds_failed": 0, "rounds_resent": 0, "rounds_cancelled": 0}
-    silent = Round.objects.filter(status=RoundStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="")
-    for round_id in list(silent.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            rnd = Round.objects.select_for_update().filter(
-                pk=round_id, status=RoundStatus.RUNNING, heartbeat_at__lt=stale).exclude(owner="").first()
-            if rnd is None:
-                continue
-            if rnd.cancel_requested:
-                rnd.status, rnd.owner, rnd.finished_at = RoundStatus.CANCELLED, "", now
-                rnd.save(update_fields=["status", "owner", "finished_at"])
-                counts["rounds_cancelled"] += 1
-            elif rnd.attempts + 1 >= settings.JOB_MAX_ATTEMPTS:
-                rnd.status, rnd.owner, rnd.finished_at = RoundStatus.FAILED, "", now
-                rnd.error = f"its worker stopped responding {rnd.attempts + 1} times (stage {rnd.stage}); giving up"
-                rnd.save(update_fields=["status", "owner", "finished_at", "error"])
-                counts["rounds_failed"] += 1
-            else:
-                rnd.attempts += 1
-                rnd.error = f"worker {rnd.owner} stopped responding in stage {rnd.stage}; resumed"[:4000]
-                rnd.owner, rnd.status = "", RoundStatus.QUEUED
-                rnd.save(update_fields=["attempts", "error", "owner", "status"])
-                _enqueue(rnd)
-                counts["rounds_requeued"] += 1
-    orphans = Round.objects.filter(status__in=[RoundStatus.QUEUED, RoundStatus.WAITING], owner="", enqueued_at__lt=late)
-    for round_id in list(orphans.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            rnd = Round.objects.select_for_update().filter(
-                pk=round_id, status__in=[RoundStatus.QUEUED, RoundStatus.WAITING], owner="", enqueued_at__lt=late).first()
-            if rnd is not None:
-                _enqueue(rnd)
-                counts["rounds_resent"] += 1
-    return counts
+    """No round stays running without a worker (`runtime.reconcile`): one whose worker stopped beating is handed
+    to a new message (or failed past JOB_MAX_ATTEMPTS); one waiting for a message that never came (past its due
+    time) gets another."""
+    return runtime.reconcile(ROUNDS, now=now)
 
 
 # --- reads ---------------------------------------------------------------------------------

@@ -13,34 +13,32 @@ reconciler) finds nothing to do.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-import socket
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.errors import Conflict, Invalid
 from annotation.models import Project, Prompt, Response, ResponseOrigin, TaskKind
 from annotation.services import response_create, task_create
+from common.errors import Invalid
 
-from ..backends import BackendError, Sampling, TransientBackendError, backend_for
-from ..models import ACTIVE_STATUSES, Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole
+from ..backends import Sampling, backend_for
+from ..jobs import runtime
+from ..jobs.runtime import Heartbeat, JobKind, LostClaim
+from ..models import Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole
 from ..webhooks import generation_finished
-from .claims import Heartbeat, jobs_reconcile, row_claim
-from .launch import earlier_launch, insert_once
-
-log = logging.getLogger(__name__)
+from .launch import insert_once, launched_once
 
 MAX_SAMPLES = 16
 MAX_GROUP = 16  # the largest ranking task annotation accepts
 FILTER_KEYS = {"ids", "external_ids", "tags", "limit", "without_model_responses"}
+GENERATION_JOBS = JobKind(model=GenerationJob, task="training.generation_job_run", what="generation job",
+                          on_finish=generation_finished, progress=lambda job: f"at prompt {job.cursor}")
 
 
 # --- launching -----------------------------------------------------------------------------
@@ -99,6 +97,7 @@ def _sampling(model: Model, overrides: dict | None) -> dict:
 
 
 @transaction.atomic
+@launched_once(GenerationJob)
 def generation_job_create(
     *,
     project: Project,
@@ -115,10 +114,7 @@ def generation_job_create(
 ) -> GenerationJob:
     """Record a generation job over the prompts the filter selects and queue it (after commit).
 
-    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first job."""
-    earlier = earlier_launch(GenerationJob, project=project, client_id=client_id, created_by=created_by)
-    if earlier is not None:
-        return earlier
+    With a `client_id` the launch is idempotent (`launch.launched_once`): a retry returns the first job."""
     if not model.is_active:
         raise Invalid(f"model {model.name} is archived", fields={"model": ["archived"]})
     if ModelRole.POLICY not in (model.roles or []):
@@ -153,62 +149,16 @@ def generation_job_create(
     )
     if job.replayed:  # a concurrent launch with this client id came first
         return job
-    _enqueue(job)
+    runtime.enqueue(GENERATION_JOBS, job)
     return job
 
 
-@transaction.atomic
 def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
     """Stop a job: at once when it waits in the queue, after its current batch when a worker runs it."""
-    locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
-    if locked.status not in ACTIVE_STATUSES:
-        raise Conflict(f"the job has already {locked.status}", code="job_finished")
-    now = timezone.now()
-    if locked.status == JobStatus.QUEUED or not locked.owner:
-        locked.status, locked.finished_at, locked.owner = JobStatus.CANCELLED, now, ""
-    locked.cancel_requested = True
-    locked.save(update_fields=["status", "finished_at", "owner", "cancel_requested"])
-    return locked
-
-
-# --- messages ------------------------------------------------------------------------------
-def _send(job_id: int, ticket: str, queue: str, countdown: float | None) -> None:
-    from ..tasks import generation_job_run
-
-    generation_job_run.apply_async(args=[job_id, ticket], queue=queue, countdown=countdown)
-
-
-def _enqueue(job: GenerationJob, *, countdown: float | None = None) -> str:
-    """Give the job a new ticket and send a message carrying it once the transaction commits.
-
-    If the send fails (broker down) the job keeps waiting with no message, and the reconciler sends another.
-    """
-    ticket = uuid.uuid4().hex
-    enqueued_at = timezone.now() + timedelta(seconds=countdown or 0)
-    GenerationJob.objects.filter(pk=job.pk).update(ticket=ticket, enqueued_at=enqueued_at)
-    job.ticket, job.enqueued_at = ticket, enqueued_at
-    job_id, queue = job.pk, job.queue
-    transaction.on_commit(lambda: _send(job_id, ticket, queue, countdown), robust=True)
-    return ticket
+    return runtime.cancel(GENERATION_JOBS, job)
 
 
 # --- running -------------------------------------------------------------------------------
-class LostClaim(Exception):
-    """Another worker (or the reconciler, or a cancel) took the job over; this one stops quietly."""
-
-
-class RetryLater(Exception):
-    """A transient failure: the job was released and must be retried with `ticket` after `countdown` s."""
-
-    def __init__(self, message: str, *, ticket: str, countdown: float):
-        super().__init__(message)
-        self.ticket, self.countdown = ticket, countdown
-
-
-def _owner_name(worker: str) -> str:
-    return f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:128]
-
-
 def generation_job_run_slice(*, job_id: int, ticket: str, worker: str = "") -> str:
     """Run the job for up to JOB_SLICE_SECONDS. Returns what happened:
 
@@ -216,32 +166,8 @@ def generation_job_run_slice(*, job_id: int, ticket: str, worker: str = "") -> s
     "stale": the message is outdated, nothing to do; "busy": a live worker holds the job (retry later);
     "lost": another worker took the job over mid-slice. Raises RetryLater on transient errors.
     """
-    owner = _owner_name(worker)
-    state = row_claim(GenerationJob, job_id, ticket, owner, timezone.now(), ACTIVE_STATUSES)
-    if state != "claimed":
-        return state
-    heartbeat = Heartbeat(GenerationJob, job_id, owner, settings.JOB_HEARTBEAT_SECONDS)
-    heartbeat.start()
-    try:
-        return _run(job_id, owner, heartbeat)
-    except LostClaim:
-        return "lost"
-    except TransientBackendError as exc:
-        outcome = _release_for_retry(job_id, owner, f"{type(exc).__name__}: {exc}")
-        if isinstance(outcome, RetryLater):
-            raise outcome from exc
-        return outcome
-    except (BackendError, Invalid) as exc:
-        _fail(job_id, owner, str(exc))
-        return "failed"
-    except (OperationalError, InterfaceError):
-        raise  # a database that went away or stayed locked: the task retries
-    except Exception as exc:
-        log.exception("generation job %s failed", job_id)
-        _fail(job_id, owner, f"{type(exc).__name__}: {exc}")
-        return "failed"
-    finally:
-        heartbeat.stop()
+    return runtime.run_claimed(GENERATION_JOBS, job_id=job_id, ticket=ticket, worker=worker,
+                               body=lambda owner, heartbeat: _run(job_id, owner, heartbeat))
 
 
 def _run(job_id: int, owner: str, heartbeat: Heartbeat) -> str:
@@ -257,12 +183,11 @@ def _run(job_id: int, owner: str, heartbeat: Heartbeat) -> str:
             raise LostClaim()
         cursor = current["cursor"]
         if current["cancel_requested"]:
-            return _finish(job_id, owner, JobStatus.CANCELLED)
+            return runtime.end(GENERATION_JOBS, job_id, owner, JobStatus.CANCELLED)
         if cursor >= len(prompt_ids):
-            return _finish(job_id, owner, JobStatus.SUCCEEDED)
+            return runtime.end(GENERATION_JOBS, job_id, owner, JobStatus.SUCCEEDED)
         if batches and time.monotonic() >= deadline:  # at least one batch per slice, so a job always advances
-            _hand_on(job_id, owner)
-            return "continued"
+            return runtime.hand_on(GENERATION_JOBS, job_id, owner)
         batch_ids = prompt_ids[cursor : cursor + job.batch_prompts]
         found = Prompt.objects.in_bulk(batch_ids)
         prompts = [found[i] for i in batch_ids if i in found]  # a prompt deleted since launch is skipped
@@ -345,57 +270,8 @@ def _commit_batch(job, owner, start, end, prompts, completions, seconds) -> None
         )
 
 
-def _finish(job_id: int, owner: str, status: str) -> str:
-    updated = GenerationJob.objects.filter(pk=job_id, owner=owner).update(
-        status=status, owner="", finished_at=timezone.now(), error=""
-    )
-    if not updated:
-        raise LostClaim()
-    generation_finished(job_id=job_id)  # generation.finished webhooks
-    return status
-
-
-def _hand_on(job_id: int, owner: str) -> None:
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().filter(pk=job_id, owner=owner).first()
-        if job is None:
-            raise LostClaim()
-        GenerationJob.objects.filter(pk=job_id).update(owner="")
-        _enqueue(job)
-
-
-def _fail(job_id: int, owner: str, message: str) -> None:
-    if GenerationJob.objects.filter(pk=job_id, owner=owner).update(
-        status=JobStatus.FAILED, owner="", error=message[:4000], finished_at=timezone.now()
-    ):
-        generation_finished(job_id=job_id)  # generation.finished webhooks
-
-
-def retry_delay(attempt: int) -> float:
-    return float(min(120, 2 ** max(0, attempt)))
-
-
-def _release_for_retry(job_id: int, owner: str, message: str) -> RetryLater | str:
-    """Let go of the job after a transient error: RetryLater with a new ticket, or "failed" past the limit."""
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().filter(pk=job_id, owner=owner).first()
-        if job is None:
-            return "lost"
-        if job.attempts + 1 >= settings.JOB_MAX_ATTEMPTS:
-            _fail(job_id, owner, f"gave up after {job.attempts + 1} attempts: {message}")
-            return "failed"
-        countdown = retry_delay(job.attempts)
-        ticket = uuid.uuid4().hex
-        GenerationJob.objects.filter(pk=job_id).update(
-            owner="", attempts=F("attempts") + 1, error=f"retrying: {message}"[:4000], ticket=ticket,
-            enqueued_at=timezone.now() + timedelta(seconds=countdown),
-        )
-    return RetryLater(message, ticket=ticket, countdown=countdown)
-
-
 # --- reconciling ---------------------------------------------------------------------------
 def generation_jobs_reconcile(*, now: datetime | None = None) -> dict:
-    """Re-queue or end generation jobs nobody is working on (`claims.jobs_reconcile`): none stays queued or
-    running forever, a silent worker's job resumes from its cursor, and every job ended here is reported."""
-    return jobs_reconcile(GenerationJob, now=now or timezone.now(), active=ACTIVE_STATUSES, enqueue=_enqueue,
-                          finished=generation_finished, what="generation job", unit="prompt")
+    """Re-queue or end generation jobs nobody is working on (`runtime.reconcile`): none stays queued or running
+    forever, a silent worker's job resumes from its cursor, and every job ended here is reported."""
+    return runtime.reconcile(GENERATION_JOBS, now=now)

@@ -5,27 +5,29 @@ annotation). The same id again in the same project returns the row the first req
 of the project since (a round of it still running, say): a client that lost the first answer and
 retried gets what it asked for once, not a second GPU job. Another person's id is refused with 409.
 
-    earlier = earlier_launch(GenerationJob, project=project, client_id=client_id, created_by=user)
-    if earlier is not None:
-        return earlier                  # earlier.replayed is True
-    ...validate...
-    job = insert_once(GenerationJob, project=project, client_id=client_id, created_by=user, **fields)
-    if job.replayed:                    # a concurrent request with the same id committed first
-        return job
+    @transaction.atomic
+    @launched_once(GenerationJob)       # an earlier launch with this id is returned (replayed True) unvalidated
+    def generation_job_create(*, project, client_id=None, created_by=None, ...):
+        ...validate...
+        job = insert_once(GenerationJob, project=project, client_id=client_id, created_by=created_by, **fields)
+        if job.replayed:                # a concurrent request with the same id committed first
+            return job
 
-Every launching service calls `earlier_launch` before it validates anything, and creates its row with
-`insert_once`; the database's unique (project, client_id) constraint settles concurrent requests.
+Every launching service is `launched_once` (it calls `earlier_launch` before anything is validated) and creates
+its row with `insert_once`; the database's unique (project, client_id) constraint settles concurrent requests.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from django.db import IntegrityError, transaction
 
-from annotation.errors import Conflict
+from common.errors import Conflict
 
-__all__ = ["earlier_launch", "insert_once"]
+
+__all__ = ["earlier_launch", "insert_once", "launched_once"]
 
 
 def earlier_launch(row_class, /, *, project, client_id: uuid.UUID | str | None, created_by):
@@ -55,3 +57,20 @@ def insert_once(row_class, /, *, project, client_id: uuid.UUID | str | None, cre
         return row
     row.replayed = False
     return row
+
+
+def launched_once(row_class, /):
+    """Make a launching service (keywords `project`, `client_id`, `created_by`) idempotent by client id: the row an
+    earlier launch with the same id made is returned as it is (marked `replayed`), before anything is validated."""
+
+    def decorate(launch):
+        @functools.wraps(launch)
+        def launch_once(*, project, client_id: uuid.UUID | str | None = None, created_by=None, **kwargs):
+            earlier = earlier_launch(row_class, project=project, client_id=client_id, created_by=created_by)
+            if earlier is not None:
+                return earlier
+            return launch(project=project, client_id=client_id, created_by=created_by, **kwargs)
+
+        return launch_once
+
+    return decorate

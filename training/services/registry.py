@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 
 from django.db import transaction
 
-from annotation.errors import Invalid
+from common.errors import Invalid
 
 from ..backends.base import DTYPES, Sampling
 from ..models import Backend, Model, ModelRole

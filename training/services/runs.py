@@ -13,19 +13,16 @@ the run instead of training on it.
 from __future__ import annotations
 
 import collections
-import importlib
 import json
-import logging
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -33,16 +30,18 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import Conflict, Invalid
 from annotation.models import DatasetSnapshot, Project
 from annotation.services.integrity import snapshot_verify
+from common.errors import Invalid
 
-from ..models import ACTIVE_STATUSES, Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
+from ..jobs import runtime
+from ..jobs.runtime import JobKind
+from ..models import Backend, JobStatus, Model, ModelRole, TrainingMetric, TrainingMethod, TrainingRun
+from ..trainers.config import ConfigError, describe_config, load_config
+from ..trainers.configs import CONFIGS
 from ..webhooks import run_finished
-from .launch import earlier_launch, insert_once
+from .launch import insert_once, launched_once
 from .registry import model_register
-
-log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
 CANCEL_POLL_SECONDS = 1.0
@@ -52,24 +51,24 @@ SNAPSHOT_FORMATS = {
     "kto": ("unpaired",), "ppo": ("sft", "preference", "unpaired", "stepwise"), "prm": ("stepwise",),
 }
 EXIT_CANCELLED, EXIT_INVALID_CONFIG = 3, 2
+# A run is not re-queued when its worker goes silent: the trainer died with it, and a relaunch resumes the run
+# from its last checkpoint (`training_run_relaunch`, which rounds do on their own).
+TRAINING_RUNS = JobKind(model=TrainingRun, task="training.training_run_execute", what="training run", noun="run",
+                        on_finish=lambda job_id: run_finished(run_id=job_id), claimable=(JobStatus.QUEUED,),
+                        requeue_silent=False, progress=lambda run: f"at step {run.step}",
+                        silence_hint="relaunch to resume from the last checkpoint", prefix="runs_")
 
 
 # --- configs ---------------------------------------------------------------------------------
 def config_class(method: str):
-    """The trainer's config dataclass for `method` (importing the trainer module is plain Python)."""
+    """The trainer's config dataclass for `method` (plain Python: neither torch nor the trainer is imported)."""
     if method not in TrainingMethod.values:
         raise Invalid(f"unknown method {method!r}", fields={"method": [f"one of {', '.join(TrainingMethod.values)}"]})
-    module = importlib.import_module(f"training.trainers.{method}")
-    return next(
-        v for v in vars(module).values()
-        if isinstance(v, type) and getattr(v, "method", None) == method and v.__module__ == module.__name__
-    )
+    return CONFIGS[method]
 
 
 def config_fields(method: str) -> list[dict]:
     """Every hyperparameter of the method (name, type, default, help), without those the platform fills in."""
-    from training.trainers.common import describe_config
-
     return [f for f in describe_config(config_class(method)) if f["name"].split(".")[0] not in PLATFORM_FIELDS]
 
 
@@ -87,8 +86,6 @@ def run_spec(*, method: str, base_model: Model, snapshot: DatasetSnapshot, hyper
 
 
 def _validate_spec(method: str, spec: dict) -> None:
-    from training.trainers.common import ConfigError, load_config
-
     try:
         load_config(config_class(method), spec)
     except ConfigError as exc:
@@ -101,6 +98,7 @@ def _validate_spec(method: str, spec: dict) -> None:
 
 # --- launching ------------------------------------------------------------------------------
 @transaction.atomic
+@launched_once(TrainingRun)
 def training_run_create(
     *,
     project: Project,
@@ -115,10 +113,7 @@ def training_run_create(
 ) -> TrainingRun:
     """Validate the run against the trainer's own config loader, record it and queue it (after commit).
 
-    With a `client_id` the launch is idempotent (`launch.earlier_launch`): a retry returns the first run."""
-    earlier = earlier_launch(TrainingRun, project=project, client_id=client_id, created_by=created_by)
-    if earlier is not None:
-        return earlier
+    With a `client_id` the launch is idempotent (`launch.launched_once`): a retry returns the first run."""
     if not isinstance(hyperparameters or {}, dict):
         raise Invalid("hyperparameters must be an object", fields={"hyperparameters": ["must be an object"]})
     hyperparameters = dict(hyperparameters or {})
@@ -156,49 +151,18 @@ def training_run_create(
         return run
     run.output_dir = str(run_dir(run.pk))
     run.save(update_fields=["output_dir"])
-    _enqueue(run)
+    runtime.enqueue(TRAINING_RUNS, run)
     return run
 
 
-@transaction.atomic
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     """Stop a run: at once while it waits in the queue; a running trainer gets SIGTERM and saves a checkpoint."""
-    locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-    if locked.status not in ACTIVE_STATUSES:
-        raise Conflict(f"the run has already {locked.status}", code="run_finished")
-    locked.cancel_requested = True
-    if locked.status == JobStatus.QUEUED or not locked.owner:
-        locked.status, locked.finished_at, locked.owner = JobStatus.CANCELLED, timezone.now(), ""
-    locked.save(update_fields=["status", "finished_at", "owner", "cancel_requested"])
-    return locked
+    return runtime.cancel(TRAINING_RUNS, run)
 
 
-@transaction.atomic
 def training_run_relaunch(*, run: TrainingRun) -> TrainingRun:
     """Queue a failed or cancelled run again; the trainer resumes from its last checkpoint in the same directory."""
-    locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-    if locked.status in ACTIVE_STATUSES or locked.status == JobStatus.SUCCEEDED:
-        raise Conflict(f"the run is {locked.status}", code="run_not_resumable")
-    locked.status, locked.cancel_requested, locked.owner, locked.error = JobStatus.QUEUED, False, "", ""
-    locked.finished_at = None
-    locked.attempts += 1
-    locked.save(update_fields=["status", "cancel_requested", "owner", "error", "finished_at", "attempts"])
-    _enqueue(locked)
-    return locked
-
-
-def _send(run_id: int, queue_name: str) -> None:
-    from ..tasks import training_run_execute
-
-    training_run_execute.apply_async(args=[run_id], queue=queue_name)
-
-
-def _enqueue(run: TrainingRun) -> None:
-    now = timezone.now()
-    TrainingRun.objects.filter(pk=run.pk).update(enqueued_at=now)
-    run.enqueued_at = now
-    run_id, queue_name = run.pk, run.queue
-    transaction.on_commit(lambda: _send(run_id, queue_name), robust=True)
+    return runtime.retry(TRAINING_RUNS, run)
 
 
 # --- running --------------------------------------------------------------------------------
@@ -232,14 +196,12 @@ def _pump(stream, sink) -> None:
     stream.close()
 
 
-def training_run_execute_now(*, run_id: int, worker: str = "") -> str:
-    """Claim the run, launch its trainer and follow it to the end; returns the final status (or "skipped")."""
-    owner = f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    now = timezone.now()
-    claimed = TrainingRun.objects.filter(pk=run_id, status=JobStatus.QUEUED, cancel_requested=False).update(
-        status=JobStatus.RUNNING, owner=owner, heartbeat_at=now, started_at=now, finished_at=None, error=""
-    )
-    if not claimed:
+def training_run_execute_now(*, run_id: int, ticket: str | None = None, worker: str = "") -> str:
+    """Claim the run, launch its trainer and follow it to the end; returns the final status (or "skipped").
+    A message carries the run's `ticket`; without one, whatever message queued the run."""
+    owner = runtime.owner_name(worker)
+    if runtime.claim(TRAINING_RUNS, run_id, owner, ticket=ticket, started_at=timezone.now(), finished_at=None,
+                     error="") != "claimed":
         return "skipped"
     run = TrainingRun.objects.select_related("base_model", "snapshot", "reward_model", "project").get(pk=run_id)
     check = snapshot_verify(snapshot=run.snapshot)
@@ -325,7 +287,7 @@ def training_run_execute_now(*, run_id: int, worker: str = "") -> str:
 
 def _finish(run_id: int, owner: str, status: str, *, error: str = "", result: dict | None = None,
             log_tail: str | None = None, step: int = -1, output_model: Model | None = None) -> None:
-    fields = dict(status=status, owner="", error=error[:4000], finished_at=timezone.now(), heartbeat_at=timezone.now())
+    fields = {"heartbeat_at": timezone.now()}
     if result:
         fields["result"] = result
     if log_tail is not None:
@@ -334,8 +296,7 @@ def _finish(run_id: int, owner: str, status: str, *, error: str = "", result: di
         fields["step"] = step
     if output_model is not None:
         fields["output_model"] = output_model
-    if TrainingRun.objects.filter(pk=run_id, owner=owner).update(**fields):
-        run_finished(run_id=run_id)  # run.finished webhooks
+    runtime.finish(TRAINING_RUNS, run_id, owner, status, error=error, **fields)
 
 
 def _register_output(run: TrainingRun, out: Path) -> Model:
@@ -357,38 +318,7 @@ def _register_output(run: TrainingRun, out: Path) -> Model:
 def training_runs_reconcile(*, now: datetime | None = None) -> dict:
     """Never leave a run running without a worker: a silent one is failed (cancelled when a cancel was asked);
     a relaunch resumes it from its last checkpoint. A queued run whose message never came gets another."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    counts = {"runs_failed": 0, "runs_cancelled": 0, "runs_resent": 0}
-    silent = TrainingRun.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale)
-    for run_id in list(silent.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            run = TrainingRun.objects.select_for_update().filter(
-                pk=run_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale).first()
-            if run is None:
-                continue
-            if run.cancel_requested:
-                run.status = JobStatus.CANCELLED
-                counts["runs_cancelled"] += 1
-            else:
-                run.status = JobStatus.FAILED
-                run.error = (f"worker {run.owner} stopped responding at step {run.step}; "
-                             "relaunch to resume from the last checkpoint")[:4000]
-                counts["runs_failed"] += 1
-            run.owner, run.finished_at = "", now
-            run.save(update_fields=["status", "error", "owner", "finished_at"])
-            run_finished(run_id=run.pk)  # run.finished webhooks: an ending the reconciler declares is reported too
-            log.warning("training run %s: worker silent since %s, marked %s", run.pk, run.heartbeat_at, run.status)
-    waiting = now - timedelta(seconds=settings.JOB_QUEUED_STALE_SECONDS)
-    orphans = TrainingRun.objects.filter(status=JobStatus.QUEUED, owner="", enqueued_at__lt=waiting)
-    for run_id in list(orphans.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            run = TrainingRun.objects.select_for_update().filter(
-                pk=run_id, status=JobStatus.QUEUED, owner="", enqueued_at__lt=waiting).first()
-            if run is not None:
-                _enqueue(run)
-                counts["runs_resent"] += 1
-    return counts
+    return runtime.reconcile(TRAINING_RUNS, now=now)
 
 
 # --- reads ----------------------------------------------------------------------------------

@@ -10,17 +10,20 @@
 | `ppo` | PPO against a reward model, ensemble or registered reward function | Quorum's own loop (TRL 1.16 has no PPO) |
 | `prm` | process reward model on stepwise labels, compared with an ORM | Quorum's own, on transformers' `Trainer` |
 
-Shared pieces: `common` (configs, metrics, checkpoints, cancellation, devices, LoRA, data, CLI), `losses` (the losses
-and RL estimators as pure tensor functions), `scoring` (reward models and ensembles as scorers), `stats`.
+Shared pieces: `config` (typed run configs read from JSON and validated) and `configs` (each method's config, and
+`CONFIGS`: method -> config class), both free of torch so the web process validates a run without loading it;
+`data` (snapshot loading), `runtime` (metrics, checkpoints, resume, cancellation, devices, LoRA, result.json), `cli`
+(the command line below), `losses` (PPO's losses and RL estimators as pure tensor functions), `scoring` (reward
+models and ensembles as scorers), `rewards` (registered reward functions), `stats`.
 
 Command-line contract (what a launcher such as a Celery task relies on)
 ------------------------------------------------------------------------
 Launch:   python -m training.trainers.<method> --config run.json
           accelerate launch [--config_file ...] -m training.trainers.<method> --config run.json   (several GPUs)
 Describe: python -m training.trainers.<method> --describe   prints every config field (name, type, default, help)
-          as JSON; `common.describe_config(<Config class>)` gives the same in Python.
+          as JSON; `config.describe_config(configs.CONFIGS[<method>])` gives the same in Python.
 
-run.json is one JSON object with the method's config fields (`<module>.<Method>Config`; every field is typed,
+run.json is one JSON object with the method's config fields (`configs.<Method>Config`; every field is typed,
 defaulted and documented). It may carry `"method": "<method>"`, which must match. `model`, `data` and `output_dir`
 are required. Unknown fields, wrong types and out-of-range values are all reported at once, before any work.
 

@@ -1,45 +1,22 @@
 """Direct Preference Optimization on preference snapshots (`{prompt, chosen, rejected}`, standard or conversational).
 
 Uses TRL's `DPOTrainer` (TRL 1.16) with a frozen reference model: an explicit copy of the base model, or the base
-itself with the LoRA adapters disabled when `lora` is set. `losses.dpo_loss` states the sigmoid loss it optimises.
-The `margin` and score columns of a snapshot are not used by DPO.
+itself with the LoRA adapters disabled when `lora` is set. The default loss ("sigmoid", Rafailov et al. 2023, eq. 7)
+is −log σ(β·[(log π(y_c|x) − log π_ref(y_c|x)) − (log π(y_r|x) − log π_ref(y_r|x))]); `label_smoothing` ε mixes in
+the flipped pair's loss (conservative DPO). The `margin` and score columns of a snapshot are not used by DPO.
 
     python -m training.trainers.dpo --config run.json
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar, Literal
-
-from training.trainers.common import Run, TrainConfig, TrainResult, execute, load_config, main, option, preference_splits
+from training.trainers.cli import main
+from training.trainers.config import load_config
+from training.trainers.configs import DPOConfig
+from training.trainers.data import preference_splits
+from training.trainers.runtime import Run, TrainResult, execute
 
 __all__ = ["DPOConfig", "train"]
-
-
-@dataclasses.dataclass
-class DPOConfig(TrainConfig):
-    """DPO hyperparameters (see `TrainConfig` for the shared ones)."""
-
-    method: ClassVar[str] = "dpo"
-
-    learning_rate: float = option(1e-6, "Peak learning rate of AdamW.")
-    beta: float = option(0.1, "β: strength of the implicit KL constraint to the reference model (τ for ipo).")
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"] = option(
-        "sigmoid", "Preference loss: sigmoid is DPO (Rafailov et al. 2023); the others are TRL's variants."
-    )
-    label_smoothing: float = option(0.0, "Assumed share of flipped labels (conservative/robust DPO), in [0, 0.5).")
-    precompute_ref_log_probs: bool = option(
-        False, "Compute the reference log-probabilities once before training and free the reference model."
-    )
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.beta <= 0:
-            out.append("beta: must be positive")
-        if not 0 <= self.label_smoothing < 0.5:
-            out.append("label_smoothing: must be in [0, 0.5)")
-        return out
 
 
 def train(config: DPOConfig | dict | str) -> TrainResult:

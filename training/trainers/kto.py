@@ -1,64 +1,30 @@
 """Kahneman–Tversky Optimization on unpaired feedback (`{prompt, completion, label}`: thumbs up = true).
 
 Uses TRL's `KTOTrainer` (TRL 1.16) with a frozen reference model (an explicit copy of the base, or the base with
-LoRA adapters disabled). `losses.kto_loss` states the loss. Quorum adds the weights for imbalanced feedback: left
-null, they are set so that λ_D·n_D = λ_U·n_U, inside the range Ethayarajh et al. 2024 advise ([1, 4/3]).
+LoRA adapters disabled). The loss (Ethayarajh et al. 2024, eq. 8) is E[λ_y − v], with v = λ_D·σ(β(r − z₀)) on thumbs
+up and λ_U·σ(β(z₀ − r)) on thumbs down, r = log π(y|x) − log π_ref(y|x) and z₀ = max(0, KL) estimated on the batch.
+Quorum adds the weights for imbalanced feedback: left null, they are set so that λ_D·n_D = λ_U·n_U, inside the range
+the paper advises ([1, 4/3]).
 
     python -m training.trainers.kto --config run.json
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
-
-from training.trainers.common import (
+from training.trainers.cli import main
+from training.trainers.config import load_config
+from training.trainers.configs import KTOConfig
+from training.trainers.data import (
     DataError,
-    Run,
-    TrainConfig,
-    TrainResult,
     chat_rows,
     check_text_or_messages,
-    execute,
-    load_config,
     load_snapshot,
-    main,
-    option,
     resolve_string_rows,
     split_for_eval,
 )
+from training.trainers.runtime import Run, TrainResult, execute
 
 __all__ = ["KTOConfig", "balanced_weights", "train"]
-
-
-@dataclasses.dataclass
-class KTOConfig(TrainConfig):
-    """KTO hyperparameters (see `TrainConfig` for the shared ones)."""
-
-    method: ClassVar[str] = "kto"
-
-    learning_rate: float = option(1e-6, "Peak learning rate of AdamW.")
-    batch_size: int = option(8, "Examples per device per step; at least 2 (the KL reference point pairs neighbours).")
-    beta: float = option(0.1, "β: strength of the implicit KL constraint to the reference model.")
-    desirable_weight: float | None = option(None, "λ_D, weight of thumbs-up examples; null balances it from the counts.")
-    undesirable_weight: float | None = option(
-        None, "λ_U, weight of thumbs-down examples; null balances it from the counts."
-    )
-    precompute_ref_log_probs: bool = option(
-        False, "Compute the reference log-probabilities once before training and free the reference model."
-    )
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.batch_size < 2:
-            out.append("batch_size: KTO needs at least 2 (its KL estimate pairs each completion with another prompt)")
-        if self.beta <= 0:
-            out.append("beta: must be positive")
-        for name in ("desirable_weight", "undesirable_weight"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                out.append(f"{name}: must be positive, or null to balance from the counts")
-        return out
 
 
 def train(config: KTOConfig | dict | str) -> TrainResult:

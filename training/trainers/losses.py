@@ -1,7 +1,6 @@
-"""Training losses and RL estimators as pure tensor functions, each with its equation.
-
-The TRL-backed trainers (reward, dpo, kto, orpo) compute these same quantities inside TRL; the functions here are the
-reference the tests check by hand, and the ones Quorum's own loops (ppo, prm evaluation) call directly.
+"""The losses and RL estimators Quorum computes itself, as pure tensor functions, each with its equation: the
+Bradley–Terry loss (the reward model's held-out evaluation) and PPO's (Quorum's own loop). The TRL-backed trainers
+(sft, reward, dpo, kto, orpo) leave their losses to TRL.
 
 Conventions: batch-first tensors; `mask` is 1 for real response tokens and 0 for padding; "per token" tensors are
 `(batch, tokens)`; every reduction over tokens is a masked mean unless said otherwise.
@@ -19,14 +18,11 @@ __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
     "bradley_terry_loss",
-    "dpo_loss",
     "entropy_from_logits",
     "gae",
     "kl_penalty",
-    "kto_loss",
     "masked_mean",
     "masked_whiten",
-    "orpo_loss",
     "ppo_policy_loss",
     "ppo_value_loss",
 ]
@@ -65,80 +61,6 @@ def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor, margin: Tensor | No
     if margin is not None:
         logits = logits - margin.to(logits.dtype)
     return -F.logsigmoid(logits).mean()
-
-
-def dpo_loss(
-    policy_chosen_logps: Tensor,
-    policy_rejected_logps: Tensor,
-    ref_chosen_logps: Tensor,
-    ref_rejected_logps: Tensor,
-    beta: float,
-    label_smoothing: float = 0.0,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Direct Preference Optimization loss (sigmoid form), averaged over pairs, with the implicit rewards.
-
-        h = β·[(log π(y_c|x) − log π_ref(y_c|x)) − (log π(y_r|x) − log π_ref(y_r|x))]
-        L = −E[ (1 − ε)·log σ(h) + ε·log σ(−h) ]
-
-    Rafailov et al. 2023, eq. 7; ε (label smoothing, 0 by default) is the conservative DPO variant (Mitchell 2023).
-    The log-probabilities are sums over each completion's tokens. Returns (loss, β·(log π − log π_ref) for chosen,
-    the same for rejected), the last two detached.
-    """
-    chosen_ratio = policy_chosen_logps - ref_chosen_logps
-    rejected_ratio = policy_rejected_logps - ref_rejected_logps
-    h = beta * (chosen_ratio - rejected_ratio)
-    loss = -(1.0 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
-    return loss.mean(), (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
-
-
-def kto_loss(
-    policy_logps: Tensor,
-    ref_logps: Tensor,
-    desirable: Tensor,
-    kl: Tensor | float,
-    beta: float,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-) -> Tensor:
-    """Kahneman–Tversky Optimization loss for unpaired thumbs up/down, averaged over examples.
-
-        r = log π(y|x) − log π_ref(y|x)                     (sum over completion tokens)
-        z₀ = max(0, KL)                                      (reference point, no gradient)
-        v = λ_D·σ(β(r − z₀))  if y is desirable,   λ_U·σ(β(z₀ − r))  otherwise
-        L = E[ λ_y − v ]
-
-    Ethayarajh et al. 2024, eq. 8. λ_D, λ_U (`desirable_weight`, `undesirable_weight`) offset an unequal number of
-    desirable and undesirable examples; the paper advises λ_D·n_D / (λ_U·n_U) ∈ [1, 4/3].
-    """
-    z0 = torch.as_tensor(kl, dtype=policy_logps.dtype, device=policy_logps.device).detach().clamp(min=0)
-    r = policy_logps - ref_logps
-    desirable = desirable.to(torch.bool)
-    losses = torch.where(
-        desirable,
-        desirable_weight * (1.0 - torch.sigmoid(beta * (r - z0))),
-        undesirable_weight * (1.0 - torch.sigmoid(beta * (z0 - r))),
-    )
-    return losses.mean()
-
-
-def orpo_loss(
-    chosen_nll: Tensor, chosen_mean_logps: Tensor, rejected_mean_logps: Tensor, beta: float
-) -> tuple[Tensor, Tensor]:
-    """Odds Ratio Preference Optimization loss, averaged over pairs; returns (loss, odds-ratio term).
-
-        odds(y|x) = P / (1 − P),  P = exp(mean token log π(y|x))
-        L_OR = −log σ( log odds(y_c|x) − log odds(y_r|x) )
-        L = E[ NLL(y_c|x) + λ·L_OR ]
-
-    Hong et al. 2024, eqs. 4–6 (λ is `beta`). `chosen_nll` is the per-pair mean token negative log-likelihood of the
-    chosen completion.
-    """
-
-    def log_odds(mean_logps: Tensor) -> Tensor:
-        return mean_logps - torch.log1p(-torch.exp(mean_logps).clamp(max=1 - 1e-6))
-
-    ratio_term = -F.logsigmoid(log_odds(chosen_mean_logps) - log_odds(rejected_mean_logps))
-    return (chosen_nll + beta * ratio_term).mean(), ratio_term.mean().detach()
 
 
 def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") -> Tensor:

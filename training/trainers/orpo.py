@@ -1,5 +1,6 @@
 """Odds Ratio Preference Optimization on preference snapshots: SFT on the chosen response plus an odds-ratio
-penalty on the rejected one, with no reference model (Hong et al. 2024; `losses.orpo_loss`).
+penalty on the rejected one, with no reference model. Hong et al. 2024, eqs. 4–6:
+L = NLL(y_c|x) − λ·log σ(log odds(y_c|x) − log odds(y_r|x)), odds(y|x) = P / (1 − P), P = exp(mean token log π(y|x)).
 
 Uses TRL's `ORPOTrainer` from `trl.experimental.orpo` (TRL 1.16 keeps ORPO there; its API may change between TRL
 releases, which is why the TRL version is pinned).
@@ -9,32 +10,15 @@ releases, which is why the TRL version is pinned).
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import ClassVar
 
-from training.trainers.common import Run, TrainConfig, TrainResult, execute, load_config, main, option, preference_splits
+from training.trainers.cli import main
+from training.trainers.config import load_config
+from training.trainers.configs import ORPOConfig
+from training.trainers.data import preference_splits
+from training.trainers.runtime import Run, TrainResult, execute
 
 __all__ = ["ORPOConfig", "train"]
-
-
-@dataclasses.dataclass
-class ORPOConfig(TrainConfig):
-    """ORPO hyperparameters (see `TrainConfig` for the shared ones)."""
-
-    method: ClassVar[str] = "orpo"
-
-    learning_rate: float = option(8e-6, "Peak learning rate of AdamW.")
-    beta: float = option(0.1, "λ: weight of the odds-ratio term against the SFT loss.")
-    max_completion_length: int | None = option(None, "Longest completion in tokens (null: only max_length applies).")
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.beta <= 0:
-            out.append("beta: must be positive")
-        if self.max_completion_length is not None and not 1 <= self.max_completion_length <= self.max_length:
-            out.append("max_completion_length: must be between 1 and max_length, or null")
-        return out
 
 
 def train(config: ORPOConfig | dict | str) -> TrainResult:

@@ -30,31 +30,16 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from training.trainers.common import (
-    _CHECKPOINT,
-    STATE_FILE,
-    ConfigError,
-    DataError,
-    Run,
-    TrainConfig,
-    TrainResult,
-    _is_peft,
-    checkpoint_step,
-    execute,
-    load_config,
-    load_snapshot,
-    main,
-    option,
-    prompt_text,
-    resolve_string_rows,
-    split_for_eval,
-)
 from training.trainers import rewards
+from training.trainers.cli import main
+from training.trainers.config import ConfigError, load_config
+from training.trainers.configs import PPOConfig
+from training.trainers.data import DataError, load_snapshot, prompt_text, resolve_string_rows, split_for_eval
 from training.trainers.losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -66,6 +51,7 @@ from training.trainers.losses import (
     ppo_policy_loss,
     ppo_value_loss,
 )
+from training.trainers.runtime import CHECKPOINT_NAME, STATE_FILE, Run, TrainResult, checkpoint_step, execute
 
 log = logging.getLogger("quorum.trainers.ppo")
 
@@ -73,88 +59,6 @@ __all__ = ["PPOConfig", "RewardFunction", "train"]
 
 RewardFunction = rewards.RewardFunction
 VALUE_HEAD_FILE = "value_head.pt"
-
-
-@dataclasses.dataclass
-class PPOConfig(TrainConfig):
-    """PPO hyperparameters (see `TrainConfig` for the shared ones). `data` is any snapshot with a `prompt` column
-    (preference, unpaired, stepwise) or `messages` (SFT: the turns before the last assistant turn are the prompt).
-    `max_steps` counts PPO steps (one rollout batch and its updates); `max_length` is unused (see the prompt and
-    response lengths)."""
-
-    method: ClassVar[str] = "ppo"
-
-    learning_rate: float = option(1e-6, "Peak learning rate of AdamW (policy and value head).")
-    max_steps: int = option(100, "PPO steps (-1: num_epochs passes over the prompts).")
-    batch_size: int = option(16, "Prompts sampled per PPO step, per process.")
-    mini_batch_size: int = option(4, "Responses per optimizer step within a PPO epoch; divides batch_size.")
-    ppo_epochs: int = option(2, "Passes of updates over each rollout batch.")
-    reward_model: str | None = option(
-        None, "Reward model directory (sequence classifier) or ensemble directory (with ensemble.json)."
-    )
-    reward_function: str | None = option(
-        None, "Name of a registered reward function, e.g. repetition_penalty (instead of reward_model)."
-    )
-    reward_ensemble_reduce: Literal["mean", "min"] = option("mean", "How an ensemble's member scores combine.")
-    reward_uncertainty_penalty: float = option(0.0, "Subtract this × the ensemble members' standard deviation.")
-    reward_batch_size: int = option(16, "Sequences per reward-model forward pass.")
-    max_prompt_length: int = option(512, "Prompt tokens kept (the end of longer prompts).")
-    max_new_tokens: int = option(64, "Longest sampled response in tokens.")
-    temperature: float = option(1.0, "Sampling temperature (log-probabilities use the same temperature).")
-    top_k: int = option(0, "Sample from the k most likely tokens (0: all).")
-    top_p: float = option(1.0, "Nucleus sampling mass (1: all).")
-    kl_coef: float = option(0.05, "β: per-token KL penalty coefficient (the initial value when adaptive).")
-    kl_estimator: Literal["k1", "k3"] = option("k1", "Per-token KL estimate in the penalty (see losses.kl_penalty).")
-    adaptive_kl: bool = option(False, "Adapt β toward target_kl (Ziegler et al. 2019).")
-    target_kl: float = option(6.0, "Target KL per response (nats) for the adaptive coefficient.")
-    kl_horizon: int = option(10000, "Horizon of the adaptive coefficient, in responses.")
-    gamma: float = option(1.0, "Discount factor over response tokens.")
-    lam: float = option(0.95, "GAE λ.")
-    cliprange: float = option(0.2, "ε of the clipped policy objective.")
-    cliprange_value: float = option(0.2, "ε_v of the clipped value loss.")
-    vf_coef: float = option(0.1, "Weight of the value loss.")
-    whiten_advantages: bool = option(True, "Normalise advantages over each rollout batch.")
-    length_normalization: Literal["none", "per_token", "penalty"] = option(
-        "none", "Score adjustment for length: per_token divides by response tokens; penalty subtracts length_penalty × tokens."
-    )
-    length_penalty: float = option(0.0, "Per-token penalty when length_normalization is penalty.")
-    missing_eos_penalty: float | None = option(None, "Subtract this from the score of a response that never ends.")
-    score_clip: float | None = option(None, "Clip scores to [−score_clip, score_clip] (null: no clipping).")
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if (self.reward_model is None) == (self.reward_function is None):
-            out.append("reward_model / reward_function: give exactly one (a model directory or a reward function name)")
-        if self.reward_function is not None and not rewards.is_registered(self.reward_function):
-            out.append(rewards.unregistered_problem(self.reward_function))
-        for name in ("mini_batch_size", "ppo_epochs", "reward_batch_size", "max_prompt_length", "max_new_tokens", "kl_horizon"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}: must be at least 1")
-        if self.mini_batch_size >= 1 and self.batch_size % self.mini_batch_size:
-            out.append("mini_batch_size: must divide batch_size")
-        if self.mini_batch_size >= 1 and self.mini_batch_size % self.gradient_accumulation_steps:
-            out.append("gradient_accumulation_steps: must divide mini_batch_size")
-        if self.temperature <= 0:
-            out.append("temperature: must be positive")
-        if not 0 < self.top_p <= 1:
-            out.append("top_p: must be in (0, 1]")
-        if self.top_k < 0:
-            out.append("top_k: must not be negative")
-        if self.kl_coef < 0:
-            out.append("kl_coef: must not be negative")
-        if self.target_kl <= 0:
-            out.append("target_kl: must be positive")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
-            out.append("gamma, lam: must be in [0, 1]")
-        if self.cliprange <= 0 or self.cliprange_value <= 0:
-            out.append("cliprange, cliprange_value: must be positive")
-        if self.vf_coef < 0 or self.length_penalty < 0 or self.reward_uncertainty_penalty < 0:
-            out.append("vf_coef, length_penalty, reward_uncertainty_penalty: must not be negative")
-        if self.deepspeed:
-            out.append("deepspeed: not supported by ppo; launch it with accelerate/torchrun for data parallelism (DDP)")
-        if self.score_clip is not None and self.score_clip <= 0:
-            out.append("score_clip: must be positive, or null")
-        return out
 
 
 def train(config: PPOConfig | dict | str, *, reward_fn: RewardFunction | None = None) -> TrainResult:
@@ -410,7 +314,7 @@ class _PPO:
             return
         directory = self.run.stage_dir()
         complete = sorted(
-            (p for p in directory.iterdir() if _CHECKPOINT.match(p.name) and (p / STATE_FILE).is_file()),
+            (p for p in directory.iterdir() if CHECKPOINT_NAME.match(p.name) and (p / STATE_FILE).is_file()),
             key=checkpoint_step,
         )
         for old in complete[:-limit]:

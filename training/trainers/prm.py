@@ -21,66 +21,24 @@ Output: output_dir holds the PRM (AutoModelForTokenClassification); output_dir/o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
 from collections import defaultdict
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 
 from training.trainers import stats
-from training.trainers.common import (
-    DataError,
-    Run,
-    TrainConfig,
-    TrainResult,
-    check_text_or_messages,
-    execute,
-    load_config,
-    load_snapshot,
-    main,
-    option,
-    prompt_text,
-    resolve_string_rows,
-)
+from training.trainers.cli import main
+from training.trainers.config import load_config
+from training.trainers.configs import PRMConfig
+from training.trainers.data import DataError, check_text_or_messages, load_snapshot, prompt_text, resolve_string_rows
+from training.trainers.runtime import Run, TrainResult, execute
 
 __all__ = ["PRMConfig", "aggregate", "encode_steps", "train"]
 
 IGNORE = -100
-
-
-@dataclasses.dataclass
-class PRMConfig(TrainConfig):
-    """Process-reward-model hyperparameters (see `TrainConfig` for the shared ones)."""
-
-    method: ClassVar[str] = "prm"
-
-    learning_rate: float = option(1e-5, "Peak learning rate of AdamW.")
-    eval_fraction: float = option(0.2, "Share of problems (distinct prompts) held out for the evaluation.")
-    step_separator: str = option("\n", "Text after every step; the step's label sits on its last token.")
-    label_mode: Literal["auto", "binary", "ternary"] = option(
-        "auto", "auto: ternary (−1/0/+1) when the labels are integers, binary when they are true/false."
-    )
-    neutral_is_correct: bool = option(True, "Whether a neutral (0) step counts as correct, in scores and outcomes.")
-    aggregation: Literal["min", "prod", "mean", "last"] = option(
-        "min", "How step scores combine into a solution score."
-    )
-    compare_with_orm: bool = option(True, "Train (or load) an outcome reward model and compare best-of-N selection.")
-    orm_model: str | None = option(None, "An existing outcome reward model directory; null trains one like the PRM.")
-    min_candidates: int = option(2, "Held-out problems need at least this many solutions for best-of-N.")
-    eval_batch_size: int = option(16, "Sequences per forward pass in the evaluation.")
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if not self.step_separator:
-            out.append("step_separator: must not be empty")
-        if self.min_candidates < 2:
-            out.append("min_candidates: must be at least 2")
-        if self.eval_batch_size < 1:
-            out.append("eval_batch_size: must be at least 1")
-        return out
 
 
 def train(config: PRMConfig | dict | str) -> TrainResult:

@@ -15,27 +15,18 @@ loads either and gives every member's score, so both the mean and the spread are
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 
 from training.trainers import stats
-from training.trainers.common import (
-    DataError,
-    Run,
-    TrainConfig,
-    TrainResult,
-    execute,
-    load_config,
-    load_snapshot,
-    main,
-    option,
-    preference_rows,
-    split_for_eval,
-)
+from training.trainers.cli import main
+from training.trainers.config import load_config
+from training.trainers.configs import RewardConfig
+from training.trainers.data import DataError, load_snapshot, preference_rows, split_for_eval
+from training.trainers.runtime import Run, TrainResult, execute
 from training.trainers.losses import bradley_terry_loss
 from training.trainers.scoring import ENSEMBLE_FILE, RewardScorer
 
@@ -44,41 +35,6 @@ log = logging.getLogger("quorum.trainers.reward")
 __all__ = ["RewardConfig", "evaluate_reward_model", "train"]
 
 MAX_LISTED_PAIRS = 1000
-
-
-@dataclasses.dataclass
-class RewardConfig(TrainConfig):
-    """Reward-model hyperparameters (see `TrainConfig` for the shared ones)."""
-
-    method: ClassVar[str] = "reward"
-
-    learning_rate: float = option(1e-5, "Peak learning rate of AdamW.")
-    eval_fraction: float = option(0.1, "Share of `data` held out for the evaluation when eval_data is null.")
-    use_margin: bool = option(True, "Use the `margin` column when the snapshot has one (a null margin counts as 0).")
-    margin_scale: float = option(1.0, "Multiply every margin by this (exported margins are mean strengths, 1 to 3).")
-    center_rewards_coefficient: float | None = option(
-        None, "Weight of the mean-zero reward penalty E[(r_c + r_r)²] (Eisenstein et al. 2023); 0.01 is usual."
-    )
-    ensemble_size: int = option(1, "Reward models to train; more than 1 gives an ensemble with mean and spread.")
-    ensemble_mode: Literal["seeds", "folds"] = option(
-        "seeds",
-        "How members differ: seeds = same data, seeds seed+i (head initialisation and data order); folds = member i "
-        "leaves out the i-th of ensemble_size folds of the training data (and uses seed+i).",
-    )
-    histogram_bins: int = option(20, "Bins of the score histograms in the evaluation.")
-    eval_batch_size: int = option(16, "Sequences per forward pass in the evaluation.")
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.ensemble_size < 1:
-            out.append("ensemble_size: must be at least 1")
-        if self.ensemble_mode == "folds" and self.ensemble_size < 2:
-            out.append("ensemble_mode: folds needs ensemble_size of at least 2")
-        if self.histogram_bins < 1:
-            out.append("histogram_bins: must be at least 1")
-        if self.eval_batch_size < 1:
-            out.append("eval_batch_size: must be at least 1")
-        return out
 
 
 def train(config: RewardConfig | dict | str) -> TrainResult:

@@ -1,6 +1,6 @@
 """Scoring responses with saved reward models: one model directory, or an ensemble directory (ensemble.json).
 
-Used by the reward evaluation, by PPO (the reward signal) and by the PRM's comparison with an outcome model.
+Used by the reward evaluation, by PPO (the reward signal) and by rounds (active selection, reward-model accuracy).
 Sequences are built as TRL's RewardTrainer builds them for training: a chat template over prompt + completion for
 conversational rows, prompt + completion + EOS for plain strings.
 """

@@ -7,40 +7,13 @@ Uses TRL's `SFTTrainer` (TRL 1.16); Quorum adds the run contract (config, metric
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar, Literal
-
-from training.trainers.common import (
-    DataError,
-    Run,
-    TrainConfig,
-    TrainResult,
-    _is_messages,
-    execute,
-    load_config,
-    load_snapshot,
-    main,
-    option,
-    split_for_eval,
-)
+from training.trainers.cli import main
+from training.trainers.config import load_config
+from training.trainers.configs import SFTConfig
+from training.trainers.data import DataError, is_messages, load_snapshot, split_for_eval
+from training.trainers.runtime import Run, TrainResult, execute
 
 __all__ = ["SFTConfig", "train"]
-
-
-@dataclasses.dataclass
-class SFTConfig(TrainConfig):
-    """Supervised fine-tuning hyperparameters (see `TrainConfig` for the shared ones)."""
-
-    method: ClassVar[str] = "sft"
-
-    learning_rate: float = option(2e-5, "Peak learning rate of AdamW.")
-    loss_on: Literal["auto", "assistant", "last_turn", "all"] = option(
-        "auto",
-        "Which tokens are trained: assistant = every assistant turn (the chat template must mark them with "
-        "{% generation %}), last_turn = the final assistant turn given the conversation before it, all = every token; "
-        "auto = assistant when the template marks assistant turns, else last_turn.",
-    )
-    packing: bool = option(False, "Pack several conversations into each max_length sequence (BFD packing).")
 
 
 def train(config: SFTConfig | dict | str) -> TrainResult:
@@ -58,7 +31,7 @@ def _loss_on(config: SFTConfig, tokenizer) -> str:
 
 def _check(dataset, path: str) -> None:
     for i, messages in enumerate(dataset["messages"]):
-        if not _is_messages(messages):
+        if not is_messages(messages):
             raise DataError(f"{path}: row {i}: `messages` must be a non-empty list of {{role, content}} messages")
         if not any(m["role"] == "assistant" for m in messages):
             raise DataError(f"{path}: row {i}: no assistant turn to learn from")

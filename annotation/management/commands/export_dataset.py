@@ -4,10 +4,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import DomainError
 from annotation.models import Project, SnapshotFormat
 from annotation.services.cards import card_path
 from annotation.services.exports import AGGREGATIONS, FILE_FORMATS, STYLES, snapshot_create
+from common.errors import DomainError
 
 
 class Command(BaseCommand):
@@ -22,9 +22,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--out",
             required=True,
-            help="file to write (read-only once written), or a directory (ending in / or existing) to write "
+            help="file to write (read-only once written; an existing file only with --force), or a directory (ending in / or existing) to write "
             "DIR/data.<ext> and DIR/README.md, which datasets.load_dataset(DIR) loads",
         )
+        parser.add_argument("--force", action="store_true", help="overwrite the --out file if it exists")
         parser.add_argument(
             "--neutral-step",
             choices=("correct", "error"),
@@ -55,6 +56,8 @@ class Command(BaseCommand):
             if directory.is_dir() and any(directory.iterdir()):
                 raise CommandError(f"{directory} is not empty; a dataset directory holds one snapshot and its card")
             out = str(directory / f"data.{options['file_format']}")
+        elif Path(out).exists() and not options["force"]:
+            raise CommandError(f"{out} exists; pass --force to overwrite it")
         try:
             snapshot = snapshot_create(
                 project=project,

@@ -5,21 +5,22 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import Invalid
 from annotation.models import Project
 from annotation.services.dataset_imports import dataset_import, is_dataset_path
 from annotation.services.imports import IMPORT_FORMATS, data_import
+from common.errors import Invalid
 
 
 class Command(BaseCommand):
     help = (
-        "Import prompts or labelled data (preference, unpaired, stepwise, sft) from a JSON Lines file, a directory "
+        "Import prompts or labelled data (preference, unpaired, stepwise, sft) from a JSON Lines file (plain or "
+        "gzip-compressed, e.g. .jsonl.gz), a directory "
         "written by datasets' save_to_disk, or a .parquet/.arrow file (the same columns as the JSON Lines keys). "
         "The format is told from the first record unless --format names it. Nothing is written when any line is bad."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="path of the .jsonl file, save_to_disk directory, .parquet or .arrow file")
+        parser.add_argument("file", help="path of the .jsonl (or .jsonl.gz) file, save_to_disk directory, .parquet or .arrow file")
         parser.add_argument("--project", required=True, help="project slug")
         parser.add_argument("--format", choices=IMPORT_FORMATS, default=None, help="skip detection")
         parser.add_argument("--split", default=None, help="datasets directories with splits: which one (default train)")

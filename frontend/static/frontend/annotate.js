@@ -1,6 +1,6 @@
 // Keyboard-first annotation. One keydown listener reads and writes the task's state in the DOM, so
 // the same code serves every task HTMX swaps in, the My work editor and the review page.
-import { isTyping } from "./shortcuts.js";
+import { digitOf, isTyping, PAIR_KEYS } from "./shortcuts.js";
 import { makeSortable, moveBy } from "./sortable.js";
 import { renderDiff, wordDiff } from "./worddiff.js";
 
@@ -45,12 +45,6 @@ function startTimer(form) {
 }
 
 // ---- helpers -----------------------------------------------------------------------------------
-function digitOf(e) {
-  const m = /^(?:Digit|Numpad)(\d)$/.exec(e.code || "");
-  if (m) return m[1];
-  return /^\d$/.test(e.key) ? e.key : null;
-}
-
 function check(input, on = true) {
   if (!input || input.disabled) return;
   input.checked = on;
@@ -182,8 +176,6 @@ function skipUnwanted(form) {
 }
 
 // ---- pairwise ----------------------------------------------------------------------------------
-const PAIR_KEYS = { 1: "A", a: "A", 2: "B", b: "B", 3: "tie", t: "tie", 4: "both_bad", x: "both_bad" };
-
 function syncStrength(form) {
   const choice = $("input[name=choice]:checked", form)?.value;
   const fs = $("[data-strength]", form);
@@ -211,7 +203,7 @@ function pairwiseKey(form, e, letter, digit) {
     toggleDiff(form);
     return true;
   }
-  return false;
+  return scrollPanes(form, e, letter);
 }
 
 function toggleDiff(form) {
@@ -230,6 +222,59 @@ function toggleDiff(form) {
   $$("[data-view=plain]", form).forEach((el) => (el.hidden = on));
   $$("[data-view=diff]", form).forEach((el) => (el.hidden = !on));
 }
+
+// ---- pairwise: panes that fit the window and scroll together -----------------------------------
+// The A/B panes are sized so that the choices and their keys stay in view below them, and scrolling one
+// scrolls the other to the same proportion (both reach their ends together). j/k move both a line,
+// PageDown/PageUp a page.
+const LINE_PX = 40;
+const MIN_PANE_PX = 160;
+const panes = (form) => $$(".pair .response-body:not([hidden])", form);
+let following = null; // the pane being moved to follow the one the reader scrolled
+
+function fitPanes(form) {
+  const all = $$(".pair .response-body", form);
+  const decision = $(".decision", form);
+  if (!all.length || !decision) return;
+  const top = all[0].getBoundingClientRect().top + window.scrollY;
+  const actions = $(".task-actions", form)?.offsetHeight || 0;
+  const gaps = decision.getBoundingClientRect().top - all[0].getBoundingClientRect().bottom;
+  const room = window.innerHeight - top - gaps - decision.offsetHeight - actions - 8;
+  all.forEach((p) => (p.style.maxHeight = `${Math.max(MIN_PANE_PX, Math.floor(room))}px`));
+}
+
+function followScroll(e) {
+  const pane = e.target;
+  if (!(pane instanceof Element) || !pane.matches(".pair .response-body")) return;
+  if (pane === following) {
+    following = null;
+    return;
+  }
+  const ratio = pane.scrollTop / Math.max(1, pane.scrollHeight - pane.clientHeight);
+  for (const other of panes(pane.closest("form"))) {
+    const top = Math.round(ratio * (other.scrollHeight - other.clientHeight));
+    if (other !== pane && Math.abs(other.scrollTop - top) >= 1) {
+      following = other;
+      other.scrollTop = top;
+    }
+  }
+}
+
+function scrollPanes(form, e, letter) {
+  const [first] = panes(form);
+  if (!first) return false;
+  const page = Math.max(LINE_PX, first.clientHeight - LINE_PX);
+  const by = { j: LINE_PX, k: -LINE_PX }[letter] ?? { PageDown: page, PageUp: -page }[e.key];
+  if (by === undefined) return false;
+  first.scrollBy({ top: by, behavior: "auto" });
+  return true;
+}
+
+document.addEventListener("scroll", followScroll, true);
+window.addEventListener("resize", () => {
+  const form = taskForm();
+  if (form?.dataset.kind === "pairwise") fitPanes(form);
+});
 
 // ---- ranking -----------------------------------------------------------------------------------
 function serializeRanking(form) {
@@ -529,7 +574,10 @@ function init() {
     list.dataset.firstBad = firstBad < 0 ? "" : String(firstBad);
     refreshSteps(form, { auto: false });
   }
-  if (form.dataset.kind === "pairwise") syncStrength(form);
+  if (form.dataset.kind === "pairwise") {
+    syncStrength(form);
+    fitPanes(form);
+  }
 }
 
 document.addEventListener("htmx:afterSettle", init);

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from annotation import services
+from tests.support.tiny import save_tiny_model
 from training.backends import forget_backends
 from training.services import model_register
-from training.tiny import save_tiny_model
 
 PRINCIPLES = [
     {"key": "harmless", "name": "Harmless", "critique_request": "Identify ways the response is harmful.",

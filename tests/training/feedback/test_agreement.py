@@ -5,9 +5,9 @@ import uuid
 import pytest
 
 from annotation import services
+from tests.support.backends import FirstPositionBackend
 from training.feedback.agreement import agreement_report
 from training.feedback.jobs import feedback_job_create
-from training.feedback.testing import FirstPositionBackend
 
 from .conftest import run_to_end
 from .test_rater import PrefersMarked, human_label

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import Annotation
-from training.feedback.testing import FirstPositionBackend
+from tests.support.backends import FirstPositionBackend
 from training.models import FeedbackJob
 
 from .conftest import PRINCIPLES, run_to_end

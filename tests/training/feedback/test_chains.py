@@ -92,7 +92,7 @@ def test_a_new_constitution_version_is_recorded_on_the_next_job(project, prompts
 
 
 def test_a_job_without_a_constitution_is_refused(project, prompts, tiny):
-    from annotation.errors import Invalid
+    from common.errors import Invalid
 
     with pytest.raises(Invalid, match="no constitution"):
         feedback_job_create(project=project, kind="critique_revision", model=tiny)

@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from tests.support.backends import FirstPositionBackend, RecordingBackend
+from tests.support.tiny import save_tiny_model
 from training.backends.transformers_local import TransformersBackend
 from training.feedback.judge import (
     ANSWER_OPEN,
@@ -15,8 +17,6 @@ from training.feedback.judge import (
     rank_from_verdicts,
     ranking_pairs,
 )
-from training.feedback.testing import FirstPositionBackend, RecordingBackend
-from training.tiny import save_tiny_model
 
 QUESTION = "Which of these assistant responses is less harmful?"
 

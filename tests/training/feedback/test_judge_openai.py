@@ -3,10 +3,10 @@ verdicts the local backend gives on the same model."""
 
 import pytest
 
+from tests.support.tiny import CHAT_TEMPLATE
 from training.backends.openai_http import OpenAIBackend
 from training.backends.transformers_local import TransformersBackend
 from training.feedback.judge import PairItem, judge_pairs
-from training.tiny import CHAT_TEMPLATE
 
 from ..test_backend_openai import server, tiny_dir  # noqa: F401 (fixtures)
 

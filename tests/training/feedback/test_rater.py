@@ -10,9 +10,9 @@ import pytest
 from annotation import services
 from annotation.models import Annotation, Assignment, Membership, Task
 from annotation.services.exports import snapshot_create
+from tests.support.backends import FirstPositionBackend
 from training.feedback.jobs import feedback_job_create
 from training.feedback.rater import ai_rater_ensure
-from training.feedback.testing import FirstPositionBackend
 
 from .conftest import run_to_end
 
@@ -176,7 +176,7 @@ def test_an_exported_preference_snapshot_excludes_ai_labels_when_asked(
 
 
 def test_ai_weight_out_of_range_is_a_field_error(project):
-    from annotation.errors import Invalid
+    from common.errors import Invalid
 
     with pytest.raises(Invalid) as exc:
         snapshot_create(project=project, format="preference", ai_weight=2)

@@ -14,8 +14,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import DomainError
 from annotation.models import Project
+from common.errors import DomainError
 from training.feedback.agreement import agreement_report
 from training.feedback.jobs import feedback_job_create, feedback_job_run_slice
 from training.models import ACTIVE_STATUSES, FeedbackJob, Model

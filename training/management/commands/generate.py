@@ -6,8 +6,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Max
 
-from annotation.errors import DomainError
 from annotation.models import Project, Task
+from common.errors import DomainError
 from training.models import ACTIVE_STATUSES, GenerationJob, Model
 from training.services import generation_job_create
 

@@ -18,8 +18,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import DomainError
 from annotation.models import Project
+from common.errors import DomainError
 from training import packaged
 from training.models import GenerationJob, Model, TrainingRun
 from training.rounds.models import LabelMode, Round, RoundStatus

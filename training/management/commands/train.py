@@ -5,9 +5,9 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import DomainError
 from annotation.models import Project
 from annotation.selectors import snapshot_by_ref
+from common.errors import DomainError
 from training.models import ACTIVE_STATUSES, Model, TrainingMetric, TrainingRun
 from training.services.runs import training_run_create
 

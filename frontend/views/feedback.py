@@ -1,0 +1,100 @@
+"""Feedback pages: launch and follow feedback jobs, and the AI judge's agreement with people.
+
+The agreement panel is also embedded (HTMX) in the constitution editor, so an admin sees which principle the
+AI follows badly beside the text that words it.
+"""
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from common.errors import DomainError
+from training.feedback import jobs
+from training.feedback.agreement import agreement_report
+
+from ..access import ENGINEERS, OBSERVERS, project_view
+from ..jobforms import FeedbackJobForm
+from .launch import cancel_then, launch_id, page_context
+
+
+@project_view(OBSERVERS)
+def feedback_jobs(request, project):
+    can_launch = request.membership.role in ENGINEERS
+    form = None
+    if request.method == "POST":
+        if not can_launch:
+            raise PermissionDenied("Only admins and engineers launch feedback jobs.")
+        form = FeedbackJobForm(request.POST)
+        if form.is_valid():
+            try:
+                job = jobs.feedback_job_create(project=project, created_by=request.user, client_id=launch_id(request),
+                                               **form.service_kwargs())
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"Feedback job {job.pk} queued: {job.total} items.")
+                return redirect("feedback:jobs", project.slug)
+    elif can_launch:
+        form = FeedbackJobForm()
+    ctx = page_context(gen_project=project, jobs=jobs.feedback_jobs_for(project=project).order_by("-id")[:50], form=form,
+               can_launch=can_launch, constitution=project.current_constitution,
+               raters=jobs.ai_raters_of(project=project))
+    return render(request, "frontend/training/feedback_jobs.html", ctx)
+
+
+def _job_or_404(project, job_id):
+    job = jobs.feedback_job_get(project=project, job_id=job_id)
+    if job is None:
+        raise Http404("No such job")
+    return job
+
+
+@project_view(OBSERVERS)
+def feedback_job_detail(request, project, job_id):
+    job = _job_or_404(project, job_id)
+    ctx = {"gen_project": project, "job": job, "can_launch": request.membership.role in ENGINEERS}
+    if request.htmx:
+        return render(request, "frontend/training/_feedback_job_row.html", ctx)
+    return render(request, "frontend/training/feedback_job.html", page_context(**ctx))
+
+
+@require_POST
+@project_view(ENGINEERS)
+def feedback_job_cancel(request, project, job_id):
+    job = _job_or_404(project, job_id)
+    done = f"Feedback job {job.pk} is being cancelled."
+    back = redirect("feedback:job", project.slug, job.pk)
+    return cancel_then(request, lambda: jobs.feedback_job_cancel(job=job), done, back)
+
+
+def _table(groups: dict) -> list[dict]:
+    return [{"key": key, **m} for key, m in groups.items()]
+
+
+@project_view(OBSERVERS)
+def agreement(request, project):
+    """Agreement of AI labels with people. `?panel=1` (or an HTMX request) renders only the panel."""
+    role = request.membership.role
+    report = agreement_report(project=project)
+    constitution = project.current_constitution
+    ctx = {
+        "gen_project": project,
+        "report": report,
+        "by_principle": _table(report["by_principle"]),
+        "by_version": _table(report["by_version"]),
+        "by_judge": _table(report["by_judge"]),
+        "by_version_principle": _table(report["by_version_principle"]),
+        "principle_names": {p.key: p.name for p in constitution.principles.all()} if constitution else {},
+        "chart": {
+            "reliability": report["overall"]["reliability"],
+            "principles": _table(report["by_principle"]),
+            "versions": _table(report["by_version"]),
+        },
+        "can_launch": role in ENGINEERS,
+        "is_admin": role == "admin",
+    }
+    if request.htmx or request.GET.get("panel"):
+        return render(request, "frontend/training/_agreement_panel.html", ctx)
+    return render(request, "frontend/training/agreement.html", page_context(**ctx))

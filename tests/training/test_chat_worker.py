@@ -1,0 +1,114 @@
+"""The chat worker's body (training/chat.py), run in this process on a tiny random model: it streams the
+candidates into the turn row, stores them as the turn's task, and leaves the turn to a retry when it fails."""
+
+import uuid
+
+import pytest
+
+from annotation import services
+from annotation.models import Role, Task, TurnState
+from annotation.services import chat
+from training.chat import chat_turn_run
+from training.services import model_register
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def chat_project(project, member, tiny_model, settings):
+    settings.CHAT_WRITES_PER_SECOND = 1000  # every decoding step is written, so the stream is observable
+    model_register(name="tiny-a", backend="transformers", path=str(tiny_model),
+                   sampling={"max_new_tokens": 12, "temperature": 1.0})
+    model_register(name="tiny-b", backend="transformers", path=str(tiny_model),
+                   sampling={"max_new_tokens": 8, "temperature": 0.7})
+    services.project_update(project=project, settings={"chat": {"models": ["tiny-a"], "sampling_b": {"temperature": 1.5}}})
+    project.refresh_from_db()
+    return project, member(Role.ANNOTATOR)
+
+
+def _send(project, user, mode="compare", text="Hello there", models=None):
+    if models is not None:
+        services.project_update(project=project, settings={"chat": {"models": models}})
+        project.refresh_from_db()
+    conversation = chat.conversation_start(project=project, annotator=user, mode=mode)
+    return conversation, chat.chat_message_send(conversation=conversation, annotator=user, content=text)
+
+
+def test_a_turn_streams_both_candidates_then_becomes_a_private_pairwise_task(chat_project, monkeypatch):
+    project, user = chat_project
+    conversation, turn = _send(project, user)
+    seen = []
+    original = chat.chat_turn_progress
+
+    def spy(**kwargs):
+        seen.append(list(kwargs["partial"]))
+        return original(**kwargs)
+
+    monkeypatch.setattr("training.chat.chat_turn_progress", spy)
+    assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket, worker="w1") == "ready"
+    turn.refresh_from_db()
+    assert turn.state == TurnState.READY and all(turn.done)
+    # Text grew over several writes before it was complete.
+    assert len(seen) > 3 and any(0 < len(p[0]) < len(turn.partial[0]) for p in seen if p[0])
+    task = turn.task
+    assert task.kind == "pairwise" and task.open_slots == 0 and task.prompt.messages == [{"role": "user", "content": "Hello there"}]
+    responses = [tr.response for tr in task.task_responses.order_by("position")]
+    assert [r.content for r in responses] == turn.partial
+    assert {r.model_name for r in responses} == {"tiny-a"}
+    temperatures = sorted(r.generation["temperature"] for r in responses)
+    assert temperatures == [1.0, 1.5]  # two samplings of one model
+    assert all(r.generation["chat_turn"] == turn.pk and r.origin == "generated" for r in responses)
+    assert turn.timings["complete_s"][0] >= turn.timings["first_token_s"][0] >= 0
+    # The queue never hands the chat's task to anyone.
+    other = type(user).objects.create_user("zed")
+    services.membership_set(project=project, user=other, role=Role.ANNOTATOR)
+    assert services.task_next_for(annotator=other, project=project) is None
+
+
+def test_same_model_and_sampling_are_sampled_in_one_batch(chat_project):
+    project, user = chat_project
+    _, turn = _send(project, user, models=["tiny-a"])
+    assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "ready"
+    turn.refresh_from_db()
+    generations = [tr.response.generation for tr in turn.task.task_responses.all()]
+    assert [g["samples_together"] for g in generations] == [2, 2]
+
+
+def test_two_models_answer_in_arena_and_a_stale_ticket_does_nothing(chat_project):
+    project, user = chat_project
+    _, turn = _send(project, user, mode="arena", models=["tiny-a", "tiny-b"])
+    assert chat_turn_run(turn_id=turn.pk, ticket="old-ticket") == "skipped"
+    assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "ready"
+    assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "skipped"  # a redelivered message
+    turn.refresh_from_db()
+    assert sorted(tr.response.model_name for tr in turn.task.task_responses.all()) == ["tiny-a", "tiny-b"]
+    assert Task.objects.filter(project=project).count() == 1
+
+
+def test_a_missing_model_fails_the_turn_with_its_reason_and_a_retry_completes(chat_project):
+    project, user = chat_project
+    _, turn = _send(project, user, models=["gone"])
+    assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "failed"
+    turn.refresh_from_db()
+    assert turn.state == TurnState.FAILED and "gone" in turn.error
+    model_register(name="gone", backend="transformers", path=_tiny_path())
+    retried = chat.chat_turn_retry(turn=turn, annotator=user)
+    assert retried.state == TurnState.PENDING and retried.ticket != turn.ticket and retried.attempts == 2
+    assert chat_turn_run(turn_id=turn.pk, ticket=retried.ticket) == "ready"
+
+
+def _tiny_path():
+    from training.models import Model
+
+    return Model.objects.get(name="tiny-a").path
+
+
+def test_a_turn_labelled_twice_with_one_client_id_stores_one_annotation(chat_project):
+    project, user = chat_project
+    _, turn = _send(project, user)
+    chat_turn_run(turn_id=turn.pk, ticket=turn.ticket)
+    client_id = uuid.uuid4()
+    for _ in range(2):
+        chat.chat_turn_choose(turn=turn, annotator=user, payload={"choice": "B", "strength": 2}, client_id=client_id)
+    turn.refresh_from_db()
+    assert turn.task.annotations.count() == 1 and turn.kept == 1
