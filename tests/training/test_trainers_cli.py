@@ -19,6 +19,8 @@ from training.trainers.common import EXIT_CANCELLED, last_checkpoint
 from training.trainers.testing import sft_rows, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
 DEADLINE_S = 240  # generous: each launch imports torch and TRL, which takes tens of seconds on a busy machine
 
 
