@@ -206,7 +206,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "annotation.models.Role",
         "SnapshotFormatEnum": "annotation.models.SnapshotFormat",
-        "ImportFormatEnum": ["prompts", "preference", "unpaired", "stepwise", "sft"],
+        "ImportFormatEnum": "annotation.services.imports.IMPORT_FORMATS",
         "TaskStatusEnum": "annotation.models.TaskStatus",
         "JobStatusEnum": "training.models.JobStatus",
         "RoundStatusEnum": "training.rounds.models.RoundStatus",
