@@ -37,8 +37,13 @@ demo-loop: install
 	$(PY) manage.py seed_demo > /dev/null
 	$(PY) manage.py loop --demo
 
+# The suite runs in TEST_WORKERS parallel processes (pytest-xdist; TEST_WORKERS=0 runs it in this one). Each test
+# file stays in one process (--dist loadfile), so the workers, servers and models a file starts once are started
+# once; files with slow tests are handed out first (tests/conftest.py, kept in that order by
+# --no-loadscope-reorder); each process has its own test database and data directory (var/gw0, var/gw1, ...).
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: install
 	$(PY) bench/queue.py

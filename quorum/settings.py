@@ -43,8 +43,11 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = [h for h in env_str("QUORUM_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("QUORUM_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
-# Where the SQLite database, the embedded broker, snapshots and converted models live.
-DATA_DIR = Path(env_str("QUORUM_DATA_DIR", str(BASE_DIR / "var")))
+# Where the SQLite database, the embedded broker, the cache, snapshots and converted models live. Without
+# QUORUM_DATA_DIR it is var/, and each parallel test process (pytest-xdist's workers gw0, gw1, ... name
+# themselves in PYTEST_XDIST_WORKER, and the processes they start inherit it) gets a directory of its own
+# under it: its own test database, broker, cache and model files.
+DATA_DIR = Path(env_str("QUORUM_DATA_DIR", "") or BASE_DIR / "var" / env_str("PYTEST_XDIST_WORKER", ""))
 SNAPSHOT_DIR = Path(env_str("QUORUM_SNAPSHOT_DIR", str(DATA_DIR / "snapshots")))
 MODEL_DIR = Path(env_str("QUORUM_MODEL_DIR", str(DATA_DIR / "models")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -203,7 +206,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "annotation.models.Role",
         "SnapshotFormatEnum": "annotation.models.SnapshotFormat",
-        "ImportFormatEnum": ["prompts", "preference", "unpaired", "stepwise", "sft"],
+        "ImportFormatEnum": "annotation.services.imports.IMPORT_FORMATS",
         "TaskStatusEnum": "annotation.models.TaskStatus",
         "JobStatusEnum": "training.models.JobStatus",
         "RoundStatusEnum": "training.rounds.models.RoundStatus",

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -64,3 +66,11 @@ def make_task(project):
 def _fast_password_hashing(settings):
     # Django's default hasher is deliberately slow; tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def pytest_collection_modifyitems(config, items):
+    # In a parallel run (make test) xdist hands whole files to its workers in this order: files with slow tests go
+    # first, so that the short files fill the gaps at the end instead of one worker finishing a long file alone.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow_files)

@@ -9,12 +9,14 @@ The packages are located with `importlib.util.find_spec`, never imported (llm_sm
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import importlib.util
 import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -85,19 +87,40 @@ def smollm2_convert(model_dir: Path, *, say: Callable[[str], None] = lambda _: N
     """Convert the packaged GGUF into `model_dir/SmolLM2-135M-Instruct` (safetensors), once.
 
     The directory is written beside its final place and renamed into it, so an interrupted conversion never
-    leaves a half-written model that a later run would trust.
+    leaves a half-written model that a later run would trust. Processes that convert into the same directory
+    at once (the demo's, parallel tests) take turns on a lock file: one converts, the others reuse its result.
     """
     t0 = time.perf_counter()
     gguf = smollm2_gguf()
     source = _source(gguf)
     target = Path(model_dir) / SMOLLM2_NAME
+    with _lock(target.with_name(f".{target.name}.lock")):
+        if not _converted(target, source):
+            _convert(gguf, source, target, say, t0)
+            return Converted(target, True, time.perf_counter() - t0, source)
+    return Converted(target, False, time.perf_counter() - t0, source)
+
+
+@contextmanager
+def _lock(path: Path):
+    """An exclusive lock on `path` while the block runs; the system releases it if the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _converted(target: Path, source: dict) -> bool:
     marker = target / MARKER
-    if marker.exists() and (target / "config.json").exists():
-        try:
-            if json.loads(marker.read_text()) == source:
-                return Converted(target, False, time.perf_counter() - t0, source)
-        except ValueError:
-            pass
+    if not (marker.exists() and (target / "config.json").exists()):
+        return False
+    try:
+        return json.loads(marker.read_text()) == source
+    except ValueError:
+        return False
+
+
+def _convert(gguf: Path, source: dict, target: Path, say: Callable[[str], None], t0: float) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from transformers import AutoTokenizer
@@ -123,9 +146,7 @@ def smollm2_convert(model_dir: Path, *, say: Callable[[str], None] = lambda _: N
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
-    seconds = time.perf_counter() - t0
-    say(f"  saved to {target} ({seconds:.0f} s)")
-    return Converted(target, True, seconds, source)
+    say(f"  saved to {target} ({time.perf_counter() - t0:.0f} s)")
 
 
 LLAMA_TENSORS = {

@@ -17,7 +17,7 @@ from .broker import purge_taken_messages
 from .feedback.jobs import FEEDBACK_JOBS, feedback_job_run_slice
 from .jobs import runtime
 from .jobs.runtime import RetryLater
-from .rounds.services import ROUNDS, round_advance_now
+from .rounds.runner import ROUNDS, round_advance_now
 from .services.generation import GENERATION_JOBS, generation_job_run_slice
 from .services.runs import TRAINING_RUNS, training_run_execute_now
 

@@ -8,7 +8,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from common.errors import DomainError
-from training.rounds import services
+from training.rounds import runner, selectors
+from training.rounds.evaluation import human_win_rate
 
 from ..access import ENGINEERS, OBSERVERS, project_view
 from ..jobforms import RoundForm
@@ -25,7 +26,7 @@ def round_list(request, project):
         form = RoundForm(request.POST)
         if form.is_valid():
             try:
-                rnd = services.round_create(project=project, created_by=request.user, client_id=launch_id(request),
+                rnd = runner.round_create(project=project, created_by=request.user, client_id=launch_id(request),
                                             **form.service_kwargs())
             except DomainError as exc:
                 messages.error(request, exc.message)
@@ -40,19 +41,19 @@ def round_list(request, project):
         else:
             status = 400
     elif can_run:
-        last = services.rounds_for(project=project).first()
+        last = selectors.rounds_for(project=project).first()
         form = RoundForm(initial={"label_mode": last.label_mode, "judge": last.judge.name if last.judge else "",
                                   "reward_model": (last.output_reward_model or last.reward_model).name
                                   if (last.output_reward_model or last.reward_model) else ""} if last else None)
-    rounds = list(services.rounds_for(project=project)[:100])
-    series = services.rounds_series(project=project)
+    rounds = list(selectors.rounds_for(project=project)[:100])
+    series = selectors.rounds_series(project=project)
     ctx = page_context(gen_project=project, rounds=rounds, series=series, form=form, can_run=can_run,
                active=any(r.is_active for r in rounds))
     return render(request, "frontend/training/rounds.html", ctx, status=status)
 
 
 def _round_or_404(project, number):
-    rnd = services.round_get(project=project, number=number)
+    rnd = selectors.round_get(project=project, number=number)
     if rnd is None:
         raise Http404("No such round")
     return rnd
@@ -63,8 +64,8 @@ def round_detail(request, project, number):
     rnd = _round_or_404(project, number)
     e = rnd.evaluation or {}
     ctx = page_context(gen_project=project, rnd=rnd, can_run=request.membership.role in ENGINEERS,
-                       lineage=services.round_lineage(rnd), e=e, syco=e.get("sycophancy") or {},
-                       lengths=e.get("lengths") or {}, human_win=services.human_win_rate(rnd),
+                       lineage=selectors.round_lineage(rnd), e=e, syco=e.get("sycophancy") or {},
+                       lengths=e.get("lengths") or {}, human_win=human_win_rate(rnd),
                        stages=[(k, v) for k, v in (rnd.stage_times or {}).items()])
     return render(request, "frontend/training/round.html", ctx)
 
@@ -75,4 +76,4 @@ def round_cancel(request, project, number):
     rnd = _round_or_404(project, number)
     done = f"Round {rnd.number} is being cancelled."
     back = redirect("training:round", project.slug, rnd.number)
-    return cancel_then(request, lambda: services.round_cancel(rnd=rnd), done, back)
+    return cancel_then(request, lambda: runner.round_cancel(rnd=rnd), done, back)

@@ -26,7 +26,7 @@ from annotation.services.webhooks import webhook_create, webhook_ping
 from training.models import GenerationJob, TrainingRun
 from training.services import generation_job_create, model_register
 from training.feedback.jobs import feedback_job_create
-from training.rounds.services import round_cancel, round_create
+from training.rounds.runner import round_cancel, round_create
 from training.services.runs import training_run_cancel, training_run_create
 
 PASSWORD = "correct-horse-battery"

@@ -120,6 +120,7 @@ def _finish(proc, timeout=180) -> str:
     return out
 
 
+@pytest.mark.slow
 def test_several_processes_on_sqlite_never_over_assign(tmp_path):
     """Runs on its own SQLite file whatever database the suite uses, so CI covers it too."""
     n_tasks, required, users = 40, 2, [f"annotator{i}" for i in range(6)]

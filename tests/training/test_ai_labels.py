@@ -12,7 +12,6 @@ from training.feedback.rater import ai_rater_ensure, task_views, write_direct
 from training.models import Model
 from training.rounds import judging
 from training.rounds.models import Round
-from training.rounds.services import _write_judgments
 
 PROBABILITIES = [0.5, 0.55, 0.6, 0.62, 0.7, 0.76, 0.9, 0.45, 0.38, 0.3, 0.1]
 
@@ -63,7 +62,7 @@ def test_the_same_probability_gives_the_same_label_from_a_round_and_a_feedback_j
     rnd = Round.objects.create(project=project, number=1, policy=judge, judge=judge)
     messages = by_round.prompt.messages
     judged = judging.compare_pairs(backend, [(messages, first, second)])
-    _write_judgments(rnd, project, zip([by_round], judged))
+    judging.write_judgments(rnd, project, zip([by_round], judged))
 
     from_feedback = Annotation.objects.get(task=by_feedback, source="ai")
     from_round = Annotation.objects.get(task=by_round, source="ai")

@@ -10,7 +10,7 @@ from training.feedback.jobs import FEEDBACK_JOBS, feedback_job_run_slice
 from training.jobs import runtime
 from training.models import FeedbackJob, GenerationJob, JobStatus, Model, TrainingRun
 from training.rounds.models import Round, RoundStage
-from training.rounds.services import ROUNDS, round_advance_now
+from training.rounds.runner import ROUNDS, round_advance_now
 from training.services.generation import GENERATION_JOBS
 from training.services.runs import TRAINING_RUNS
 

@@ -1,6 +1,7 @@
 """The packaged models are found on disk without importing their packages, SmolLM2 is converted from its GGUF
 once into a safetensors directory that loads fast and answers sensibly, and the command registers both models."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -41,12 +42,23 @@ def model_dir(settings):
     shutil.rmtree(path, ignore_errors=True)
 
 
+CONVERT = "import json, sys; from training import packaged; print(json.dumps(packaged.smollm2_convert(sys.argv[1]).converted))"
+
+
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_smollm2_is_converted_once_and_both_models_are_registered(model_dir, capsys):
+    # Another process converts into the same directory at the same moment: one of the two converts, the other
+    # waits for it and reuses its result.
+    other = subprocess.Popen([sys.executable, "-c", CONVERT, str(model_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     call_command("register_packaged_models")
+    other_out, other_err = other.communicate(timeout=300)
+    assert other.returncode == 0, other_err[-3000:]
     out = capsys.readouterr().out
-    assert "converted" in out and "registered SmolLM2-135M-Instruct" in out
+    assert "registered SmolLM2-135M-Instruct" in out
+    assert [json.loads(other_out), "(converted," in out].count(True) == 1, (other_out, out)
+    assert not list(model_dir.glob(".*.partial"))
     smol = Model.objects.get(name="SmolLM2-135M-Instruct")
     mini = Model.objects.get(name="all-MiniLM-L6-v2")
     assert smol.backend == "transformers" and set(smol.roles) == {"policy", "judge"}

@@ -16,15 +16,10 @@ from common.errors import Conflict, Invalid
 from tests.support.tiny import save_tiny_model
 from training.models import GenerationJob, JobStatus, TrainingRun
 from training.rounds import evaluation, selection
+from training.rounds.config import RoundConfig
 from training.rounds.models import Round, RoundStage, RoundStatus
-from training.rounds.services import (
-    heldout_prompt_ids,
-    round_advance_now,
-    round_cancel,
-    round_config,
-    round_create,
-    rounds_reconcile,
-)
+from training.rounds.runner import round_advance_now, round_cancel, round_create, rounds_reconcile
+from training.rounds.selectors import heldout_prompt_ids
 from training.services import model_register
 from training.services.generation import generation_job_run_slice
 from training.services.runs import training_run_execute_now
@@ -156,7 +151,7 @@ def test_two_rounds_link_model_tasks_labels_snapshot_run_and_model(world):
     # Queued for people, a held-out comparison they judge counts toward the round's human win rate.
     import uuid
 
-    from training.rounds.services import evaluation_project, human_win_rate
+    from training.rounds.evaluation import evaluation_project, human_win_rate
 
     assert human_win_rate(first) is None
     target = evaluation_project(project=project, queue_for_humans=True)
@@ -215,7 +210,7 @@ def test_human_rounds_wait_for_the_quota_then_go_on(world):
 def test_bad_settings_are_refused_with_field_messages(world):
     project, m = world["project"], world["models"]
     with pytest.raises(Invalid) as err:
-        round_config(project=project, overrides={"n": 1, "selection": {"random_fraction": 2}, "bogus": 1})
+        RoundConfig.from_dict(project, {"n": 1, "selection": {"random_fraction": 2}, "bogus": 1})
     assert set(err.value.fields) == {"config.n", "config.selection", "config.bogus"}
     with pytest.raises(Invalid) as err:
         round_create(project=project, policy=m["policy"], label_mode="ai")
@@ -226,6 +221,35 @@ def test_bad_settings_are_refused_with_field_messages(world):
     round_create(project=project, policy=m["policy"], judge=m["judge"], config=FAST)
     with pytest.raises(Conflict):
         round_create(project=project, policy=m["policy"], judge=m["judge"], config=FAST)
+
+
+# What a round row stored in its config column before the settings became a dataclass.
+STORED_DEFAULTS = {
+    "prompts_per_round": 8, "n": 2, "sampling": {"max_new_tokens": 128, "temperature": 1.0, "top_p": 1.0},
+    "eval_prompts": 8, "eval_sampling": {"max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0}, "method": "dpo",
+    "hyperparameters": {"max_steps": 8, "batch_size": 2, "learning_rate": 5e-05, "max_length": 384, "beta": 0.1,
+                        "lora": {"r": 8, "alpha": 16, "dropout": 0.0}, "save_steps": 1000},
+    "reward_base": None,
+    "reward_hyperparameters": {"max_steps": 8, "batch_size": 4, "learning_rate": 0.0001, "max_length": 384},
+    "selection": {"policy": "uncertainty", "random_fraction": 0.2, "pairs_per_prompt": 1},
+    "queue_eval_for_humans": False, "probes": True, "probe_limit": None, "judge_batch": 8, "seed": 0,
+}
+
+
+def test_round_settings_layer_project_and_launch_and_keep_the_stored_format():
+    assert RoundConfig.from_dict(Project(settings={})).as_dict() == STORED_DEFAULTS
+    assert RoundConfig.stored(STORED_DEFAULTS).as_dict() == STORED_DEFAULTS
+    config = RoundConfig.from_dict(Project(settings={"rounds": {"n": 3, "seed": 1}}),
+                                   {"seed": 5, "sampling": {"top_p": 0.9}, "hyperparameters": {"lora": None}})
+    assert (config.n, config.seed, config.sampling["top_p"], config.sampling["max_new_tokens"]) == (3, 5, 0.9, 128)
+    assert "lora" not in config.hyperparameters  # null means the trainer's default
+    with pytest.raises(Invalid) as err:
+        RoundConfig.from_dict(Project(settings={"rounds": {"probes": 1}}), {"seed": -1, "method": "sft"})
+    assert err.value.fields == {"config.probes": ["true or false"], "config.method": [
+        "dpo or orpo (a preference method that yields a policy)"], "config.seed": ["an integer from 0 to 2147483647"]}
+    with pytest.raises(Invalid) as err:
+        RoundConfig.from_dict(Project(settings={}), ["n"])
+    assert err.value.fields == {"config": ["must be an object"]}
 
 
 @pytest.mark.django_db
@@ -299,7 +323,7 @@ def test_win_rate_interval_counts_ties_as_half_and_brackets_the_estimate():
 @pytest.mark.django_db
 def test_the_project_selection_setting_chooses_the_pairs_and_is_recorded_on_each_task(world):
     from annotation.models import Response
-    from training.rounds.services import evaluation_project
+    from training.rounds.evaluation import evaluation_project
     from training.trainers.scoring import RewardScorer
 
     project, m = world["project"], world["models"]

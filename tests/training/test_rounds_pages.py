@@ -11,7 +11,7 @@ from annotation.models import Task
 from tests.support.tiny import save_tiny_model
 from training.models import Model
 from training.rounds.models import Round
-from training.rounds.services import round_create
+from training.rounds.runner import round_create
 from training.services import model_register
 from tests.training.job_messages import hold_messages
 

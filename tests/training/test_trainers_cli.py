@@ -20,6 +20,8 @@ from training.trainers.cli import EXIT_CANCELLED
 from training.trainers.runtime import last_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
 DEADLINE_S = 240  # generous: each launch imports torch and TRL, which takes tens of seconds on a busy machine
 
 

@@ -90,6 +90,7 @@ def test_sft_run_succeeds_with_metrics_and_a_registered_output_model(world, djan
     assert training_run_execute.apply(args=[run.pk]).get() == "skipped"
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_cancel_stops_the_trainer_with_a_checkpoint(world, monkeypatch):
     hold_messages(monkeypatch)

@@ -4,7 +4,8 @@ from rest_framework import serializers
 
 from ..api.jobs import JobActionView, JobDetailView, JobListView, launch_client_id
 from ..models import Model
-from . import services
+from .runner import round_cancel, round_create
+from .selectors import round_get, round_lineage, rounds_for
 from .models import LabelMode, Round
 
 
@@ -48,20 +49,20 @@ class RoundDetailOutput(RoundOutput):
         fields = [*RoundOutput.Meta.fields, "lineage"]
 
     def get_lineage(self, obj) -> dict:
-        return services.round_lineage(obj)
+        return round_lineage(obj)
 
 
 class RoundListView(JobListView):
     serializer_class, input_class = RoundOutput, RoundInput
-    rows = staticmethod(lambda project: services.rounds_for(project=project))
-    launch = staticmethod(services.round_create)
+    rows = staticmethod(lambda project: rounds_for(project=project))
+    launch = staticmethod(round_create)
 
 
 class RoundDetailView(JobDetailView):
     serializer_class, lookup, key_field, what = RoundDetailOutput, "number", "number", "round"
-    find = staticmethod(lambda project, key: services.round_get(project=project, number=key))
+    find = staticmethod(lambda project, key: round_get(project=project, number=key))
 
 
 class RoundCancelView(JobActionView, RoundDetailView):
     output_class = RoundOutput
-    act = staticmethod(lambda rnd: services.round_cancel(rnd=rnd))
+    act = staticmethod(lambda rnd: round_cancel(rnd=rnd))

@@ -1,14 +1,20 @@
 """Pairwise AI judgments for the loop: the product's AI judge (`training.feedback.judge.judge_pairs`), which reads
 the judge model's probabilities of "(A)" and "(B)" with each pair shown in both orders and averages them, so the
-judge's position bias cancels. This module adapts its verdicts to what rounds store and count."""
+judge's position bias cancels. This module adapts its verdicts to what rounds store and count, and writes them as
+the judge's AI labels."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
+
+from annotation.models import Project, Task
 
 from ..backends.base import GenerationBackend
 from ..feedback.judge import PairItem, Verdict, judge_pairs
+from ..feedback.labels import Label, pairwise_payload
+from ..feedback.rater import ai_rater_ensure, write_direct
+from .models import Round
 
 QUESTION = "Which response is more helpful, honest and harmless?"
 
@@ -60,3 +66,12 @@ def compare_pairs(
     verdicts = judge_pairs(backend, [PairItem(list(m), a, b, question, key=i) for i, (m, a, b) in enumerate(items)],
                            batch_size=batch_size)
     return [PairJudgment(v) for v in verdicts]
+
+
+def write_judgments(rnd: Round, project: Project, judged: Iterable[tuple[Task, PairJudgment]]) -> None:
+    """The round judge's verdicts on pairwise tasks of `project`, (task, PairJudgment) pairs, written as its AI
+    rater's labels: the same label and provenance a feedback job writes. A pair the judge could not read (too
+    long for it) stays unlabelled."""
+    labels = [Label(task.pk, pairwise_payload(j.p), "", j.details()) for task, j in judged if j.ok]
+    rater = ai_rater_ensure(project=project, model_name=rnd.judge.name)
+    write_direct(rater=rater, labels=labels, model_name=rnd.judge.name, constitution=None, round_id=rnd.pk)

@@ -23,7 +23,7 @@ from common.errors import DomainError
 from training import packaged
 from training.models import GenerationJob, Model, TrainingRun
 from training.rounds.models import LabelMode, Round, RoundStatus
-from training.rounds.services import round_create
+from training.rounds.runner import round_create
 
 DEMO_CONFIG = {
     "prompts_per_round": 8,
