@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class AnnotationConfig(AppConfig):
@@ -7,3 +8,6 @@ class AnnotationConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the deployment checks)
+        from .task_stats import reinstall_after_migrate
+
+        post_migrate.connect(reinstall_after_migrate, sender=self, dispatch_uid="annotation_task_stats")

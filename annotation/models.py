@@ -189,6 +189,14 @@ class Task(models.Model):
     flags = models.JSONField(default=dict, blank=True, help_text="e.g. {'content_warning': 'violence'}")
     dedupe_key = models.CharField(max_length=128, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Kept by database triggers on annotations (annotation/task_stats.py), so that any write,
+    # bulk imports included, keeps them true and the task browser filters on an index.
+    agreement = models.FloatField(
+        null=True, blank=True, help_text="Share of the current human labels that give the most common verdict (2+ labels)."
+    )
+    ai_disagreement = models.FloatField(
+        null=True, blank=True, help_text="Share of the current AI labels that differ from the human majority verdict."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -203,6 +211,8 @@ class Task(models.Model):
             models.Index(
                 "project", F("priority").desc(), "id", name="task_queue_open", condition=Q(open_slots__gt=0)
             ),
+            models.Index(fields=["project", "agreement"], name="task_by_agreement"),
+            models.Index(fields=["project", "ai_disagreement"], name="task_by_ai_disagreement"),
         ]
 
 
@@ -231,6 +241,12 @@ class Assignment(models.Model):
     leased_until = models.DateTimeField()
     shown_order = models.JSONField(default=list, help_text="Canonical response positions in the order shown.")
     skip_reason = models.CharField(max_length=300, blank=True)
+    # The AI label offered as a pre-annotation (project setting `suggestion_rate`), and whether it was
+    # shown (True) or held back for comparison (False); both null when none was considered.
+    suggestion = models.ForeignKey(
+        "Annotation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    suggestion_shown = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 
@@ -291,6 +307,32 @@ class Annotation(models.Model):
             models.Index(fields=["task"], name="annotation_current_by_task", condition=Q(is_current=True)),
             models.Index(fields=["author", "created_at"], name="annotation_by_author"),
         ]
+
+
+class TaskActionKind(models.TextChoices):
+    REQUEUE = "requeue"
+    SET_PRIORITY = "set_priority"
+    MARK_GOLD = "mark_gold"
+    UNMARK_GOLD = "unmark_gold"
+    EXPORT = "export"
+
+
+class TaskAction(models.Model):
+    """Audit of a bulk action on tasks: who did what, when, to which tasks."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="task_actions")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=16, choices=TaskActionKind.choices)
+    params = models.JSONField(default=dict, blank=True, help_text="The action's parameters and outcome.")
+    task_ids = models.JSONField(default=list, help_text="Every task the action was applied to.")
+    task_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(action__in=TaskActionKind.values), name="task_action_valid"),
+        ]
+        indexes = [models.Index(fields=["project", "-id"], name="task_action_recent")]
 
 
 class SnapshotFormat(models.TextChoices):

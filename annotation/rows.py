@@ -41,3 +41,14 @@ def instance(model, values: dict):
 def json_value(value):
     """A JSON column read through a plain cursor: text on SQLite and (as Django loads jsonb) on PostgreSQL."""
     return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def id_set(ids) -> "RawSQL":
+    """`pk__in=id_set(ids)`: any number of ids as one bound JSON parameter (SQLite refuses more than 32,766
+    parameters in a statement, and a long IN list costs PostgreSQL a parse and plan of every one)."""
+    from django.db.models.expressions import RawSQL
+
+    text = json.dumps([int(i) for i in ids])
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)::bigint", [text])
+    return RawSQL("SELECT value FROM json_each(%s)", [text])

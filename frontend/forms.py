@@ -5,6 +5,7 @@ import re
 from django import forms
 
 from annotation.models import Role, SnapshotFormat, TaskKind
+from annotation.services.exports import TASK_FORMATS
 
 
 class ProjectSettingsForm(forms.Form):
@@ -36,6 +37,14 @@ class ProjectSettingsForm(forms.Form):
         max_value=1.0,
         label="Review threshold",
         help_text="Tasks whose aggregated label is at most this probable (0–1) head the review page. Empty: 0.8.",
+    )
+    suggestion_percent = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        label="AI suggestions (% of leases)",
+        help_text="Show the AI judge's verdict, pre-filled, on this share of pairwise tasks that have one; the "
+        "others are the comparison on the dashboard. Empty or 0: off.",
     )
 
     def clean_aspects(self) -> list[str]:
@@ -83,3 +92,18 @@ class SnapshotForm(forms.Form):
 
     def clean_aggregation(self):
         return self.cleaned_data.get("aggregation") or "majority"
+
+
+class TaskActionForm(forms.Form):
+    """A bulk action of the task browser on the checked tasks (`task` ids, checked by the service), or on every
+    task matching the filter."""
+
+    action = forms.ChoiceField(choices=[
+        ("requeue", "Requeue for more labels"), ("set_priority", "Set priority"), ("mark_gold", "Mark gold (majority label)"),
+        ("unmark_gold", "Unmark gold"), ("export", "Export as a dataset snapshot"),
+    ])
+    scope = forms.ChoiceField(choices=[("checked", "Checked tasks"), ("matching", "Every matching task")], initial="checked")
+    extra = forms.IntegerField(min_value=1, max_value=50, initial=1, required=False, label="More labels per task")
+    priority = forms.IntegerField(min_value=-1_000_000, max_value=1_000_000, required=False)
+    format = forms.ChoiceField(choices=[c for c in SnapshotFormat.choices if c[0] in TASK_FORMATS],
+                               initial=SnapshotFormat.PREFERENCE, required=False)

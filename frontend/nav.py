@@ -35,6 +35,7 @@ NAV: list[tuple[str, list[Link]]] = [
         Link("AI agreement", "feedback:agreement", OBSERVERS),
     ]),
     ("Data", [
+        Link("Tasks", "frontend:task_browser", ENGINEERS),
         Link("Datasets", "frontend:snapshots", ENGINEERS),
         Link("Generation", "training:generation_jobs", OBSERVERS, ("training:generation_job",)),
         Link("AI feedback", "feedback:jobs", OBSERVERS, ("feedback:job",)),

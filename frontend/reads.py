@@ -4,7 +4,7 @@ import statistics
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q
+from django.db.models import Count, Prefetch, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -463,3 +463,21 @@ def annotator_stats(*, project: Project) -> list[dict]:
         )
     out.sort(key=lambda a: (-a["annotations"], a["username"]))
     return out
+
+
+# The task browser
+
+
+def task_browser_rows(*, tasks) -> list[dict]:
+    """One page of the task browser: each task with its prompt's first words and its responses' models."""
+    page = list(tasks.select_related("prompt").prefetch_related(
+        Prefetch("task_responses", queryset=TaskResponse.objects.select_related("response").only(
+            "task_id", "position", "response__model_name"))))
+    rows = []
+    for task in page:
+        messages = task.prompt.messages or []
+        first = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
+        models = sorted({tr.response.model_name for tr in task.task_responses.all() if tr.response.model_name})
+        rows.append({"task": task, "prompt": first[:160] + ("…" if len(first) > 160 else ""), "models": models,
+                     "tags": task.prompt.tags or []})
+    return rows

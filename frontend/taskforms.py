@@ -11,6 +11,14 @@ from common.errors import Invalid
 STRENGTH_LABELS = {1: "slightly better", 2: "better", 3: "much better"}
 PAIRWISE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 STEP_LABELS = {1: "good", 0: "neutral", -1: "bad"}
+
+
+def suggestion_text(shown_payload: dict) -> str:
+    """An AI pairwise verdict (in shown letters) in words: "A is better (much better)"."""
+    words = PAIRWISE_LABELS[shown_payload["choice"]]
+    strength = STRENGTH_LABELS.get(shown_payload.get("strength"))
+    return f"{words} ({strength})" if strength and shown_payload["choice"] in ("A", "B") else words
+
 SKIP_REASONS = [
     ("content_opt_out", "Content I do not want to see"),
     ("cannot_judge", "I cannot judge this (outside my knowledge)"),

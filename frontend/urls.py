@@ -5,7 +5,7 @@ from django.urls import path, reverse_lazy
 
 from common import signin
 
-from .views import annotate, chat, insight, mywork, project_admin, review, versions, webhooks
+from .views import annotate, browser, chat, insight, mywork, project_admin, review, versions, webhooks
 
 app_name = "frontend"
 
@@ -39,6 +39,8 @@ urlpatterns = [
     path("p/<slug:slug>/review/", review.review_list, name="review_list"),
     path("p/<slug:slug>/review/<int:annotation_id>/", review.review_detail, name="review_detail"),
     path("p/<slug:slug>/review/<int:annotation_id>/accept/", review.review_accept, name="review_accept"),
+    path("p/<slug:slug>/tasks/", browser.task_browser, name="task_browser"),
+    path("p/<slug:slug>/tasks/act/", browser.task_browser_act, name="task_browser_act"),
     path("p/<slug:slug>/snapshots/", insight.snapshots, name="snapshots"),
     path("p/<slug:slug>/snapshots/new/", insight.snapshot_create, name="snapshot_create"),
     path("p/<slug:slug>/snapshots/<int:snapshot_id>/download/", insight.snapshot_download, name="snapshot_download"),

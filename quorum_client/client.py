@@ -323,8 +323,20 @@ class Client:
             out.extend(from_dict(Task, t) for t in body["items"])
         return out
 
-    def tasks(self, project: str | Project, *, kind: str | None = None, status: str | None = None) -> list[Task]:
-        return [from_dict(Task, t) for t in self._pages(self._p(project) + "tasks/", kind=kind, status=status)]
+    def tasks(self, project: str | Project, *, kind: str | None = None, status: str | None = None,
+              **filters: Any) -> list[Task]:
+        """The project's tasks; `filters` as the task browser takes them (text, model, tag, agreement_min,
+        agreement_max, ai_disagrees, gold, order)."""
+        filters = {k: str(v).lower() if isinstance(v, bool) else v for k, v in filters.items()}
+        return [from_dict(Task, t) for t in self._pages(self._p(project) + "tasks/", kind=kind, status=status,
+                                                        **filters)]
+
+    def task_action(self, project: str | Project, action: str, *, tasks: list[int] | None = None,
+                    filter: dict | None = None, **options: Any) -> dict:
+        """A bulk action (requeue, set_priority, mark_gold, unmark_gold, export) on task ids or on every task
+        matching `filter`; returns its audit record (with the snapshot of an export)."""
+        body = {"action": action, **options, **({"tasks": tasks} if tasks is not None else {"filter": filter or {}})}
+        return self._post(self._p(project) + "tasks/actions/", body)
 
     def task(self, project: str | Project, task_id: int) -> Task:
         return from_dict(Task, self._get(self._p(project) + f"tasks/{task_id}/"))

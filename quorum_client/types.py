@@ -84,6 +84,8 @@ class Task:
     gold: dict | None = None
     flags: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    agreement: float | None = None
+    ai_disagreement: float | None = None
     created_at: str = ""
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -100,6 +102,7 @@ class LeasedTask:
     responses: list[dict]
     flags: dict = field(default_factory=dict)
     guideline_version: int | None = None
+    suggestion: dict | None = None
     raw: dict = field(default_factory=dict, repr=False)
 
 

@@ -16,6 +16,8 @@ from ..models import (
     Role,
     SnapshotFormat,
     Task,
+    TaskAction,
+    TaskActionKind,
     TaskKind,
 )
 
@@ -81,7 +83,7 @@ class TaskOutput(serializers.ModelSerializer):
         model = Task
         fields = [
             "id", "kind", "prompt", "responses", "required", "open_slots", "submitted_count", "priority",
-            "status", "gold", "flags", "metadata", "created_at",
+            "status", "gold", "flags", "metadata", "agreement", "ai_disagreement", "created_at",
         ]
 
     def get_responses(self, task) -> list[int]:
@@ -134,6 +136,9 @@ class LeasedTaskOutput(serializers.Serializer):
     responses = ResponseShownSerializer(many=True)
     flags = serializers.DictField()
     guideline_version = serializers.IntegerField(allow_null=True)
+    suggestion = serializers.DictField(
+        allow_null=True, help_text="The AI judge's verdict as a pre-annotation (choice and strength, in the shown "
+        "order), when the project shows suggestions and this lease drew one; else null.")
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -228,6 +233,36 @@ class SnapshotInput(serializers.Serializer):
     style = serializers.ChoiceField(choices=["conversational", "standard"], default="conversational")
     sources = serializers.MultipleChoiceField(choices=["human", "ai"], default=("human", "ai"))
     aggregation = serializers.ChoiceField(choices=["majority", "dawid_skene"], default="majority")
+
+
+class TaskActionInput(serializers.Serializer):
+    action = serializers.ChoiceField(choices=TaskActionKind.choices)
+    tasks = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, allow_empty=False,
+                                  help_text="The selected task ids; or give `filter` instead.")
+    filter = serializers.DictField(required=False, help_text="Every task matching these filters (as GET tasks/ takes them).")
+    extra = serializers.IntegerField(required=False, default=1, min_value=1, max_value=50,
+                                     help_text="requeue: more labels wanted per task.")
+    priority = serializers.IntegerField(required=False, min_value=-1_000_000, max_value=1_000_000,
+                                        help_text="set_priority: the new priority.")
+    export = SnapshotInput(required=False, help_text="export: the snapshot's format and options.")
+
+    def validate(self, data):
+        if ("tasks" in data) == ("filter" in data):
+            raise serializers.ValidationError({"tasks": ["give either tasks (ids) or filter"]})
+        return data
+
+
+class TaskActionOutput(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", default=None, allow_null=True, read_only=True)
+    snapshot = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TaskAction
+        fields = ["id", "action", "actor", "params", "task_count", "task_ids", "created_at", "snapshot"]
+
+    def get_snapshot(self, action) -> dict | None:
+        snapshot = self.context.get("snapshot")
+        return SnapshotOutput(snapshot).data if snapshot is not None else None
 
 
 class ImportInput(serializers.Serializer):

@@ -35,6 +35,7 @@ urlpatterns = [
     path(project + "responses/bulk/", bulk.ResponseBulkView.as_view(), name="api-responses-bulk"),
     path(project + "tasks/", tasks.TaskListView.as_view(), name="api-tasks"),
     path(project + "tasks/bulk/", bulk.TaskBulkView.as_view(), name="api-tasks-bulk"),
+    path(project + "tasks/actions/", tasks.TaskActionView.as_view(), name="api-tasks-actions"),
     path(project + "tasks/<int:task_id>/", tasks.TaskDetailView.as_view(), name="api-task"),
     path(project + "next-task/", queue.NextTaskView.as_view(), name="api-next-task"),
     path(project + "annotations/", annotations.AnnotationListView.as_view(), name="api-annotations"),

@@ -30,6 +30,7 @@ from ..models import (
     TaskKind,
     WebhookEvent,
 )
+from ..rows import id_set
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,8 @@ def _underlying(snapshot: DatasetSnapshot):
         qs = qs.filter(task__chat_turn__isnull=False)
     if spec.get("current_only", snapshot.format != SnapshotFormat.RAW):
         qs = qs.filter(Q(is_current=True) | Q(superseded_by__created_at__gt=snapshot.created_at))
+    if spec.get("task_ids") is not None:
+        qs = qs.filter(task_id__in=id_set(spec["task_ids"]))
     return qs
 
 

@@ -37,12 +37,15 @@ from ..models import (
     TaskKind,
     TaskResponse,
 )
+from ..rows import id_set
 from .cards import snapshot_published
 from .imports import standard_prompt_text
 
 FILE_FORMATS = ("jsonl", "parquet")
 AGGREGATIONS = ("majority", "dawid_skene")
 STYLES = ("conversational", "standard")
+# The formats written per task, so a selection of tasks can restrict them (conversations are per chat).
+TASK_FORMATS = tuple(f for f in SnapshotFormat.values if f != SnapshotFormat.CONVERSATIONS)
 CHUNK = 2000
 JSONL_FLUSH_ROWS = 1000
 PARQUET_ROW_GROUP = 10_000
@@ -267,16 +270,20 @@ class _Reader:
     """The streams one snapshot reads, all scoped to a project, current revisions and sources."""
 
     def __init__(
-        self, *, project: Project, sources: list[str], style: str, aggregation: str = "majority", ai_weight: float = 1.0
+        self, *, project: Project, sources: list[str], style: str, aggregation: str = "majority", ai_weight: float = 1.0,
+        task_ids: list[int] | None = None,
     ):
         self.project = project
         self.sources = sources
         self.style = style
         self.aggregation = aggregation
         self.ai_weight = ai_weight
+        self.task_ids = task_ids
 
     def _project_tasks(self, kind: str):
         tasks = Task.objects.filter(project=self.project)
+        if self.task_ids is not None:
+            tasks = tasks.filter(pk__in=id_set(self.task_ids))
         return tasks.filter(kind=kind) if kind else tasks
 
     def annotations(self, kind: str, *, current: bool = True, adjudicated: bool = False):
@@ -799,6 +806,7 @@ def snapshot_create(
     pairwise_as_unpaired: bool = False,
     aggregation: str = "majority",
     ai_weight: float = 1.0,
+    task_ids: Iterable[int] | None = None,
 ) -> DatasetSnapshot:
     """Write a dataset file from the project's current annotations and record it as a snapshot.
 
@@ -807,9 +815,13 @@ def snapshot_create(
     `neutral_step_correct` is False. Unpaired: thumbs on rating tasks, plus, with
     `pairwise_as_unpaired`, each pairwise majority as one desirable and one undesirable row.
     `ai_weight` (majority aggregation, pairwise votes): an AI label's vote against a person's 1; 0 < w <= 1.
+    `task_ids` keeps these tasks only (a selection in the task browser); they are recorded in the spec.
     """
     if format not in SnapshotFormat.values:
         raise Invalid(f"unknown dataset format {format!r}", fields={"format": [f"must be one of {', '.join(SnapshotFormat.values)}"]})
+    if task_ids is not None and format not in TASK_FORMATS:
+        raise Invalid("a selection of tasks exports in a task format, not as chat conversations",
+                      fields={"format": [f"must be one of {', '.join(TASK_FORMATS)}"]})
     if file_format not in FILE_FORMATS:
         raise Invalid(f"unknown file format {file_format!r}", fields={"file_format": [f"must be one of {', '.join(FILE_FORMATS)}"]})
     if style not in STYLES:
@@ -832,8 +844,13 @@ def snapshot_create(
     if format in (SnapshotFormat.SFT, SnapshotFormat.RAW, SnapshotFormat.CONVERSATIONS):
         style = "conversational"  # messages either way
 
-    reader = _Reader(project=project, sources=sources, style=style, aggregation=aggregation, ai_weight=ai_weight)
+    if task_ids is not None:
+        task_ids = sorted({int(i) for i in task_ids})
+    reader = _Reader(project=project, sources=sources, style=style, aggregation=aggregation, ai_weight=ai_weight,
+                     task_ids=task_ids)
     spec: dict = {"format": format, "file_format": file_format, "style": style, "sources": sources}
+    if task_ids is not None:
+        spec["task_ids"] = task_ids
     if format in (SnapshotFormat.PREFERENCE, SnapshotFormat.UNPAIRED):
         spec["aggregation_method"] = aggregation
         if AnnotationSource.AI in sources:

@@ -7,6 +7,7 @@ from django.db.models import Max
 from common.errors import Conflict, Invalid
 
 from ..models import ConstitutionVersion, GuidelineVersion, Membership, Principle, Project, Role
+from .suggestions import suggestion_rate_check
 
 PROJECT_EDITABLE = ("name", "description", "required_annotations", "lease_seconds", "settings")
 
@@ -22,6 +23,7 @@ def project_create(
     lease_seconds: int = 1800,
     settings: dict | None = None,
 ) -> Project:
+    suggestion_rate_check(settings or {})
     if Project.objects.filter(slug=slug).exists():
         raise Conflict(f"a project with slug {slug!r} already exists", code="slug_taken", fields={"slug": ["already taken"]})
     project = Project.objects.create(
@@ -42,6 +44,8 @@ def project_update(*, project: Project, **changes) -> Project:
     unknown = set(changes) - set(PROJECT_EDITABLE)
     if unknown:
         raise Invalid(f"cannot change {', '.join(sorted(unknown))}")
+    if "settings" in changes:
+        suggestion_rate_check(changes["settings"])
     for field, value in changes.items():
         setattr(project, field, value)
     project.save(update_fields=list(changes))

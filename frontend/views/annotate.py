@@ -10,12 +10,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from annotation import services
+from annotation.models import TaskKind
+from annotation.services.suggestions import assignment_suggestion
 from annotation.services.undo import annotation_undo
 from common.errors import DomainError, Invalid
 
 from .. import reads
 from ..access import project_view
-from ..taskforms import SKIP_REASON_TEXT, parse_payload
+from ..taskforms import SKIP_REASON_TEXT, form_state, parse_payload, suggestion_text
 from .common import client_id_from, seconds_from, shown_state, state_from_post, task_context
 
 
@@ -32,6 +34,11 @@ def _panel_context(
     if assignment is None:
         ctx["done"] = True
         return ctx
+    suggestion = assignment_suggestion(assignment=assignment, project=project)
+    if suggestion is not None:
+        ctx["suggestion"] = suggestion_text(suggestion)
+        if state is None:  # pre-filled unless the person's own answer is being shown again
+            state = form_state(TaskKind.PAIRWISE, suggestion, n_responses=assignment.task.n_responses)
     ctx.update(task_context(project, reads.task_for_assignment(assignment=assignment), state=state))
     ctx.update(
         mode="work",

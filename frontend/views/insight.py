@@ -8,6 +8,8 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from annotation.selectors import suggestion_influence
+from annotation.services.suggestions import suggestion_rate
 from common.errors import DomainError
 
 from .. import reads
@@ -19,7 +21,10 @@ from ..forms import SnapshotForm
 def dashboard(request, project):
     data = reads.dashboard(project=project)
     quality = reads.quality(project=project)
-    return render(request, "frontend/dashboard.html", {"project": project, "data": data, "quality": quality})
+    rate = suggestion_rate(project)
+    suggestions = {"enabled": rate > 0, "percent": round(rate * 100), "rows": suggestion_influence(project=project)}
+    ctx = {"project": project, "data": data, "quality": quality, "suggestions": suggestions}
+    return render(request, "frontend/dashboard.html", ctx)
 
 
 @project_view(OBSERVERS)

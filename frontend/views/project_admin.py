@@ -5,6 +5,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation import services
+from annotation.services.suggestions import SETTING as SUGGESTION_SETTING
+from annotation.services.suggestions import suggestion_rate
 from common.errors import DomainError
 
 from .. import reads
@@ -28,6 +30,10 @@ def project_settings(request, project):
                 settings["review_max_confidence"] = data["review_max_confidence"]
             else:
                 settings.pop("review_max_confidence", None)
+            if data.get("suggestion_percent"):
+                settings[SUGGESTION_SETTING] = data["suggestion_percent"] / 100
+            else:
+                settings.pop(SUGGESTION_SETTING, None)
             try:
                 services.project_update(
                     project=project,
@@ -52,6 +58,7 @@ def project_settings(request, project):
                 "task_kinds": (project.settings or {}).get("task_kinds", []),
                 "aspects": ", ".join((project.settings or {}).get("aspects", [])),
                 "review_max_confidence": reads.review_max_confidence(project),
+                "suggestion_percent": round(suggestion_rate(project) * 100) or None,
             }
         )
     ctx = {"project": project, "form": form, "members": reads.members(project=project), "member_form": MemberForm()}

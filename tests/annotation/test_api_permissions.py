@@ -173,6 +173,9 @@ MATRIX = {
     ("POST", "api-tasks-bulk"): (
         lambda w: (P + "tasks/bulk/", {"items": [{"kind": "pairwise", "responses": _response_ids(w)[::-1]}]}),
         DATA_MANAGERS, OUT),
+    ("POST", "api-tasks-actions"): (
+        lambda w: (P + "tasks/actions/", {"action": "set_priority", "tasks": [w["task"].pk], "priority": 3}),
+        DATA_MANAGERS, OUT),
     ("POST", "api-next-task"): (lambda w: (P + "next-task/", None), LABELLERS, OUT),
     ("GET", "api-annotations"): (lambda w: (P + "annotations/", None), EVERY_MEMBER, OUT),
     ("POST", "api-imports"): (lambda w: (P + "imports/", "upload"), DATA_MANAGERS, OUT),

@@ -130,6 +130,9 @@ def test_responses_and_tasks_pushed_in_bulk_round_trip_and_a_retry_writes_nothin
         == [tasks[1].id]
     assert {t.id for t in eng.tasks("lab", kind="pairwise")} == {tasks[0].id}
     assert eng.task("lab", tasks[0].id).responses == tasks[0].responses
+    assert [t.id for t in eng.tasks("lab", text="lyon", gold=False)] == [tasks[0].id]
+    done = eng.task_action("lab", "set_priority", filter={"kind": "rating"}, priority=9)
+    assert done["task_ids"] == [tasks[1].id] and eng.task("lab", tasks[1].id).priority == 9
 
     # One bad item refuses the whole request, naming the item and field; nothing is written.
     with pytest.raises(BadRequest) as info:

@@ -8,6 +8,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PAGES = [
     ("/p/chat/work/", None),
     ("/p/chat/dashboard/", "Quality"),
+    ("/p/chat/tasks/", "Data"),
     ("/p/chat/snapshots/", "Data"),
     ("/training/p/chat/generation/", "Data"),
     ("/training/p/chat/runs/", "Training"),

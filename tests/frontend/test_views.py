@@ -12,7 +12,7 @@ from annotation.models import Annotation, Assignment, AssignmentState, Constitut
 ADMIN_PAGES = ["project_settings", "guidelines", "constitution"]
 REVIEW_PAGES = ["review_list"]
 OBSERVER_PAGES = ["dashboard"]
-ENGINEER_PAGES = ["snapshots"]
+ENGINEER_PAGES = ["snapshots", "task_browser"]
 STAFF_PAGES = ADMIN_PAGES + REVIEW_PAGES + OBSERVER_PAGES + ENGINEER_PAGES
 MEMBER_PAGES = ["work", "my_work", "guideline_read"]
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -53,11 +53,12 @@ def test_annotators_get_403_on_staff_pages(annotator_client, project, name):
         ("guidelines", {"body": "# hacked"}),
         ("constitution", {}),
         ("snapshot_create", {"format": "raw", "file_format": "jsonl", "style": "standard", "sources": ["human"]}),
+        ("task_browser_act", {"action": "set_priority", "scope": "matching", "priority": "9"}),
     ],
 )
 def test_annotators_cannot_post_to_admin_forms(annotator_client, project, name, data):
     assert annotator_client.post(url(name, project), data).status_code == 403
-    assert project.guideline_versions.count() == 0
+    assert project.guideline_versions.count() == 0 and not project.tasks.filter(priority=9).exists()
     assert project.memberships.get(user=annotator_client.user).role == Role.ANNOTATOR
 
 
@@ -85,6 +86,14 @@ def test_each_role_reaches_exactly_its_pages(client, member, project, role, allo
         assert client.get(url(name, project)).status_code == expected, name
     for name in MEMBER_PAGES:
         assert client.get(url(name, project)).status_code == 200, name
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role,shown", [(Role.ADMIN, True), (Role.ENGINEER, True), (Role.REVIEWER, False), (Role.ANNOTATOR, False)])
+def test_the_tasks_link_is_in_the_data_menu_for_admins_and_engineers_only(client, member, project, role, shown):
+    client.force_login(member(role))
+    body = client.get(url("work", project)).content.decode()
+    assert (f'href="{url("task_browser", project)}"' in body) is shown
 
 
 @pytest.mark.django_db

@@ -8,6 +8,7 @@ from common.permissions import CanLabel
 from common.views import ProjectView, parse_input
 
 from ... import selectors, services
+from ...services.suggestions import assignment_suggestion
 from .. import serializers as s
 
 
@@ -25,6 +26,7 @@ class NextTaskView(ProjectView):
             return HttpResponse(status=204)
         view = selectors.task_view(assignment=assignment)
         view["guideline_version"] = project.current_guideline.number if project.current_guideline_id else None
+        view["suggestion"] = assignment_suggestion(assignment=assignment, project=project)
         return HttpResponse(view)
 
 
