@@ -4,51 +4,30 @@ The agreement panel is also embedded (HTMX) in the constitution editor, so an ad
 AI follows badly beside the text that words it.
 """
 
-from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from common.errors import DomainError
 from training.feedback import jobs
 from training.feedback.agreement import agreement_report
 
 from ..access import ENGINEERS, OBSERVERS, project_view
 from ..jobforms import FeedbackJobForm
-from .launch import cancel_then, launch_id, page_context
+from .launch import cancel_then, found_or_404, launch_page, page_context
 
 
 @project_view(OBSERVERS)
 def feedback_jobs(request, project):
-    can_launch = request.membership.role in ENGINEERS
-    form = None
-    if request.method == "POST":
-        if not can_launch:
-            raise PermissionDenied("Only admins and engineers launch feedback jobs.")
-        form = FeedbackJobForm(request.POST)
-        if form.is_valid():
-            try:
-                job = jobs.feedback_job_create(project=project, created_by=request.user, client_id=launch_id(request),
-                                               **form.service_kwargs())
-            except DomainError as exc:
-                messages.error(request, exc.message)
-            else:
-                messages.success(request, f"Feedback job {job.pk} queued: {job.total} items.")
-                return redirect("feedback:jobs", project.slug)
-    elif can_launch:
-        form = FeedbackJobForm()
-    ctx = page_context(gen_project=project, jobs=jobs.feedback_jobs_for(project=project).order_by("-id")[:50], form=form,
-               can_launch=can_launch, constitution=project.current_constitution,
-               raters=jobs.ai_raters_of(project=project))
-    return render(request, "frontend/training/feedback_jobs.html", ctx)
+    return launch_page(
+        request, project, "frontend/training/feedback_jobs.html", form_class=FeedbackJobForm,
+        create=jobs.feedback_job_create, denied="Only admins and engineers launch feedback jobs.",
+        queued=lambda job: (f"Feedback job {job.pk} queued: {job.total} items.", redirect("feedback:jobs", project.slug)),
+        listing=lambda: {"jobs": jobs.feedback_jobs_for(project=project).order_by("-id")[:50],
+                         "constitution": project.current_constitution, "raters": jobs.ai_raters_of(project=project)},
+    )
 
 
 def _job_or_404(project, job_id):
-    job = jobs.feedback_job_get(project=project, job_id=job_id)
-    if job is None:
-        raise Http404("No such job")
-    return job
+    return found_or_404(jobs.feedback_job_get(project=project, job_id=job_id), "job")
 
 
 @project_view(OBSERVERS)

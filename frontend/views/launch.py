@@ -4,9 +4,13 @@ import uuid
 from collections.abc import Callable
 
 from django.contrib import messages
-from django.http import HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
+from django.shortcuts import render
 
 from common.errors import DomainError
+
+from ..access import ENGINEERS
 
 
 def page_context(**extra) -> dict:
@@ -32,3 +36,50 @@ def cancel_then(request, cancel: Callable[[], object], done: str, back: HttpResp
     else:
         messages.info(request, done)
     return back
+
+
+def launch_page(request, project, template: str, *, form_class, create: Callable[..., object], denied: str,
+                queued: Callable[[object], tuple[str, HttpResponse]], listing: Callable[[], dict],
+                initial: dict | None = None) -> HttpResponse:
+    """A job kind's list page with its launch form (for admins and engineers; others get 403 on a POST).
+
+    A POST validates `form_class` and launches through `create(project, created_by, client_id, **service_kwargs)`;
+    `queued(job)` gives the message and the redirect that follow a launch. A refused launch shows the page again with
+    the form's errors (the service's field errors on their fields), says why and answers 400 (409 on a conflict).
+    `listing()` gives what the page lists.
+    """
+    allowed = request.membership.role in ENGINEERS
+    form, status = (form_class(initial=initial) if allowed else None), 200
+    if request.method == "POST":
+        if not allowed:
+            raise PermissionDenied(denied)
+        form = form_class(request.POST)
+        job, status = _launch(request, project, form, create)
+        if job is not None:
+            text, response = queued(job)
+            messages.success(request, text)
+            return response
+    ctx = page_context(gen_project=project, form=form, can_launch=allowed, **listing())
+    return render(request, template, ctx, status=status)
+
+
+def _launch(request, project, form, create) -> tuple[object, int]:
+    """The job a launch form queued (None if it was refused) and the status of the page that shows why."""
+    if not form.is_valid():
+        return None, 400
+    try:
+        job = create(project=project, created_by=request.user, client_id=launch_id(request), **form.service_kwargs())
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        for field, errors in exc.fields.items():
+            for error in errors:
+                form.add_error(field if field in form.fields else None, error)
+        return None, 409 if exc.status == 409 else 400
+    return job, 200
+
+
+def found_or_404(job, what: str):
+    """The job a page names, or 404 ("No such job") when the project has none by that id."""
+    if job is None:
+        raise Http404(f"No such {what}")
+    return job

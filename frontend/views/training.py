@@ -5,7 +5,7 @@ import re
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -16,7 +16,7 @@ from training.models import Model, TrainingMethod
 from training.services import runs as run_services
 
 from ..access import ENGINEERS, OBSERVERS, project_view
-from .launch import cancel_then, launch_id, page_context
+from .launch import cancel_then, found_or_404, launch_id, page_context
 
 
 def _shown_default(value) -> str:
@@ -94,10 +94,7 @@ def training_runs(request, project):
 
 
 def _run_or_404(project, run_id):
-    run = run_services.training_run_get(project=project, run_id=run_id)
-    if run is None:
-        raise Http404("No such training run")
-    return run
+    return found_or_404(run_services.training_run_get(project=project, run_id=run_id), "training run")
 
 
 @project_view(OBSERVERS)
