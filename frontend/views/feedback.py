@@ -5,14 +5,13 @@ AI follows badly beside the text that words it.
 """
 
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 
 from training.feedback import jobs
 from training.feedback.agreement import agreement_report
 
 from ..access import ENGINEERS, OBSERVERS, project_view
 from ..jobforms import FeedbackJobForm
-from .launch import cancel_then, found_or_404, launch_page, page_context
+from .launch import cancel_view, found_or_404, job_page, launch_page, page_context
 
 
 @project_view(OBSERVERS)
@@ -32,20 +31,12 @@ def _job_or_404(project, job_id):
 
 @project_view(OBSERVERS)
 def feedback_job_detail(request, project, job_id):
-    job = _job_or_404(project, job_id)
-    ctx = {"gen_project": project, "job": job, "can_launch": request.membership.role in ENGINEERS}
-    if request.htmx:
-        return render(request, "frontend/training/_feedback_job_row.html", ctx)
-    return render(request, "frontend/training/feedback_job.html", page_context(**ctx))
+    return job_page(request, project, _job_or_404(project, job_id), row="frontend/training/_feedback_job_row.html",
+                    page="frontend/training/feedback_job.html")
 
 
-@require_POST
-@project_view(ENGINEERS)
-def feedback_job_cancel(request, project, job_id):
-    job = _job_or_404(project, job_id)
-    done = f"Feedback job {job.pk} is being cancelled."
-    back = redirect("feedback:job", project.slug, job.pk)
-    return cancel_then(request, lambda: jobs.feedback_job_cancel(job=job), done, back)
+feedback_job_cancel = cancel_view(_job_or_404, lambda job: jobs.feedback_job_cancel(job=job), "feedback:job",
+                                  "Feedback job {job.pk} is being cancelled.")
 
 
 def _table(groups: dict) -> list[dict]:

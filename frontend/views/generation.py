@@ -5,14 +5,13 @@ Every model output is rendered escaped.
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 
 from annotation.models import Response
 from training import selectors, services
 
-from ..access import ENGINEERS, OBSERVERS, project_view
+from ..access import OBSERVERS, project_view
 from ..jobforms import GenerationJobForm
-from .launch import cancel_then, found_or_404, launch_page, page_context
+from .launch import cancel_view, found_or_404, job_page, launch_page, page_context
 
 
 @login_required
@@ -41,17 +40,14 @@ def _job_or_404(project, job_id):
 @project_view(OBSERVERS)
 def generation_job_detail(request, project, job_id):
     job = _job_or_404(project, job_id)
-    ctx = {"gen_project": project, "job": job, "can_launch": request.membership.role in ENGINEERS}
-    if request.htmx:
-        return render(request, "frontend/training/_job_progress.html", ctx)
-    latest = Response.objects.filter(prompt__project=project, generation__job=job.pk).select_related("prompt").order_by("-id")[:6]
-    return render(request, "frontend/training/generation_job.html", page_context(latest=latest, **ctx))
+
+    def latest():
+        responses = Response.objects.filter(prompt__project=project, generation__job=job.pk).select_related("prompt")
+        return {"latest": responses.order_by("-id")[:6]}
+
+    return job_page(request, project, job, row="frontend/training/_job_progress.html",
+                    page="frontend/training/generation_job.html", more=latest)
 
 
-@require_POST
-@project_view(ENGINEERS)
-def generation_job_cancel(request, project, job_id):
-    job = _job_or_404(project, job_id)
-    done = f"Generation job {job.pk} is being cancelled."
-    back = redirect("training:generation_job", project.slug, job.pk)
-    return cancel_then(request, lambda: services.generation_job_cancel(job=job), done, back)
+generation_job_cancel = cancel_view(_job_or_404, lambda job: services.generation_job_cancel(job=job),
+                                    "training:generation_job", "Generation job {job.pk} is being cancelled.")

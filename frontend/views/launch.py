@@ -1,4 +1,5 @@
-"""What the pages that launch jobs (generation, training runs, feedback, rounds) share."""
+"""What the pages of the job kinds (generation jobs, training runs, feedback jobs, rounds) share: the launch page,
+one job's page, the cancel button."""
 
 import uuid
 from collections.abc import Callable
@@ -6,11 +7,12 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from common.errors import DomainError
 
-from ..access import ENGINEERS
+from ..access import ENGINEERS, project_view
 
 
 def page_context(**extra) -> dict:
@@ -27,15 +29,31 @@ def launch_id(request) -> uuid.UUID | None:
         return None
 
 
-def cancel_then(request, cancel: Callable[[], object], done: str, back: HttpResponse) -> HttpResponse:
-    """Ask a job to stop, say so (or why it cannot: it has ended already) and go `back` to its page."""
-    try:
-        cancel()
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.info(request, done)
-    return back
+def job_page(request, project, job, *, row: str, page: str, more: Callable[[], dict] = dict) -> HttpResponse:
+    """One job's page, or only its `row` when HTMX polls it; `more()` gives what the whole page shows besides."""
+    ctx = {"gen_project": project, "job": job, "can_launch": request.membership.role in ENGINEERS}
+    if request.htmx:
+        return render(request, row, ctx)
+    return render(request, page, page_context(**ctx, **more()))
+
+
+def cancel_view(find: Callable[..., object], cancel: Callable[[object], object], page: str, done: str):
+    """A job kind's cancel button (a POST, for admins and engineers): ask the job `find(project, **url_kwargs)` names
+    to stop, say `done` (formatted with the job) or why it cannot (it has ended already), and go back to its `page`."""
+
+    @require_POST
+    @project_view(ENGINEERS)
+    def view(request, project, **key):
+        job = find(project, **key)
+        try:
+            cancel(job)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.info(request, done.format(job=job))
+        return redirect(page, project.slug, *key.values())
+
+    return view
 
 
 def launch_page(request, project, template: str, *, form_class, create: Callable[..., object], denied: str,

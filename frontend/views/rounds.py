@@ -2,14 +2,13 @@
 round's page with its lineage, figures and stage times. Reviewers may look; annotators may not."""
 
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 
 from training.rounds import runner, selectors
 from training.rounds.evaluation import human_win_rate
 
 from ..access import ENGINEERS, OBSERVERS, project_view
 from ..jobforms import RoundForm
-from .launch import cancel_then, found_or_404, launch_page, page_context
+from .launch import cancel_view, found_or_404, launch_page, page_context
 
 
 @project_view(OBSERVERS)
@@ -50,10 +49,5 @@ def round_detail(request, project, number):
     return render(request, "frontend/training/round.html", ctx)
 
 
-@require_POST
-@project_view(ENGINEERS)
-def round_cancel(request, project, number):
-    rnd = _round_or_404(project, number)
-    done = f"Round {rnd.number} is being cancelled."
-    back = redirect("training:round", project.slug, rnd.number)
-    return cancel_then(request, lambda: runner.round_cancel(rnd=rnd), done, back)
+round_cancel = cancel_view(_round_or_404, lambda rnd: runner.round_cancel(rnd=rnd), "training:round",
+                           "Round {job.number} is being cancelled.")
