@@ -14,11 +14,11 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import Project
 from common.errors import DomainError
 from training.feedback.agreement import agreement_report
 from training.feedback.jobs import feedback_job_create, feedback_job_run_slice
-from training.models import ACTIVE_STATUSES, FeedbackJob, Model
+from training.management.jobs import add_follow_options, follow, model_named, project_named
+from training.models import FeedbackJob
 
 
 class Command(BaseCommand):
@@ -43,15 +43,13 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=None, help="items per batch")
         parser.add_argument("--seed", type=int, default=None, help="principle sampling seed (default: the job id)")
         parser.add_argument("--inline", action="store_true", help="run the job in this process (no worker)")
-        parser.add_argument("--wait", action="store_true", help="follow a job on the workers to its end")
-        parser.add_argument("--timeout", type=float, default=7200)
+        add_follow_options(parser, wait_help="follow a job on the workers to its end", timeout=7200,
+                           timeout_help="with --wait: give up after this many seconds")
         parser.add_argument("--agreement", action="store_true", help="print the agreement report")
         parser.add_argument("--json", action="store_true", help="print the agreement report as JSON")
 
     def handle(self, *args, **o):
-        project = Project.objects.filter(slug=o["project"]).first()
-        if project is None:
-            raise CommandError(f"no project {o['project']!r}")
+        project = project_named(o["project"])
         if not (o["judge"] or o["revise"] or o["agreement"]):
             raise CommandError("say what to do: --judge MODEL, --revise MODEL and/or --agreement")
         common = {
@@ -79,9 +77,7 @@ class Command(BaseCommand):
             self._agreement(project, o["json"])
 
     def _run(self, project, kind, model_name, o, **kwargs):
-        model = Model.objects.filter(name=model_name).first()
-        if model is None:
-            raise CommandError(f"no model {model_name!r} (manage.py register_packaged_models registers SmolLM2)")
+        model = model_named(model_name, hint="manage.py register_packaged_models registers SmolLM2")
         try:
             job = feedback_job_create(project=project, kind=kind, model=model, **kwargs)
         except DomainError as exc:
@@ -99,7 +95,7 @@ class Command(BaseCommand):
                 job.refresh_from_db()
                 self.stdout.write(f"  {outcome}: {job.error}")
         elif o["wait"]:
-            self._watch(job.pk, o["timeout"])
+            follow(self.stdout, FeedbackJob, job.pk, o["timeout"], progress=lambda job: f"{job.status}: {job.done}/{job.total}")
         job.refresh_from_db()
         if job.failures:
             self.stdout.write(f"  {len(job.failures)} item(s) failed after a retry; first: {job.failures[0]}")
@@ -109,23 +105,6 @@ class Command(BaseCommand):
         job = FeedbackJob.objects.get(pk=job_id)
         self.stdout.write(f"  [{time.monotonic() - t0:5.0f} s] {job.status}: {job.done}/{job.total}")
         self.stdout.flush()
-
-    def _watch(self, job_id: int, timeout: float) -> None:
-        t0, last = time.monotonic(), None
-        while True:
-            job = FeedbackJob.objects.get(pk=job_id)
-            line = f"{job.status}: {job.done}/{job.total}"
-            if line != last:
-                self.stdout.write(f"  [{time.monotonic() - t0:5.0f} s] {line}")
-                self.stdout.flush()
-                last = line
-            if job.status not in ACTIVE_STATUSES:
-                if job.error:
-                    self.stdout.write(f"  {job.error}")
-                return
-            if time.monotonic() - t0 > timeout:
-                raise CommandError(f"job {job_id} still {job.status} after {timeout:.0f} s")
-            time.sleep(1)
 
     def _agreement(self, project, as_json: bool) -> None:
         report = agreement_report(project=project)
