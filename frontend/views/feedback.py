@@ -19,7 +19,8 @@ def feedback_jobs(request, project):
     return launch_page(
         request, project, "frontend/training/feedback_jobs.html", form_class=FeedbackJobForm,
         create=jobs.feedback_job_create, denied="Only admins and engineers launch feedback jobs.",
-        queued=lambda job: (f"Feedback job {job.pk} queued: {job.total} items.", redirect("feedback:jobs", project.slug)),
+        queued=lambda job: (f"Feedback job {job.pk} queued: {job.total} items.",
+                            redirect("feedback:jobs", project.slug)),
         listing=lambda: {"jobs": jobs.feedback_jobs_for(project=project).order_by("-id")[:50],
                          "constitution": project.current_constitution, "raters": jobs.ai_raters_of(project=project)},
     )

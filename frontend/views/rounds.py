@@ -20,7 +20,8 @@ def round_list(request, project):
 
     return launch_page(request, project, "frontend/training/rounds.html", form_class=RoundForm,
                        create=runner.round_create, denied="Only admins and engineers run rounds.",
-                       queued=lambda rnd: (f"Round {rnd.number} queued.", redirect("training:round", project.slug, rnd.number)),
+                       queued=lambda rnd: (f"Round {rnd.number} queued.",
+                                           redirect("training:round", project.slug, rnd.number)),
                        listing=listing, initial=_choices_of_last_round(project))
 
 

@@ -1,6 +1,7 @@
-"""What the commands that launch jobs (generate, feedback, train, loop) share: finding the project and models they
-name, the --wait / --timeout options, and following a job to its end."""
+"""What the commands that launch jobs (generate, feedback, train, loop) share: the options that say what to launch
+on, finding the project and models they name, --wait / --timeout, and following a job to its end."""
 
+import json
 import time
 from collections.abc import Callable
 
@@ -9,6 +10,27 @@ from django.core.management.base import CommandError
 from annotation.models import Project
 from common.errors import DomainError
 from training.models import ACTIVE_STATUSES, Model
+
+
+def add_launch_options(parser, *, items: str, ids_help: str, sampling_help: str) -> None:
+    """The options a job launch takes: the project, which items (at most --limit, or --ids), sampling overrides."""
+    parser.add_argument("--project", required=True, help="project slug")
+    parser.add_argument("--limit", type=int, default=None, help=f"at most this many {items}")
+    parser.add_argument("--ids", default="", help=ids_help)
+    parser.add_argument("--sampling", default="{}", help=sampling_help)
+
+
+def scope_of(options: dict) -> dict:
+    """--limit and --ids as a job's scope (its prompt filter)."""
+    ids = [int(i) for i in options["ids"].split(",") if i.strip()]
+    return {**({"limit": options["limit"]} if options["limit"] else {}), **({"ids": ids} if ids else {})}
+
+
+def sampling_of(options: dict) -> dict:
+    try:
+        return json.loads(options["sampling"])
+    except ValueError as exc:
+        raise CommandError(f"--sampling is not JSON: {exc}") from exc
 
 
 def project_named(slug: str) -> Project:

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from common.errors import DomainError
 from training.feedback.agreement import agreement_report
 from training.feedback.jobs import feedback_job_create, feedback_job_run_slice
-from training.management.jobs import add_follow_options, follow, model_named, project_named
+from training.management import jobs
 from training.models import FeedbackJob
 
 
@@ -25,11 +25,12 @@ class Command(BaseCommand):
     help = "Critique-revision chains or AI judge labels under the project's constitution, and agreement with people."
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", required=True, help="project slug")
+        jobs.add_launch_options(parser, items="tasks / prompts",
+                           ids_help="comma-separated task ids (judge) or prompt ids (revise)",
+                           sampling_help="revise: JSON overrides for critiques and revisions, "
+                                         'e.g. {"temperature": 0.7, "seed": 1}')
         parser.add_argument("--judge", default="", help="registered model that labels tasks (AI judge)")
         parser.add_argument("--revise", default="", help="registered model that critiques and revises responses")
-        parser.add_argument("--limit", type=int, default=None, help="at most this many tasks / prompts")
-        parser.add_argument("--ids", default="", help="comma-separated task ids (judge) or prompt ids (revise)")
         parser.add_argument("--kinds", default="", help="judge: task kinds, comma-separated (default: all judgeable)")
         parser.add_argument("--with-human-labels", action="store_true", help="judge: only tasks people labelled")
         parser.add_argument("--overlap", action="store_true", help="judge: AI labels take queue slots")
@@ -38,35 +39,28 @@ class Command(BaseCommand):
         parser.add_argument("--principles", default="", help="principle keys to sample from, comma-separated")
         parser.add_argument("--rounds", type=int, default=1, help="revise: critique-revision rounds")
         parser.add_argument("--pairs", action="store_true", help="revise: also export (revision over original) pairs")
-        parser.add_argument("--sampling", default="{}", help='revise: JSON overrides for critiques and revisions, '
-                            'e.g. {"temperature": 0.7, "seed": 1}')
         parser.add_argument("--batch", type=int, default=None, help="items per batch")
         parser.add_argument("--seed", type=int, default=None, help="principle sampling seed (default: the job id)")
         parser.add_argument("--inline", action="store_true", help="run the job in this process (no worker)")
-        add_follow_options(parser, wait_help="follow a job on the workers to its end", timeout=7200,
+        jobs.add_follow_options(parser, wait_help="follow a job on the workers to its end", timeout=7200,
                            timeout_help="with --wait: give up after this many seconds")
         parser.add_argument("--agreement", action="store_true", help="print the agreement report")
         parser.add_argument("--json", action="store_true", help="print the agreement report as JSON")
 
     def handle(self, *args, **o):
-        project = project_named(o["project"])
+        project = jobs.project_named(o["project"])
         if not (o["judge"] or o["revise"] or o["agreement"]):
             raise CommandError("say what to do: --judge MODEL, --revise MODEL and/or --agreement")
         common = {
             "principles": [p.strip() for p in o["principles"].split(",") if p.strip()],
             "seed": o["seed"], "batch_items": o["batch"],
         }
-        ids = [int(i) for i in o["ids"].split(",") if i.strip()]
         if o["revise"]:
-            scope = {**({"limit": o["limit"]} if o["limit"] else {}), **({"ids": ids} if ids else {})}
-            try:
-                sampling = json.loads(o["sampling"])
-            except ValueError as exc:
-                raise CommandError(f"--sampling is not JSON: {exc}") from exc
-            self._run(project, "critique_revision", o["revise"], o, scope=scope, rounds=o["rounds"],
+            sampling = jobs.sampling_of(o)
+            self._run(project, "critique_revision", o["revise"], o, scope=jobs.scope_of(o), rounds=o["rounds"],
                       export_pairs=o["pairs"], critique_sampling=sampling, revision_sampling=sampling, **common)
         if o["judge"]:
-            scope = {**({"limit": o["limit"]} if o["limit"] else {}), **({"ids": ids} if ids else {})}
+            scope = jobs.scope_of(o)
             if o["kinds"]:
                 scope["kinds"] = [k.strip() for k in o["kinds"].split(",") if k.strip()]
             if o["with_human_labels"]:
@@ -77,7 +71,7 @@ class Command(BaseCommand):
             self._agreement(project, o["json"])
 
     def _run(self, project, kind, model_name, o, **kwargs):
-        model = model_named(model_name, hint="manage.py register_packaged_models registers SmolLM2")
+        model = jobs.model_named(model_name, hint="manage.py register_packaged_models registers SmolLM2")
         try:
             job = feedback_job_create(project=project, kind=kind, model=model, **kwargs)
         except DomainError as exc:
@@ -95,7 +89,8 @@ class Command(BaseCommand):
                 job.refresh_from_db()
                 self.stdout.write(f"  {outcome}: {job.error}")
         elif o["wait"]:
-            follow(self.stdout, FeedbackJob, job.pk, o["timeout"], progress=lambda job: f"{job.status}: {job.done}/{job.total}")
+            jobs.follow(self.stdout, FeedbackJob, job.pk, o["timeout"],
+                   progress=lambda job: f"{job.status}: {job.done}/{job.total}")
         job.refresh_from_db()
         if job.failures:
             self.stdout.write(f"  {len(job.failures)} item(s) failed after a retry; first: {job.failures[0]}")

@@ -21,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.models import Project
 from common.errors import DomainError
 from training import packaged
-from training.management.jobs import add_follow_options, field_errors, model_named, project_named
+from training.management import jobs
 from training.models import GenerationJob, Model, TrainingRun
 from training.rounds.models import LabelMode, Round, RoundStatus
 from training.rounds.runner import round_create
@@ -54,7 +54,7 @@ class Command(BaseCommand):
         parser.add_argument("--reward-model", help="reward model or ensemble for active selection and checks")
         parser.add_argument("--config", default="{}", help="round settings as JSON, e.g. '{\"prompts_per_round\": 16}'")
         parser.add_argument("--user", help="username recorded as the rounds' creator")
-        add_follow_options(parser, wait_help="follow the rounds until they end", timeout=24 * 3600,
+        jobs.add_follow_options(parser, wait_help="follow the rounds until they end", timeout=24 * 3600,
                            timeout_help="with --wait: give up after this long")
         parser.add_argument("--demo", action="store_true",
                             help="one short CPU round on the demo project with SmolLM2 (implies --wait)")
@@ -76,14 +76,14 @@ class Command(BaseCommand):
             o["judge"] = o["judge"] or packaged.SMOLLM2_NAME
         if not o["project"]:
             raise CommandError("--project is required")
-        project = project_named(o["project"])
+        project = jobs.project_named(o["project"])
         try:
             overrides = json.loads(o["config"])
         except ValueError as exc:
             raise CommandError(f"--config is not JSON: {exc}") from exc
         if o["demo"]:
             overrides = {**DEMO_CONFIG, **overrides}
-        models = {key: model_named(o[key], hint="see manage.py register_packaged_models")
+        models = {key: jobs.model_named(o[key], hint="see manage.py register_packaged_models")
                   for key in ("policy", "judge", "reward_model") if o[key]}
         user = None
         if o["user"]:
@@ -96,7 +96,7 @@ class Command(BaseCommand):
                 first = round_create(project=project, label_mode=o["labels"], human_quota=o["human_quota"],
                                      rounds=o["rounds"], config=overrides, created_by=user, **models)
             except DomainError as exc:
-                raise CommandError(exc.message + field_errors(exc)) from exc
+                raise CommandError(exc.message + jobs.field_errors(exc)) from exc
             self.say(f"round {first.number} of {project.slug} queued: policy {first.policy.name}, "
                      f"labels {first.label_mode}, {len(first.prompt_ids)} prompts × {first.config['n']} samples"
                      + (f", then {first.rounds_after} more" if first.rounds_after else ""))

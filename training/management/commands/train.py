@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.selectors import snapshot_by_ref
 from common.errors import DomainError
-from training.management.jobs import add_follow_options, field_errors, model_named, project_named
+from training.management import jobs
 from training.models import ACTIVE_STATUSES, TrainingMetric, TrainingRun
 from training.services.runs import training_run_create
 
@@ -32,12 +32,12 @@ class Command(BaseCommand):
         parser.add_argument("--reward-model", default=None, help="registered reward model name (ppo)")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="a hyperparameter, e.g. --set beta=0.1 --set lora='{\"r\": 8}' (repeatable)")
-        add_follow_options(parser, wait_help="print metrics until the run ends", timeout=24 * 3600,
+        jobs.add_follow_options(parser, wait_help="print metrics until the run ends", timeout=24 * 3600,
                            timeout_help="with --wait: give up after this long")
 
     def handle(self, *args, **o):
-        project, model = project_named(o["project"]), model_named(o["model"])
-        reward = model_named(o["reward_model"]) if o["reward_model"] else None
+        project, model = jobs.project_named(o["project"]), jobs.model_named(o["model"])
+        reward = jobs.model_named(o["reward_model"]) if o["reward_model"] else None
         try:
             snapshot = snapshot_by_ref(project=project, ref=o["snapshot"])
         except DomainError as exc:
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             run = training_run_create(project=project, method=o["method"], base_model=model, snapshot=snapshot,
                                       hyperparameters=hyper, reward_model=reward)
         except DomainError as exc:
-            detail = field_errors(exc)
+            detail = jobs.field_errors(exc)
             raise CommandError(exc.message if not detail else f"invalid {o['method']} run:{detail}") from exc
         self.stdout.write(f"training run {run.pk}: {run.method} of {model.name} on snapshot {run.snapshot_sha256[:12]}, "
                           f"queued on '{run.queue}'; output {run.output_dir}")
