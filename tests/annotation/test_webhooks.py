@@ -398,8 +398,8 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
     import hashlib as _hashlib
 
     from annotation.models import DatasetSnapshot
-    from training.services import generation_job_create, model_register
     from training.jobs import runtime
+    from training.services import generation_job_create, model_register
     from training.services import runs as runs_service
     from training.services.generation import GENERATION_JOBS
 

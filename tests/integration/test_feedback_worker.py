@@ -9,11 +9,11 @@ import pytest
 from annotation import services as annotation_services
 from annotation.models import Annotation, DatasetSnapshot, Response
 from tests.support.tiny import save_tiny_model
+from tests.support.workers import ROOT, Processes, worker_env
 from training.models import FeedbackJob
 from training.services import model_register
 
 from .test_generation_worker import wait_for
-from tests.support.workers import ROOT, Processes, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

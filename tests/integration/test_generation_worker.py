@@ -15,12 +15,11 @@ import pytest
 
 from annotation import services as annotation_services
 from annotation.models import Response, Task
+from tests.support import workers
 from tests.support.tiny import save_tiny_model
+from tests.support.workers import ROOT, Processes, worker_env
 from training.models import GenerationJob
 from training.services import model_register
-
-from tests.support import workers
-from tests.support.workers import ROOT, Processes, worker_env
 
 N_PROMPTS, N_SAMPLES = 10, 2
 DEADLINE = 120  # seconds for any one wait; a healthy run needs a fraction of it

@@ -13,10 +13,9 @@ import pytest
 from annotation import services as annotation_services
 from annotation.models import Annotation, Response, Task
 from tests.support.tiny import save_tiny_model
+from tests.support.workers import ROOT, Processes, worker_env
 from training.rounds.models import Round
 from training.services import model_register
-
-from tests.support.workers import ROOT, Processes, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -5,6 +5,7 @@ from django.test import Client
 
 from annotation import services as annotation_services
 from annotation.models import ResponseOrigin
+from tests.support.clients import web as login
 from training.models import GenerationJob
 from training.services import generation_job_create, model_register
 
@@ -23,12 +24,6 @@ def world(db, make_user, tmp_path):
     base = model_register(name="base-model", backend="transformers", path=str(tmp_path / "b"))
     model_register(name="tuned-model", backend="transformers", path=str(tmp_path / "t"), base_model=base, parent_run_id=3)
     return {"users": users, "project": project, "prompts": prompts, "base": base}
-
-
-def login(user):
-    c = Client()
-    c.force_login(user)
-    return c
 
 
 def test_signed_out_visitors_are_sent_to_sign_in(world):
