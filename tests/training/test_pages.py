@@ -88,6 +88,23 @@ def test_a_launch_the_service_refuses_shows_why(world):
     assert not GenerationJob.objects.exists()
 
 
+def test_a_refused_launch_answers_400_and_puts_the_reason_beside_its_field(world):
+    form = {"model": "base-model", "n": 1, "task_kind": "pairwise"}
+    response = login(world["users"]["engineer"]).post("/training/p/acme/generation/", form)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "pairs need at least 2 samples" in html and '<span class="error small">at least 2 for pairwise tasks' in html
+    assert not GenerationJob.objects.exists()
+
+
+def test_the_generate_command_names_an_option_that_is_not_json(world):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--sampling is not JSON"):
+        call_command("generate", project="acme", model="base-model", sampling="{temperature: 1}")
+    assert not GenerationJob.objects.exists()
+
+
 def test_a_reviewer_cannot_launch(world):
     form = {"model": "base-model", "n": 2, "task_kind": "pairwise"}
     assert login(world["users"]["reviewer"]).post("/training/p/acme/generation/", form).status_code == 403
