@@ -28,12 +28,10 @@ import subprocess
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see quorum/celery.py
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quorum.settings")
-os.environ.setdefault("QUORUM_DEV", "1")  # a local measurement: the development secret key will do
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import standalone
+
+ROOT = standalone.prepare()
 
 QUESTIONS = ROOT / "annotation" / "fixtures" / "demo" / "mt_bench_questions.jsonl"
 

@@ -38,16 +38,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import json
-import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quorum.settings")
-os.environ.setdefault("QUORUM_DEV", "1")  # a local measurement: the development secret key will do
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import standalone
+
+ROOT = standalone.prepare()
 
 RESPONSES = ROOT / "annotation" / "fixtures" / "demo" / "responses.jsonl"
 QUESTIONS = {

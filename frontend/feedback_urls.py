@@ -2,13 +2,13 @@
 
 from django.urls import path
 
+from .job_urls import job_pages
 from .views import feedback as views
 
 app_name = "feedback"
 
 urlpatterns = [
-    path("p/<slug:slug>/feedback/", views.feedback_jobs, name="jobs"),
     path("p/<slug:slug>/feedback/agreement/", views.agreement, name="agreement"),
-    path("p/<slug:slug>/feedback/<int:job_id>/", views.feedback_job_detail, name="job"),
-    path("p/<slug:slug>/feedback/<int:job_id>/cancel/", views.feedback_job_cancel, name="job_cancel"),
+    *job_pages("feedback", "job_id", (views.feedback_jobs, views.feedback_job_detail, views.feedback_job_cancel),
+               ("jobs", "job", "job_cancel")),
 ]

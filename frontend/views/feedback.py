@@ -4,69 +4,40 @@ The agreement panel is also embedded (HTMX) in the constitution editor, so an ad
 AI follows badly beside the text that words it.
 """
 
-from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 
-from common.errors import DomainError
 from training.feedback import jobs
 from training.feedback.agreement import agreement_report
 
 from ..access import ENGINEERS, OBSERVERS, project_view
 from ..jobforms import FeedbackJobForm
-from .launch import cancel_then, launch_id, page_context
+from .launch import cancel_view, found_or_404, job_page, launch_page, page_context
 
 
 @project_view(OBSERVERS)
 def feedback_jobs(request, project):
-    can_launch = request.membership.role in ENGINEERS
-    form = None
-    if request.method == "POST":
-        if not can_launch:
-            raise PermissionDenied("Only admins and engineers launch feedback jobs.")
-        form = FeedbackJobForm(request.POST)
-        if form.is_valid():
-            try:
-                job = jobs.feedback_job_create(project=project, created_by=request.user, client_id=launch_id(request),
-                                               **form.service_kwargs())
-            except DomainError as exc:
-                messages.error(request, exc.message)
-            else:
-                messages.success(request, f"Feedback job {job.pk} queued: {job.total} items.")
-                return redirect("feedback:jobs", project.slug)
-    elif can_launch:
-        form = FeedbackJobForm()
-    ctx = page_context(gen_project=project, jobs=jobs.feedback_jobs_for(project=project).order_by("-id")[:50], form=form,
-               can_launch=can_launch, constitution=project.current_constitution,
-               raters=jobs.ai_raters_of(project=project))
-    return render(request, "frontend/training/feedback_jobs.html", ctx)
+    return launch_page(
+        request, project, "frontend/training/feedback_jobs.html", form_class=FeedbackJobForm,
+        create=jobs.feedback_job_create, denied="Only admins and engineers launch feedback jobs.",
+        queued=lambda job: (f"Feedback job {job.pk} queued: {job.total} items.",
+                            redirect("feedback:jobs", project.slug)),
+        listing=lambda: {"jobs": jobs.feedback_jobs_for(project=project).order_by("-id")[:50],
+                         "constitution": project.current_constitution, "raters": jobs.ai_raters_of(project=project)},
+    )
 
 
 def _job_or_404(project, job_id):
-    job = jobs.feedback_job_get(project=project, job_id=job_id)
-    if job is None:
-        raise Http404("No such job")
-    return job
+    return found_or_404(jobs.feedback_job_get(project=project, job_id=job_id), "job")
 
 
 @project_view(OBSERVERS)
 def feedback_job_detail(request, project, job_id):
-    job = _job_or_404(project, job_id)
-    ctx = {"gen_project": project, "job": job, "can_launch": request.membership.role in ENGINEERS}
-    if request.htmx:
-        return render(request, "frontend/training/_feedback_job_row.html", ctx)
-    return render(request, "frontend/training/feedback_job.html", page_context(**ctx))
+    return job_page(request, project, _job_or_404(project, job_id), row="frontend/training/_feedback_job_row.html",
+                    page="frontend/training/feedback_job.html")
 
 
-@require_POST
-@project_view(ENGINEERS)
-def feedback_job_cancel(request, project, job_id):
-    job = _job_or_404(project, job_id)
-    done = f"Feedback job {job.pk} is being cancelled."
-    back = redirect("feedback:job", project.slug, job.pk)
-    return cancel_then(request, lambda: jobs.feedback_job_cancel(job=job), done, back)
+feedback_job_cancel = cancel_view(_job_or_404, lambda job: jobs.feedback_job_cancel(job=job), "feedback:job",
+                                  "Feedback job {job.pk} is being cancelled.")
 
 
 def _table(groups: dict) -> list[dict]:

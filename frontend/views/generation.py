@@ -3,20 +3,15 @@
 Every model output is rendered escaped.
 """
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 
 from annotation.models import Response
-from common.errors import DomainError
 from training import selectors, services
 
-from ..access import ENGINEERS, OBSERVERS, project_view
+from ..access import OBSERVERS, project_view
 from ..jobforms import GenerationJobForm
-from .launch import cancel_then, launch_id, page_context
+from .launch import cancel_view, found_or_404, job_page, launch_page, page_context
 
 
 @login_required
@@ -28,49 +23,31 @@ def model_registry(request):
 
 @project_view(OBSERVERS)
 def generation_jobs(request, project):
-    can_launch = request.membership.role in ENGINEERS
-    form = None
-    if request.method == "POST":
-        if not can_launch:
-            raise PermissionDenied("Only admins and engineers launch generation jobs.")
-        form = GenerationJobForm(request.POST)
-        if form.is_valid():
-            try:
-                job = services.generation_job_create(project=project, created_by=request.user,
-                                                     client_id=launch_id(request), **form.service_kwargs())
-            except DomainError as exc:
-                messages.error(request, exc.message)
-            else:
-                messages.success(request, f"Generation job {job.pk} queued: {job.total} responses to write.")
-                return redirect("training:generation_jobs", project.slug)
-    elif can_launch:
-        form = GenerationJobForm()
-    jobs = selectors.generation_jobs_for(project=project).order_by("-id")[:50]
-    ctx = page_context(gen_project=project, jobs=jobs, form=form, can_launch=can_launch)
-    return render(request, "frontend/training/generation_jobs.html", ctx)
+    def queued(job):
+        return (f"Generation job {job.pk} queued: {job.total} responses to write.",
+                redirect("training:generation_jobs", project.slug))
+
+    return launch_page(request, project, "frontend/training/generation_jobs.html", form_class=GenerationJobForm,
+                       create=services.generation_job_create, queued=queued,
+                       denied="Only admins and engineers launch generation jobs.",
+                       listing=lambda: {"jobs": selectors.generation_jobs_for(project=project).order_by("-id")[:50]})
 
 
 def _job_or_404(project, job_id):
-    job = selectors.generation_job_get(project=project, job_id=job_id)
-    if job is None:
-        raise Http404("No such job")
-    return job
+    return found_or_404(selectors.generation_job_get(project=project, job_id=job_id), "job")
 
 
 @project_view(OBSERVERS)
 def generation_job_detail(request, project, job_id):
     job = _job_or_404(project, job_id)
-    ctx = {"gen_project": project, "job": job, "can_launch": request.membership.role in ENGINEERS}
-    if request.htmx:
-        return render(request, "frontend/training/_job_progress.html", ctx)
-    latest = Response.objects.filter(prompt__project=project, generation__job=job.pk).select_related("prompt").order_by("-id")[:6]
-    return render(request, "frontend/training/generation_job.html", page_context(latest=latest, **ctx))
+
+    def latest():
+        responses = Response.objects.filter(prompt__project=project, generation__job=job.pk).select_related("prompt")
+        return {"latest": responses.order_by("-id")[:6]}
+
+    return job_page(request, project, job, row="frontend/training/_job_progress.html",
+                    page="frontend/training/generation_job.html", more=latest)
 
 
-@require_POST
-@project_view(ENGINEERS)
-def generation_job_cancel(request, project, job_id):
-    job = _job_or_404(project, job_id)
-    done = f"Generation job {job.pk} is being cancelled."
-    back = redirect("training:generation_job", project.slug, job.pk)
-    return cancel_then(request, lambda: services.generation_job_cancel(job=job), done, back)
+generation_job_cancel = cancel_view(_job_or_404, lambda job: services.generation_job_cancel(job=job),
+                                    "training:generation_job", "Generation job {job.pk} is being cancelled.")

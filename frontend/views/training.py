@@ -5,10 +5,9 @@ import re
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from annotation.models import DatasetSnapshot
 from common.errors import DomainError
@@ -16,7 +15,7 @@ from training.models import Model, TrainingMethod
 from training.services import runs as run_services
 
 from ..access import ENGINEERS, OBSERVERS, project_view
-from .launch import cancel_then, launch_id, page_context
+from .launch import cancel_view, found_or_404, launch_id, page_context
 
 
 def _shown_default(value) -> str:
@@ -94,10 +93,7 @@ def training_runs(request, project):
 
 
 def _run_or_404(project, run_id):
-    run = run_services.training_run_get(project=project, run_id=run_id)
-    if run is None:
-        raise Http404("No such training run")
-    return run
+    return found_or_404(run_services.training_run_get(project=project, run_id=run_id), "training run")
 
 
 @project_view(OBSERVERS)
@@ -194,10 +190,6 @@ def chart_groups(names) -> dict[str, list[str]]:
     return groups
 
 
-@require_POST
-@project_view(ENGINEERS)
-def training_run_cancel(request, project, run_id):
-    run = _run_or_404(project, run_id)
-    done = f"Training run {run.pk} is being cancelled; the trainer saves a checkpoint first."
-    back = redirect("training:training_run", project.slug, run.pk)
-    return cancel_then(request, lambda: run_services.training_run_cancel(run=run), done, back)
+training_run_cancel = cancel_view(
+    _run_or_404, lambda run: run_services.training_run_cancel(run=run), "training:training_run",
+    "Training run {job.pk} is being cancelled; the trainer saves a checkpoint first.")

@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from annotation import services
@@ -38,6 +37,7 @@ from annotation.services.webhooks import (
 )
 from tests.annotation.webhook_receiver import Receiver
 from tests.integration.chat_worker import sending_to
+from tests.support.workers import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60
@@ -56,21 +56,13 @@ def receiver(settings):
 
 
 # --- a real worker --------------------------------------------------------------------------
-def _database_url() -> str:
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 @pytest.fixture(scope="module")
 def worker(django_db_setup, django_db_blocker):
     """One Celery worker process for this module, on a broker of its own that this process sends to."""
     workdir = Path(tempfile.mkdtemp(prefix="quorum-webhooks-"))
     broker = f"sqla+sqlite:///{workdir / 'broker.sqlite3'}"
     with django_db_blocker.unblock():
-        url = _database_url()
+        url = database_url()
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -406,8 +398,8 @@ def test_a_training_run_and_a_generation_job_that_end_are_reported(db, project, 
     import hashlib as _hashlib
 
     from annotation.models import DatasetSnapshot
-    from training.services import generation_job_create, model_register
     from training.jobs import runtime
+    from training.services import generation_job_create, model_register
     from training.services import runs as runs_service
     from training.services.generation import GENERATION_JOBS
 

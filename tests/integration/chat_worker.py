@@ -1,16 +1,15 @@
 """A real Celery worker process for live-chat tests: on the test database and a broker file of its own, which this
 process (the live server's web side) sends to. It can be killed mid-turn and started again."""
 
-import os
 import shutil
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from .test_generation_worker import Processes, database_url
+from tests.support import workers
+from tests.support.workers import Processes, worker_env
 
 # Short heartbeats, so that a killed worker is noticed in seconds; the web side reads the same figures.
 CHAT_TIMINGS = {"QUORUM_CHAT_HEARTBEAT_SECONDS": "0.5", "QUORUM_CHAT_STALE_SECONDS": "4"}
@@ -55,18 +54,8 @@ def chat_worker(django_db_setup, django_db_blocker):
     workdir = Path(tempfile.mkdtemp(prefix="quorum-chat-"))
     broker = f"sqla+sqlite:///{workdir / 'broker.sqlite3'}"
     with django_db_blocker.unblock():
-        url = database_url()
-    env = {
-        **os.environ, **CHAT_TIMINGS,
-        "DATABASE_URL": url,
-        "CELERY_BROKER_URL": broker,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "QUORUM_DATA_DIR": str(workdir / "data"),
-        "QUORUM_WORKER_PRELOAD": "1",
-        "QUORUM_DB_CONN_MAX_AGE": "0",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
+        env = worker_env(workdir, {**CHAT_TIMINGS, "CELERY_BROKER_URL": broker, "QUORUM_WORKER_PRELOAD": "1",
+                                   "QUORUM_DB_CONN_MAX_AGE": "0"})
     procs = Processes(env, workdir)
     worker = ChatWorker(procs)
     with sending_to(broker):
@@ -86,10 +75,4 @@ def chat_timings(settings):
 
 
 def wait_for(predicate, what: str, worker: ChatWorker, deadline: float = 120):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}\n{worker.tails()}")
+    return workers.wait_for(predicate, what, lambda: f"\n{worker.tails()}", deadline, every=0.1)

@@ -8,8 +8,8 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import ChatTurn, Role, Task
-from training.services import model_register
 from tests.support.tiny import save_tiny_model
+from training.services import model_register
 
 from .chat_worker import chat_timings, chat_worker, wait_for  # noqa: F401 (fixtures)
 

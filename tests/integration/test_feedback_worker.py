@@ -9,10 +9,11 @@ import pytest
 from annotation import services as annotation_services
 from annotation.models import Annotation, DatasetSnapshot, Response
 from tests.support.tiny import save_tiny_model
+from tests.support.workers import ROOT, Processes, worker_env
 from training.models import FeedbackJob
 from training.services import model_register
 
-from .test_generation_worker import ROOT, Processes, database_url, wait_for, workdir  # noqa: F401 (fixture)
+from .test_generation_worker import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -21,7 +22,7 @@ PRINCIPLE = {"key": "harmless", "name": "Harmless", "critique_request": "Say wha
 
 
 @pytest.fixture
-def scenario(transactional_db, make_user, workdir):  # noqa: F811
+def scenario(transactional_db, make_user, workdir):
     owner = make_user("owner")
     project = annotation_services.project_create(name="Fb", slug="fb", created_by=owner, required_annotations=1)
     annotation_services.constitution_version_create(project=project, principles=[PRINCIPLE])
@@ -31,17 +32,11 @@ def scenario(transactional_db, make_user, workdir):  # noqa: F811
               for j in range(2)]
         annotation_services.task_create(project=project, kind="pairwise", prompt=prompt, responses=rs)
     model_register(name="tiny", backend="transformers", path=str(save_tiny_model(workdir / "tiny")))
-    env = {
-        **__import__("os").environ,
-        "DATABASE_URL": database_url(),
-        "PYTHONPATH": str(ROOT),
-        "QUORUM_DATA_DIR": str(workdir / "data"),
+    env = worker_env(workdir, {
         "QUORUM_JOB_HEARTBEAT_SECONDS": "1",
         "QUORUM_JOB_SLICE_SECONDS": "1",  # hand the job on between batches, as a long job does
         "CELERY_BROKER_URL": f"sqla+sqlite:///{workdir / 'broker.sqlite3'}",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
+    })
     return {"project": project, "env": env, "tmp": workdir}
 
 

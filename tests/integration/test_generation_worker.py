@@ -7,37 +7,24 @@ the environment (heartbeat 1 s, stale after 4 s) and every wait polls the databa
 """
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from annotation import services as annotation_services
 from annotation.models import Response, Task
+from tests.support import workers
 from tests.support.tiny import save_tiny_model
+from tests.support.workers import ROOT, Processes, worker_env
 from training.models import GenerationJob
 from training.services import model_register
 
-ROOT = Path(__file__).resolve().parents[2]
 N_PROMPTS, N_SAMPLES = 10, 2
 DEADLINE = 120  # seconds for any one wait; a healthy run needs a fraction of it
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 def redis_url() -> str:
@@ -53,68 +40,6 @@ def redis_available() -> bool:
         return False
 
 
-class Processes:
-    """Worker and beat processes, each in its own process group so that a kill takes its pool children too."""
-
-    def __init__(self, env: dict, logs: Path):
-        self.env, self.logs = env, logs
-        self.running: dict[str, subprocess.Popen] = {}
-        self.count = 0
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        self.count += 1
-        log = open(self.logs / f"{name}-{self.count}.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "quorum", *args],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.running[name] = proc
-        return proc
-
-    def worker(self) -> subprocess.Popen:
-        """Start a worker and return once it is consuming: the embedded broker creates its tables when the first
-        process connects, and a message sent while they are being created can be lost (the reconciler would
-        resend it, but these tests run no beat unless they ask for one)."""
-        proc = self.start(
-            "worker", "worker", "-Q", "default,gpu", "-c", "1", "-n", f"gen-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
-        )
-        log = self.logs / f"worker-{self.count}.log"
-        deadline = time.monotonic() + 120
-        while " ready." not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the worker did not start:\n" + log.read_text(errors="replace")[-3000:])
-            time.sleep(0.1)
-        return proc
-
-    def beat(self) -> subprocess.Popen:
-        return self.start("beat", "beat", "--schedule", str(self.logs / "beat-schedule"), "--loglevel", "INFO")
-
-    def kill(self, name: str) -> None:
-        proc = self.running.pop(name)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.kill(name)
-
-    def tails(self) -> str:
-        out = []
-        for path in sorted(self.logs.glob("*.log")):
-            out.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-3000:])
-        return "\n".join(out)
-
-
-@pytest.fixture
-def workdir():
-    # Not pytest's tmp_path: other pytest runs on the same machine prune old base directories, which would pull the
-    # model and the broker file from under the running workers.
-    path = Path(tempfile.mkdtemp(prefix="quorum-generation-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.fixture
 def scenario(transactional_db, make_user, workdir):
     tmp_path = workdir
@@ -126,11 +51,7 @@ def scenario(transactional_db, make_user, workdir):
     # Long random answers (a random model rarely ends early) so that the job takes a few seconds to kill.
     model_register(name="tiny", backend="transformers", path=str(model_dir),
                    sampling={"max_new_tokens": 160, "temperature": 1.0})
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "PYTHONPATH": str(ROOT),
-        "QUORUM_DATA_DIR": str(tmp_path / "data"),
+    env = worker_env(tmp_path, {
         "QUORUM_JOB_HEARTBEAT_SECONDS": "1",
         "QUORUM_JOB_STALE_SECONDS": "4",
         # Hand the job on to a new message every few seconds, as production does every minute: shorter than the
@@ -139,9 +60,7 @@ def scenario(transactional_db, make_user, workdir):
         "QUORUM_JOB_QUEUED_STALE_SECONDS": "60",
         "QUORUM_RECONCILE_SECONDS": "1",
         "QUORUM_WORKER_PRELOAD": "1",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
+    })
     return {"project": project, "env": env, "tmp": tmp_path}
 
 
@@ -156,14 +75,11 @@ def launch(env: dict) -> int:
 
 
 def wait_for(predicate, procs: Processes, what: str, deadline: float = DEADLINE):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    rows = list(GenerationJob.objects.values("id", "status", "done", "owner", "error", "ticket"))
-    pytest.fail(f"timed out waiting for {what}; jobs: {rows}\n{procs.tails()}")
+    def details() -> str:
+        rows = list(GenerationJob.objects.values("id", "status", "done", "owner", "error", "ticket"))
+        return f"; jobs: {rows}\n{procs.tails()}"
+
+    return workers.wait_for(predicate, what, details, deadline)
 
 
 def job_row(job_id: int) -> GenerationJob:

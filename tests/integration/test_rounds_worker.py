@@ -4,10 +4,8 @@ exports the snapshot, trains DPO with LoRA in a trainer process, evaluates, and 
 model. The lineage model → tasks → annotations → snapshot sha256 → run → model is checked link by link."""
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,10 +13,9 @@ import pytest
 from annotation import services as annotation_services
 from annotation.models import Annotation, Response, Task
 from tests.support.tiny import save_tiny_model
+from tests.support.workers import ROOT, Processes, worker_env
 from training.rounds.models import Round
 from training.services import model_register
-
-from .test_generation_worker import ROOT, Processes, database_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -29,13 +26,6 @@ CONFIG = {
     "hyperparameters": {"max_steps": 2, "batch_size": 2, "max_length": 96, "num_threads": 1, "learning_rate": 1e-3,
                         "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
 }
-
-
-@pytest.fixture
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="quorum-rounds-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_two_rounds_through_a_worker_link_every_step_and_round_two_generates_with_round_ones_model(
@@ -49,17 +39,11 @@ def test_two_rounds_through_a_worker_link_every_step_and_round_two_generates_wit
                                     ("tiny-reward", "classifier", 3, ["reward"])):
         path = save_tiny_model(workdir / name, kind=kind, hidden=32, layers=2, seed=seed)
         model_register(name=name, backend="transformers", path=str(path), roles=roles)
-    env = {
-        **__import__("os").environ,
-        "DATABASE_URL": database_url(),
-        "PYTHONPATH": str(ROOT),
-        "QUORUM_DATA_DIR": str(workdir / "data"),
+    env = worker_env(workdir, {
         "QUORUM_JOB_HEARTBEAT_SECONDS": "1",
         "QUORUM_ROUND_POLL_SECONDS": "1",
         "QUORUM_WORKER_PRELOAD": "1",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
+    })
     procs = Processes(env, workdir)
     procs.worker()
     try:
@@ -132,11 +116,7 @@ def test_a_round_survives_its_worker_being_killed(transactional_db, make_user, w
     for name, seed, roles in (("tiny-policy", 1, ["policy"]), ("tiny-judge", 2, ["judge"])):
         path = save_tiny_model(workdir / name, hidden=64, layers=2, seed=seed)
         model_register(name=name, backend="transformers", path=str(path), roles=roles)
-    env = {
-        **__import__("os").environ,
-        "DATABASE_URL": database_url(),
-        "PYTHONPATH": str(ROOT),
-        "QUORUM_DATA_DIR": str(workdir / "data"),
+    env = worker_env(workdir, {
         "QUORUM_JOB_HEARTBEAT_SECONDS": "1",
         "QUORUM_JOB_STALE_SECONDS": "4",
         "QUORUM_JOB_SLICE_SECONDS": "3",
@@ -144,9 +124,7 @@ def test_a_round_survives_its_worker_being_killed(transactional_db, make_user, w
         "QUORUM_RECONCILE_SECONDS": "1",
         "QUORUM_ROUND_POLL_SECONDS": "1",
         "QUORUM_WORKER_PRELOAD": "1",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
+    })
     # Long random answers, so the generation is still running when the worker is killed.
     config = {**CONFIG, "n": 2, "sampling": {"max_new_tokens": 320}, "selection": {"policy": "random"}}
     procs = Processes(env, workdir)

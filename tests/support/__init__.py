@@ -1,2 +1,3 @@
 """Helpers for the tests and benchmarks: tiny models built offline (`tiny`), snapshots in the export formats and a toy
-reward (`snapshots`), and deterministic generation backends (`backends`). Never imported by the product."""
+reward (`snapshots`), deterministic generation backends (`backends`), signed-in API and page clients (`clients`) and
+real Celery worker processes (`workers`). Never imported by the product."""

@@ -1,9 +1,9 @@
 """The registry and generation-job API: who may read, launch and cancel; validation; what a job reports."""
 
 import pytest
-from rest_framework.test import APIClient
 
 from annotation import services as annotation_services
+from tests.support.clients import api as client
 from training.models import GenerationJob
 from training.services import model_register
 
@@ -25,13 +25,6 @@ def world(db, make_user, tmp_path):
                            parent_run_id=7)
     model_register(name="rm", backend="transformers", path=str(tmp_path / "rm"), roles=["reward"])
     return {"users": users, "project": project, "base": base, "tuned": tuned}
-
-
-def client(user=None):
-    c = APIClient()
-    if user is not None:
-        c.force_authenticate(user)
-    return c
 
 
 def launch(user, **body):

@@ -5,6 +5,7 @@ from django.test import Client
 
 from annotation import services as annotation_services
 from annotation.models import ResponseOrigin
+from tests.support.clients import web as login
 from training.models import GenerationJob
 from training.services import generation_job_create, model_register
 
@@ -23,12 +24,6 @@ def world(db, make_user, tmp_path):
     base = model_register(name="base-model", backend="transformers", path=str(tmp_path / "b"))
     model_register(name="tuned-model", backend="transformers", path=str(tmp_path / "t"), base_model=base, parent_run_id=3)
     return {"users": users, "project": project, "prompts": prompts, "base": base}
-
-
-def login(user):
-    c = Client()
-    c.force_login(user)
-    return c
 
 
 def test_signed_out_visitors_are_sent_to_sign_in(world):
@@ -90,6 +85,23 @@ def test_a_launch_the_service_refuses_shows_why(world):
     form = {"model": "base-model", "n": 1, "task_kind": "pairwise"}
     response = login(world["users"]["engineer"]).post("/training/p/acme/generation/", form, follow=True)
     assert "at least 2 samples" in response.content.decode()
+    assert not GenerationJob.objects.exists()
+
+
+def test_a_refused_launch_answers_400_and_puts_the_reason_beside_its_field(world):
+    form = {"model": "base-model", "n": 1, "task_kind": "pairwise"}
+    response = login(world["users"]["engineer"]).post("/training/p/acme/generation/", form)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "pairs need at least 2 samples" in html and '<span class="error small">at least 2 for pairwise tasks' in html
+    assert not GenerationJob.objects.exists()
+
+
+def test_the_generate_command_names_an_option_that_is_not_json(world):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--sampling is not JSON"):
+        call_command("generate", project="acme", model="base-model", sampling="{temperature: 1}")
     assert not GenerationJob.objects.exists()
 
 

@@ -3,17 +3,16 @@ look, annotators get 403, outsiders 404; bad input is a 400 with field messages;
 and the figures of a finished round."""
 
 import pytest
-from django.test import Client
-from rest_framework.test import APIClient
 
 from annotation import services as annotation_services
 from annotation.models import Task
+from tests.support.clients import api, web
 from tests.support.tiny import save_tiny_model
+from tests.training.job_messages import hold_messages
 from training.models import Model
 from training.rounds.models import Round
 from training.rounds.runner import round_create
 from training.services import model_register
-from tests.training.job_messages import hold_messages
 
 CONFIG = {"prompts_per_round": 2, "eval_prompts": 1, "sampling": {"max_new_tokens": 8}}
 
@@ -34,18 +33,6 @@ def world(db, make_user, tiny_dir, monkeypatch):
         annotation_services.prompt_create(project=project, messages=[{"role": "user", "content": f"Say {i}."}])
     model_register(name="tiny", backend="transformers", path=str(tiny_dir), roles=["policy", "judge"])
     return {"project": project, "users": users}
-
-
-def api(user):
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def web(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 URL = "/api/v1/projects/loop/rounds/"

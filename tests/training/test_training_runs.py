@@ -10,12 +10,13 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from annotation import services as annotation_services
 from annotation.models import DatasetSnapshot
+from tests.support.clients import api
 from tests.support.snapshots import sft_rows, write_jsonl
 from tests.support.tiny import save_tiny_model
+from tests.training.job_messages import hold_messages
 from training.models import JobStatus, TrainingMetric, TrainingRun
 from training.services import model_register
 from training.services.runs import (
@@ -26,7 +27,6 @@ from training.services.runs import (
 )
 from training.tasks import reconcile, training_run_execute
 from training.trainers.runtime import last_checkpoint
-from tests.training.job_messages import hold_messages
 
 FAST = {"max_steps": 2, "batch_size": 2, "max_length": 64, "num_threads": 1, "save_steps": 1, "learning_rate": 1e-3}
 
@@ -48,12 +48,6 @@ def world(db, make_user, tmp_path, tiny_dir, settings):
     snapshot = DatasetSnapshot.objects.create(project=project, format="sft", sha256=sha, path=str(path), row_count=8)
     base = model_register(name="tiny", backend="transformers", path=str(tiny_dir))
     return {"users": users, "project": project, "snapshot": snapshot, "base": base}
-
-
-def api(user):
-    c = APIClient()
-    c.force_authenticate(user)
-    return c
 
 
 def launch(world, **hyper):

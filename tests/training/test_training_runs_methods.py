@@ -14,11 +14,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from django.template.defaultfilters import floatformat  # noqa: E402
 from django.test import Client  # noqa: E402
-from rest_framework.test import APIClient  # noqa: E402
 
 from annotation import services as annotation_services  # noqa: E402
 from annotation.services.exports import snapshot_create  # noqa: E402
 from annotation.services.imports import data_import  # noqa: E402
+from tests.support.clients import api
 from tests.support.snapshots import (  # noqa: E402
     separable_preference_rows,
     sft_rows,
@@ -26,12 +26,17 @@ from tests.support.snapshots import (  # noqa: E402
     unpaired_rows,
 )
 from tests.support.tiny import save_tiny_model  # noqa: E402
+from tests.training.job_messages import hold_messages  # noqa: E402
 from training.backends import Sampling, open_backend  # noqa: E402
-from training.models import JobStatus, ModelRole, TrainingMetric, TrainingRun  # noqa: E402
+from training.models import (  # noqa: E402
+    JobStatus,
+    ModelRole,
+    TrainingMetric,
+    TrainingRun,
+)
 from training.selectors import model_lineage  # noqa: E402
 from training.services import model_register  # noqa: E402
 from training.services.runs import training_run_execute_now  # noqa: E402
-from tests.training.job_messages import hold_messages  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,  # each run starts a trainer process (torch, transformers, TRL): several seconds apiece
@@ -62,12 +67,6 @@ def world(db, make_user, tmp_path, tiny_dir, settings, monkeypatch, django_captu
     base = model_register(name="tiny", backend="transformers", path=str(tiny_dir))
     return {"users": users, "project": project, "base": base, "sent": sent,
             "on_commit": django_capture_on_commit_callbacks}
-
-
-def api(user):
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 # --- annotations through the services, then a snapshot -------------------------------------------------------

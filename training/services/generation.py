@@ -131,21 +131,11 @@ def generation_job_create(
     if batch_prompts is None:
         batch_prompts = max(1, int((model.options or {}).get("max_batch_size", 8)) // n)
     job = insert_once(
-        GenerationJob,
-        project=project,
-        client_id=client_id,
-        created_by=created_by,
-        model=model,
-        prompt_filter=prompt_filter,
-        prompt_ids=ids,
-        n=n,
-        sampling=_sampling(model, sampling),
-        task_kind=task_kind,
-        group_size=k,
-        task_priority=task_priority,
+        GenerationJob, project=project, client_id=client_id, created_by=created_by,
+        model=model, prompt_filter=prompt_filter, prompt_ids=ids, n=n, sampling=_sampling(model, sampling),
+        task_kind=task_kind, group_size=k, task_priority=task_priority, total=len(ids) * n,
         batch_prompts=max(1, min(int(batch_prompts), 256)),
         queue="default" if model.backend == Backend.OPENAI else "gpu",
-        total=len(ids) * n,
     )
     if job.replayed:  # a concurrent launch with this client id came first
         return job

@@ -2,12 +2,12 @@
 
 import pytest
 from django.core.management import call_command
-from django.test import Client
-from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import Annotation
 from tests.support.backends import FirstPositionBackend
+from tests.support.clients import api
+from tests.support.clients import web as page
 from training.models import FeedbackJob
 
 from .conftest import PRINCIPLES, run_to_end
@@ -27,13 +27,6 @@ def world(db, make_user, tiny):
     rs = [services.response_create(prompt=prompt, content=f"Answer {i}", dedupe_key=str(i)) for i in range(2)]
     services.task_create(project=project, kind="pairwise", prompt=prompt, responses=rs)
     return {"users": users, "project": project, "model": tiny}
-
-
-def api(user=None):
-    c = APIClient()
-    if user is not None:
-        c.force_authenticate(user)
-    return c
 
 
 def launch(user, **body):
@@ -95,12 +88,6 @@ def test_the_agreement_api_reports_labels_after_a_job(world):
     assert run_to_end(job["id"], backend=FirstPositionBackend()) == "succeeded"
     report = api(world["users"]["reviewer"]).get("/api/v1/projects/p/ai-agreement/").json()
     assert report["overall"]["ai_labels"] == 1 and report["overall"]["position_flip_rate"] == 1.0
-
-
-def page(user):
-    c = Client()
-    c.force_login(user)
-    return c
 
 
 @pytest.mark.parametrize("role,status,has_form", [("admin", 200, True), ("engineer", 200, True),

@@ -14,22 +14,23 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import Project
 from common.errors import DomainError
 from training.feedback.agreement import agreement_report
 from training.feedback.jobs import feedback_job_create, feedback_job_run_slice
-from training.models import ACTIVE_STATUSES, FeedbackJob, Model
+from training.management import jobs
+from training.models import FeedbackJob
 
 
 class Command(BaseCommand):
     help = "Critique-revision chains or AI judge labels under the project's constitution, and agreement with people."
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", required=True, help="project slug")
+        jobs.add_launch_options(parser, items="tasks / prompts",
+                           ids_help="comma-separated task ids (judge) or prompt ids (revise)",
+                           sampling_help="revise: JSON overrides for critiques and revisions, "
+                                         'e.g. {"temperature": 0.7, "seed": 1}')
         parser.add_argument("--judge", default="", help="registered model that labels tasks (AI judge)")
         parser.add_argument("--revise", default="", help="registered model that critiques and revises responses")
-        parser.add_argument("--limit", type=int, default=None, help="at most this many tasks / prompts")
-        parser.add_argument("--ids", default="", help="comma-separated task ids (judge) or prompt ids (revise)")
         parser.add_argument("--kinds", default="", help="judge: task kinds, comma-separated (default: all judgeable)")
         parser.add_argument("--with-human-labels", action="store_true", help="judge: only tasks people labelled")
         parser.add_argument("--overlap", action="store_true", help="judge: AI labels take queue slots")
@@ -38,37 +39,28 @@ class Command(BaseCommand):
         parser.add_argument("--principles", default="", help="principle keys to sample from, comma-separated")
         parser.add_argument("--rounds", type=int, default=1, help="revise: critique-revision rounds")
         parser.add_argument("--pairs", action="store_true", help="revise: also export (revision over original) pairs")
-        parser.add_argument("--sampling", default="{}", help='revise: JSON overrides for critiques and revisions, '
-                            'e.g. {"temperature": 0.7, "seed": 1}')
         parser.add_argument("--batch", type=int, default=None, help="items per batch")
         parser.add_argument("--seed", type=int, default=None, help="principle sampling seed (default: the job id)")
         parser.add_argument("--inline", action="store_true", help="run the job in this process (no worker)")
-        parser.add_argument("--wait", action="store_true", help="follow a job on the workers to its end")
-        parser.add_argument("--timeout", type=float, default=7200)
+        jobs.add_follow_options(parser, wait_help="follow a job on the workers to its end", timeout=7200,
+                           timeout_help="with --wait: give up after this many seconds")
         parser.add_argument("--agreement", action="store_true", help="print the agreement report")
         parser.add_argument("--json", action="store_true", help="print the agreement report as JSON")
 
     def handle(self, *args, **o):
-        project = Project.objects.filter(slug=o["project"]).first()
-        if project is None:
-            raise CommandError(f"no project {o['project']!r}")
+        project = jobs.project_named(o["project"])
         if not (o["judge"] or o["revise"] or o["agreement"]):
             raise CommandError("say what to do: --judge MODEL, --revise MODEL and/or --agreement")
         common = {
             "principles": [p.strip() for p in o["principles"].split(",") if p.strip()],
             "seed": o["seed"], "batch_items": o["batch"],
         }
-        ids = [int(i) for i in o["ids"].split(",") if i.strip()]
         if o["revise"]:
-            scope = {**({"limit": o["limit"]} if o["limit"] else {}), **({"ids": ids} if ids else {})}
-            try:
-                sampling = json.loads(o["sampling"])
-            except ValueError as exc:
-                raise CommandError(f"--sampling is not JSON: {exc}") from exc
-            self._run(project, "critique_revision", o["revise"], o, scope=scope, rounds=o["rounds"],
+            sampling = jobs.sampling_of(o)
+            self._run(project, "critique_revision", o["revise"], o, scope=jobs.scope_of(o), rounds=o["rounds"],
                       export_pairs=o["pairs"], critique_sampling=sampling, revision_sampling=sampling, **common)
         if o["judge"]:
-            scope = {**({"limit": o["limit"]} if o["limit"] else {}), **({"ids": ids} if ids else {})}
+            scope = jobs.scope_of(o)
             if o["kinds"]:
                 scope["kinds"] = [k.strip() for k in o["kinds"].split(",") if k.strip()]
             if o["with_human_labels"]:
@@ -79,9 +71,7 @@ class Command(BaseCommand):
             self._agreement(project, o["json"])
 
     def _run(self, project, kind, model_name, o, **kwargs):
-        model = Model.objects.filter(name=model_name).first()
-        if model is None:
-            raise CommandError(f"no model {model_name!r} (manage.py register_packaged_models registers SmolLM2)")
+        model = jobs.model_named(model_name, hint="manage.py register_packaged_models registers SmolLM2")
         try:
             job = feedback_job_create(project=project, kind=kind, model=model, **kwargs)
         except DomainError as exc:
@@ -99,7 +89,8 @@ class Command(BaseCommand):
                 job.refresh_from_db()
                 self.stdout.write(f"  {outcome}: {job.error}")
         elif o["wait"]:
-            self._watch(job.pk, o["timeout"])
+            jobs.follow(self.stdout, FeedbackJob, job.pk, o["timeout"],
+                   progress=lambda job: f"{job.status}: {job.done}/{job.total}")
         job.refresh_from_db()
         if job.failures:
             self.stdout.write(f"  {len(job.failures)} item(s) failed after a retry; first: {job.failures[0]}")
@@ -109,23 +100,6 @@ class Command(BaseCommand):
         job = FeedbackJob.objects.get(pk=job_id)
         self.stdout.write(f"  [{time.monotonic() - t0:5.0f} s] {job.status}: {job.done}/{job.total}")
         self.stdout.flush()
-
-    def _watch(self, job_id: int, timeout: float) -> None:
-        t0, last = time.monotonic(), None
-        while True:
-            job = FeedbackJob.objects.get(pk=job_id)
-            line = f"{job.status}: {job.done}/{job.total}"
-            if line != last:
-                self.stdout.write(f"  [{time.monotonic() - t0:5.0f} s] {line}")
-                self.stdout.flush()
-                last = line
-            if job.status not in ACTIVE_STATUSES:
-                if job.error:
-                    self.stdout.write(f"  {job.error}")
-                return
-            if time.monotonic() - t0 > timeout:
-                raise CommandError(f"job {job_id} still {job.status} after {timeout:.0f} s")
-            time.sleep(1)
 
     def _agreement(self, project, as_json: bool) -> None:
         report = agreement_report(project=project)

@@ -1,14 +1,12 @@
 """`manage.py generate`: launch a generation job through the service, and optionally watch it to the end."""
 
-import json
-import time
-
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Max
 
-from annotation.models import Project, Task
+from annotation.models import Task
 from common.errors import DomainError
-from training.models import ACTIVE_STATUSES, GenerationJob, Model
+from training.management import jobs
+from training.models import GenerationJob
 from training.services import generation_job_create
 
 
@@ -16,33 +14,24 @@ class Command(BaseCommand):
     help = "Sample candidates for a project's prompts with a registered model and turn them into tasks."
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", required=True, help="project slug")
+        jobs.add_launch_options(parser, items="prompts", ids_help="comma-separated prompt ids",
+                           sampling_help='JSON overrides, e.g. {"temperature": 0.7}')
         parser.add_argument("--model", required=True, help="registered model name")
         parser.add_argument("--n", type=int, default=2, help="samples per prompt")
         parser.add_argument("--kind", default="pairwise", help="pairwise, ranking, rating, steps or none")
         parser.add_argument("--group-size", type=int, default=None, help="responses per ranking task")
-        parser.add_argument("--limit", type=int, default=None, help="at most this many prompts")
-        parser.add_argument("--ids", default="", help="comma-separated prompt ids")
         parser.add_argument("--tags", default="", help="comma-separated tags (any)")
         parser.add_argument("--new-only", action="store_true", help="skip prompts this model already answered")
-        parser.add_argument("--sampling", default="{}", help='JSON overrides, e.g. {"temperature": 0.7}')
         parser.add_argument("--priority", type=int, default=0, help="priority of the tasks made")
         parser.add_argument("--priority-top", action="store_true", help="put the tasks made before every task there now")
         parser.add_argument("--batch-prompts", type=int, default=None, help="prompts generated together")
-        parser.add_argument("--wait", action="store_true", help="print progress until the job ends")
+        jobs.add_follow_options(parser, wait_help="print progress until the job ends", timeout=3600,
+                           timeout_help="with --wait: give up after this many seconds")
         parser.add_argument("--until-first-task", action="store_true", help="with --wait: stop once a task exists")
-        parser.add_argument("--timeout", type=float, default=3600, help="with --wait: give up after this many seconds")
 
     def handle(self, *args, **o):
-        project = Project.objects.filter(slug=o["project"]).first()
-        model = Model.objects.filter(name=o["model"]).first()
-        if project is None or model is None:
-            raise CommandError(f"no project {o['project']!r}" if project is None else f"no model {o['model']!r}")
-        prompt_filter = {}
-        if o["limit"]:
-            prompt_filter["limit"] = o["limit"]
-        if o["ids"]:
-            prompt_filter["ids"] = [int(i) for i in o["ids"].split(",") if i.strip()]
+        project, model = jobs.project_named(o["project"]), jobs.model_named(o["model"])
+        prompt_filter = jobs.scope_of(o)
         if o["tags"]:
             prompt_filter["tags"] = [t.strip() for t in o["tags"].split(",") if t.strip()]
         if o["new_only"]:
@@ -52,7 +41,7 @@ class Command(BaseCommand):
             o["priority"] = max(o["priority"], (top or 0) + 1)
         try:
             job = generation_job_create(
-                project=project, model=model, prompt_filter=prompt_filter, n=o["n"], sampling=json.loads(o["sampling"]),
+                project=project, model=model, prompt_filter=prompt_filter, n=o["n"], sampling=jobs.sampling_of(o),
                 task_kind=o["kind"], group_size=o["group_size"], task_priority=o["priority"],
                 batch_prompts=o["batch_prompts"],
             )
@@ -61,26 +50,12 @@ class Command(BaseCommand):
         self.stdout.write(f"generation job {job.pk}: {len(job.prompt_ids)} prompts × {job.n} with {model.name}, "
                           f"queued on '{job.queue}'")
         if o["wait"]:
-            self._watch(job.pk, o["timeout"], o["until_first_task"])
-        return None
+            jobs.follow(self.stdout, GenerationJob, job.pk, o["timeout"], progress=_progress,
+                   enough=lambda job: o["until_first_task"] and job.tasks_created)
 
-    def _watch(self, job_id: int, timeout: float, until_first_task: bool) -> None:
-        t0, last = time.monotonic(), None
-        while True:
-            job = GenerationJob.objects.get(pk=job_id)
-            line = f"  [{time.monotonic() - t0:5.0f} s] {job.status}: {job.done}/{job.total} responses, {job.tasks_created} tasks"
-            if job.completion_tokens and job.generation_seconds:
-                line += f", {job.completion_tokens / job.generation_seconds:.1f} tokens/s"
-            if line.split("] ", 1)[1] != last:
-                self.stdout.write(line)
-                self.stdout.flush()
-                last = line.split("] ", 1)[1]
-            if job.status not in ACTIVE_STATUSES:
-                if job.error:
-                    self.stdout.write(f"  {job.error}")
-                return
-            if until_first_task and job.tasks_created:
-                return
-            if time.monotonic() - t0 > timeout:
-                raise CommandError(f"job {job_id} still {job.status} after {timeout:.0f} s")
-            time.sleep(1)
+
+def _progress(job: GenerationJob) -> str:
+    line = f"{job.status}: {job.done}/{job.total} responses, {job.tasks_created} tasks"
+    if job.completion_tokens and job.generation_seconds:
+        line += f", {job.completion_tokens / job.generation_seconds:.1f} tokens/s"
+    return line

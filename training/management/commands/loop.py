@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.models import Project
 from common.errors import DomainError
 from training import packaged
+from training.management import jobs
 from training.models import GenerationJob, Model, TrainingRun
 from training.rounds.models import LabelMode, Round, RoundStatus
 from training.rounds.runner import round_create
@@ -53,8 +54,8 @@ class Command(BaseCommand):
         parser.add_argument("--reward-model", help="reward model or ensemble for active selection and checks")
         parser.add_argument("--config", default="{}", help="round settings as JSON, e.g. '{\"prompts_per_round\": 16}'")
         parser.add_argument("--user", help="username recorded as the rounds' creator")
-        parser.add_argument("--wait", action="store_true", help="follow the rounds until they end")
-        parser.add_argument("--timeout", type=float, default=24 * 3600, help="with --wait: give up after this long")
+        jobs.add_follow_options(parser, wait_help="follow the rounds until they end", timeout=24 * 3600,
+                           timeout_help="with --wait: give up after this long")
         parser.add_argument("--demo", action="store_true",
                             help="one short CPU round on the demo project with SmolLM2 (implies --wait)")
         parser.add_argument("--start-worker", action="store_true",
@@ -75,21 +76,15 @@ class Command(BaseCommand):
             o["judge"] = o["judge"] or packaged.SMOLLM2_NAME
         if not o["project"]:
             raise CommandError("--project is required")
-        project = Project.objects.filter(slug=o["project"]).first()
-        if project is None:
-            raise CommandError(f"no project {o['project']!r}")
+        project = jobs.project_named(o["project"])
         try:
             overrides = json.loads(o["config"])
         except ValueError as exc:
             raise CommandError(f"--config is not JSON: {exc}") from exc
         if o["demo"]:
             overrides = {**DEMO_CONFIG, **overrides}
-        models = {}
-        for key in ("policy", "judge", "reward_model"):
-            if o[key]:
-                models[key] = Model.objects.filter(name=o[key]).first()
-                if models[key] is None:
-                    raise CommandError(f"no model {o[key]!r} (see manage.py register_packaged_models)")
+        models = {key: jobs.model_named(o[key], hint="see manage.py register_packaged_models")
+                  for key in ("policy", "judge", "reward_model") if o[key]}
         user = None
         if o["user"]:
             user = get_user_model().objects.filter(username=o["user"]).first()
@@ -101,8 +96,7 @@ class Command(BaseCommand):
                 first = round_create(project=project, label_mode=o["labels"], human_quota=o["human_quota"],
                                      rounds=o["rounds"], config=overrides, created_by=user, **models)
             except DomainError as exc:
-                detail = "".join(f"\n  {f}: {'; '.join(m)}" for f, m in exc.fields.items())
-                raise CommandError(exc.message + detail) from exc
+                raise CommandError(exc.message + jobs.field_errors(exc)) from exc
             self.say(f"round {first.number} of {project.slug} queued: policy {first.policy.name}, "
                      f"labels {first.label_mode}, {len(first.prompt_ids)} prompts × {first.config['n']} samples"
                      + (f", then {first.rounds_after} more" if first.rounds_after else ""))

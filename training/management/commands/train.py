@@ -5,10 +5,10 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import Project
 from annotation.selectors import snapshot_by_ref
 from common.errors import DomainError
-from training.models import ACTIVE_STATUSES, Model, TrainingMetric, TrainingRun
+from training.management import jobs
+from training.models import ACTIVE_STATUSES, TrainingMetric, TrainingRun
 from training.services.runs import training_run_create
 
 
@@ -32,21 +32,12 @@ class Command(BaseCommand):
         parser.add_argument("--reward-model", default=None, help="registered reward model name (ppo)")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="a hyperparameter, e.g. --set beta=0.1 --set lora='{\"r\": 8}' (repeatable)")
-        parser.add_argument("--wait", action="store_true", help="print metrics until the run ends")
-        parser.add_argument("--timeout", type=float, default=24 * 3600, help="with --wait: give up after this long")
+        jobs.add_follow_options(parser, wait_help="print metrics until the run ends", timeout=24 * 3600,
+                           timeout_help="with --wait: give up after this long")
 
     def handle(self, *args, **o):
-        project = Project.objects.filter(slug=o["project"]).first()
-        if project is None:
-            raise CommandError(f"no project {o['project']!r}")
-        model = Model.objects.filter(name=o["model"]).first()
-        if model is None:
-            raise CommandError(f"no model {o['model']!r}")
-        reward = None
-        if o["reward_model"]:
-            reward = Model.objects.filter(name=o["reward_model"]).first()
-            if reward is None:
-                raise CommandError(f"no model {o['reward_model']!r}")
+        project, model = jobs.project_named(o["project"]), jobs.model_named(o["model"])
+        reward = jobs.model_named(o["reward_model"]) if o["reward_model"] else None
         try:
             snapshot = snapshot_by_ref(project=project, ref=o["snapshot"])
         except DomainError as exc:
@@ -61,7 +52,7 @@ class Command(BaseCommand):
             run = training_run_create(project=project, method=o["method"], base_model=model, snapshot=snapshot,
                                       hyperparameters=hyper, reward_model=reward)
         except DomainError as exc:
-            detail = "".join(f"\n  {f}: {'; '.join(m)}" for f, m in exc.fields.items())
+            detail = jobs.field_errors(exc)
             raise CommandError(exc.message if not detail else f"invalid {o['method']} run:{detail}") from exc
         self.stdout.write(f"training run {run.pk}: {run.method} of {model.name} on snapshot {run.snapshot_sha256[:12]}, "
                           f"queued on '{run.queue}'; output {run.output_dir}")
