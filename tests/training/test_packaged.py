@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from training import packaged
 from training.backends import Sampling
 from training.backends.transformers_local import TransformersBackend
 from training.models import Model

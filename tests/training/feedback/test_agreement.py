@@ -1,6 +1,5 @@
 """Agreement with people: accuracy, kappa, Brier, reliability bins and position bias, per principle/version/judge."""
 
-import uuid
 
 import pytest
 
