@@ -203,7 +203,7 @@ def turn_is_stale(turn: ChatTurn, now: datetime | None = None) -> bool:
 @transaction.atomic
 def chat_turn_retry(*, turn: ChatTurn, annotator: AbstractBaseUser) -> ChatTurn:
     """Queue a failed or stalled turn again; what a stopped worker streamed is dropped."""
-    turn = ChatTurn.objects.select_for_update().select_related("conversation").get(pk=turn.pk)
+    turn = ChatTurn.objects.select_for_update(of=("self",)).select_related("conversation").get(pk=turn.pk)
     _own(turn.conversation, annotator)
     _open(turn.conversation)
     if turn.state != TurnState.FAILED and not turn_is_stale(turn):
@@ -225,7 +225,8 @@ def chat_turn_retry(*, turn: ChatTurn, annotator: AbstractBaseUser) -> ChatTurn:
 
 def _label(turn: ChatTurn, annotator, *, kinds: tuple[str, ...]) -> ChatTurn:
     """The turn, locked, checked to be the annotator's and waiting for this kind of label."""
-    turn = ChatTurn.objects.select_for_update().select_related("conversation", "conversation__project", "task").get(pk=turn.pk)
+    turn = (ChatTurn.objects.select_for_update(of=("self",))
+            .select_related("conversation", "conversation__project", "task").get(pk=turn.pk))
     _own(turn.conversation, annotator)
     if turn.state == TurnState.LABELLED:
         return turn
@@ -339,7 +340,7 @@ def _current(turn_id: int, ticket: str):
 def chat_turn_claim(*, turn_id: int, ticket: str, worker: str = "") -> ChatTurn | None:
     """Take the turn for this message: None when the message is stale (a retry renewed the ticket), the turn is
     done, or another worker is beating on it."""
-    turn = _current(turn_id, ticket).select_for_update().select_related("conversation", "prompt").first()
+    turn = _current(turn_id, ticket).select_for_update(of=("self",)).select_related("conversation", "prompt").first()
     if turn is None or turn.state not in RUNNING_STATES:
         return None
     if turn.state == TurnState.GENERATING and not turn_is_stale(turn):
@@ -372,7 +373,7 @@ def chat_turn_complete(*, turn_id: int, ticket: str, candidates: list[dict], tim
     `candidates`: per shown position, {"content", "model_name", "generation"}. Idempotent: responses and task
     are keyed by the turn, so a worker that finishes twice writes them once.
     """
-    turn = _current(turn_id, ticket).select_for_update().select_related("conversation", "prompt").first()
+    turn = _current(turn_id, ticket).select_for_update(of=("self",)).select_related("conversation", "prompt").first()
     if turn is None or turn.state != TurnState.GENERATING:
         return None
     conversation = turn.conversation
