@@ -29,7 +29,7 @@ from annotation.services.chat import (
     chat_turns_fail_stale,
 )
 
-from .backends import BackendError, Sampling, backend_for
+from .backends import BackendError, Sampling, backend_for, storable_text
 from .models import Model, ModelRole
 from .tasks import _wait_for_preload
 
@@ -61,12 +61,12 @@ class _Stream:
             raise Abandoned()
         if text and self.timings["first_token_s"][side] is None:
             self.timings["first_token_s"][side] = self._since_message()
-        self.texts[side] = text
+        self.texts[side] = storable_text(text)
         if time.monotonic() - self.last_write >= self.interval:
             self.write()
 
     def finish(self, side: int, text: str) -> None:
-        self.texts[side], self.done[side] = text, True
+        self.texts[side], self.done[side] = storable_text(text), True
         self.timings["complete_s"][side] = self._since_message()
         if self.timings["first_token_s"][side] is None:
             self.timings["first_token_s"][side] = self.timings["complete_s"][side]
@@ -150,7 +150,7 @@ def _generate(turn: ChatTurn, stream: _Stream) -> list[dict]:
         for position, completion in zip(positions, completions[0]):
             stream.finish(position, completion.text)
             candidates[position] = {
-                "content": completion.text,
+                "content": storable_text(completion.text),
                 "model_name": model.name,
                 "generation": {
                     **sampling.as_dict(), "backend": model.backend, "prompt_tokens": completion.prompt_tokens,

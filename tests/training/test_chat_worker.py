@@ -1,6 +1,7 @@
 """The chat worker's body (training/chat.py), run in this process on a tiny random model: it streams the
 candidates into the turn row, stores them as the turn's task, and leaves the turn to a retry when it fails."""
 
+import dataclasses
 import uuid
 
 import pytest
@@ -63,6 +64,33 @@ def test_a_turn_streams_both_candidates_then_becomes_a_private_pairwise_task(cha
     other = type(user).objects.create_user("zed")
     services.membership_set(project=project, user=other, role=Role.ANNOTATOR)
     assert services.task_next_for(annotator=other, project=project) is None
+
+
+class _SamplesNul:
+    """A real backend whose text carries a NUL, as a sampled token may: PostgreSQL's text and jsonb refuse it."""
+
+    def __init__(self, backend):
+        self.backend, self.streams = backend, getattr(backend, "streams", False)
+
+    def partial_text(self, tokens):
+        return self.backend.partial_text(tokens) + "\x00"
+
+    def generate(self, *args, **kwargs):
+        rows = self.backend.generate(*args, **kwargs)
+        return [[dataclasses.replace(c, text=c.text + "\x00") for c in row] for row in rows]
+
+
+def test_a_nul_the_model_samples_is_left_out_of_the_stream_and_the_candidates(chat_project, monkeypatch):
+    import training.chat as worker
+
+    real = worker.backend_for
+    monkeypatch.setattr(worker, "backend_for", lambda model: _SamplesNul(real(model)))
+    project, user = chat_project
+    _, turn = _send(project, user)
+    assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "ready"
+    turn.refresh_from_db()
+    stored = turn.partial + [tr.response.content for tr in turn.task.task_responses.all()]
+    assert len(stored) == 4 and all(text and "\x00" not in text for text in stored)
 
 
 def test_same_model_and_sampling_are_sampled_in_one_batch(chat_project):

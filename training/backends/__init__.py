@@ -18,6 +18,7 @@ from .base import (
     GenerationBackend,
     Sampling,
     TransientBackendError,
+    storable_text,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "backend_for",
     "forget_backends",
     "open_backend",
+    "storable_text",
 ]
 
 TRANSFORMERS_OPTIONS = {"device", "dtype", "max_batch_size"}

@@ -89,6 +89,11 @@ class Completion:
     finish_reason: str  # "stop" (end of turn or a stop string) or "length"
 
 
+def storable_text(text: str) -> str:
+    """Model output as the database can keep it: PostgreSQL's text and jsonb refuse NUL (a sampled token may be one)."""
+    return text.replace("\x00", "")
+
+
 class GenerationBackend(Protocol):
     def generate(self, conversations: Sequence[Conversation], n: int, sampling: Sampling) -> list[list[Completion]]:
         ...

@@ -18,7 +18,7 @@ from annotation.models import Prompt, Response, ResponseOrigin
 from annotation.services import response_create
 from annotation.services.exports import snapshot_from_rows
 
-from ..backends.base import Sampling
+from ..backends.base import Sampling, storable_text
 from .labels import pick_principle
 from .prompts import critique_conversation, revision_conversation
 
@@ -28,7 +28,7 @@ _LEADS = re.compile(r"^\s*(revision|revised response|critique)\s*:\s*", re.IGNOR
 
 
 def _clean(text: str) -> str:
-    return _LEADS.sub("", text.replace("\x00", "")).strip()
+    return _LEADS.sub("", storable_text(text)).strip()
 
 
 def _key(job_id: int, round_: int, step: str) -> str:
@@ -66,7 +66,7 @@ def chains_run_batch(*, backend, job, prompts: list[Prompt], principles, constit
         with transaction.atomic():
             for prompt, (completion,) in zip(need_base, completions):
                 current[prompt.pk] = response_create(
-                    prompt=prompt, content=completion.text.replace("\x00", ""), origin=ResponseOrigin.GENERATED,
+                    prompt=prompt, content=storable_text(completion.text), origin=ResponseOrigin.GENERATED,
                     model_name=job.model.name, dedupe_key=f"cai:{job.pk}:base",
                     generation={"sampling": revision_sampling.as_dict(), "finish_reason": completion.finish_reason},
                     metadata={"feedback_job": job.pk},

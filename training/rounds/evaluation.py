@@ -30,7 +30,7 @@ from annotation.models import (
 from annotation.quality.bootstrap import DEFAULT_LEVEL, Estimator, interval
 from annotation.services import membership_set, project_create, prompt_create, response_create, task_create
 
-from ..backends import Sampling, backend_for
+from ..backends import Sampling, backend_for, storable_text
 from ..models import Model
 from . import judging
 from .config import RoundConfig
@@ -167,7 +167,7 @@ def _eval_responses(backend, model: Model, prompts: list[Prompt], sampling: dict
         completions = backend.generate([p.messages for p in missing], 1, Sampling.from_dict(sampling))
         for prompt, (completion,) in zip(missing, completions):
             have[prompt.pk] = response_create(
-                prompt=prompt, content=completion.text.replace("\x00", ""), origin=ResponseOrigin.GENERATED,
+                prompt=prompt, content=storable_text(completion.text), origin=ResponseOrigin.GENERATED,
                 model_name=model.name, dedupe_key=key,
                 generation={"sampling": sampling, "completion_tokens": completion.completion_tokens,
                             "prompt_tokens": completion.prompt_tokens, "finish_reason": completion.finish_reason},

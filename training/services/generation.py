@@ -27,7 +27,7 @@ from annotation.models import Project, Prompt, Response, ResponseOrigin, TaskKin
 from annotation.services import response_create, task_create
 from common.errors import Invalid
 
-from ..backends import Sampling, backend_for
+from ..backends import Sampling, backend_for, storable_text
 from ..jobs import runtime
 from ..jobs.runtime import Heartbeat, JobKind, LostClaim
 from ..models import Backend, CandidateTasks, GenerationJob, JobStatus, Model, ModelRole
@@ -219,7 +219,7 @@ def _commit_batch(job, owner, start, end, prompts, completions, seconds) -> None
                     response_create(
                         prompt=prompt,
                         # Models do emit NUL characters, which PostgreSQL text cannot hold.
-                        content=completion.text.replace("\x00", ""),
+                        content=storable_text(completion.text),
                         origin=ResponseOrigin.GENERATED,
                         model_name=job.model.name,
                         generation={
