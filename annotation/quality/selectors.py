@@ -178,8 +178,8 @@ def steps_tables(*, project: Project, sources: Iterable[str], raters: Raters) ->
     for task_id, author_id, username, source, version, ai_name, payload in _rows(qs, _ai_name(), "payload"):
         payload = payload or {}
         labels = payload.get("labels")
-        if not isinstance(labels, list):
-            continue
+        if not isinstance(labels, list) or not labels:
+            continue  # no step labelled (an imported PRM800K bad problem): nothing to agree on
         rater = raters.index(author_id, username, source, ai_name)
         version = NO_VERSION if version is None else version
         tasks.append(task_id)

@@ -560,6 +560,8 @@ def _stepwise_rows(reader: _Reader, neutral_is_correct: bool) -> Iterator[dict]:
         if len(found) != 1 or not prompt:
             continue
         completions = found[0][1]
+        if not completions:
+            continue  # a record that labels no step (a PRM800K bad problem) has nothing to train on
         votes = [g[1] for g in group if isinstance(g[1], list) and len(g[1]) == len(completions)]
         if not votes:
             continue

@@ -444,20 +444,25 @@ def _parse_stepwise(obj: dict, line: int) -> _Row:
 # --- PRM800K (openai/prm800k), as it ships --------------------------------------------------------
 
 
-def _prm_step(step, number: int) -> tuple[str, int]:
+def _prm_step(step, number: int) -> tuple[str, int] | None:
     """(text, label) of the step the solution went on with: the chosen completion, else the labeler's own
     (human_completion), else the first completion (where labelling stopped). A null rating is a step the
-    labeler wrote, which PRM800K counts as +1."""
+    labeler wrote, which PRM800K counts as +1. None for a step with nothing to label (no completion, none
+    chosen, none written: where a labeler gave up)."""
     where = f"label.steps[{number}]"
-    completions = step.get("completions") if isinstance(step, dict) else None
-    if not isinstance(completions, list) or not completions:
+    if not isinstance(step, dict):
+        raise _LineError(f"{where} must be an object")
+    completions = step.get("completions")
+    chosen, human = step.get("chosen_completion"), step.get("human_completion")
+    if completions in (None, []) and chosen is None and human is None:
+        return None
+    if not isinstance(completions, list) or (not completions and human is None):
         raise _LineError(f"{where}.completions must be a non-empty list")
     for i, c in enumerate(completions):
         if not isinstance(c, dict) or not isinstance(c.get("text"), str):
             raise _LineError(f"{where}.completions[{i}] needs a text")
         if c.get("rating") not in (-1, 0, 1, None) or isinstance(c.get("rating"), bool):
             raise _LineError(f"{where}.completions[{i}].rating must be -1, 0, 1 or null")
-    chosen, human = step.get("chosen_completion"), step.get("human_completion")
     if chosen is not None:
         if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(completions):
             raise _LineError(f"{where}.chosen_completion must be an index into its {len(completions)} completions, or null")
@@ -472,18 +477,40 @@ def _prm_step(step, number: int) -> tuple[str, int]:
     return picked["text"], 1 if rating is None else rating
 
 
+def _prm_steps(label) -> list[tuple[str, int]]:
+    """(text, label) of each labelled step; none where the record labels nothing (a bad problem, a labeler
+    who gave up before the first step, no label at all). Steps with nothing to label may only trail."""
+    if label is None:
+        return []
+    if not isinstance(label, dict):
+        raise _LineError(f"label must be an object or null, not {_kind_of(label)}")
+    steps = label.get("steps")
+    if steps is None:
+        return []
+    if not isinstance(steps, list):
+        raise _LineError(f"label.steps must be a list or null, not {_kind_of(steps)}")
+    parsed = [_prm_step(step, i) for i, step in enumerate(steps)]
+    labelled = len(parsed)
+    while labelled and parsed[labelled - 1] is None:
+        labelled -= 1
+    if None in parsed[:labelled]:
+        empty = parsed.index(None)
+        raise _LineError(f"label.steps[{empty}] has no completion but a later step has one")
+    return parsed[:labelled]
+
+
 def _parse_prm800k(obj: dict, line: int) -> _Row:
     """One labelled solution: the problem is the prompt, the solution as it went on is one response split
     into its steps, the step ratings are one steps annotation; the rest of the record (alternatives,
-    ratings, flags, labeler, times) is kept as it came in the annotation's import details."""
-    question, label = obj.get("question"), obj.get("label")
+    ratings, flags, labeler, times) is kept as it came in the annotation's import details. A record that
+    labels no step still keeps its record, on a steps task with no steps (which nothing serves or counts)."""
+    question = obj.get("question")
     if not isinstance(question, dict) or not isinstance(question.get("problem"), str) or not question["problem"].strip():
         raise _LineError("question.problem must be non-empty text")
-    if not isinstance(label, dict) or not isinstance(label.get("steps"), list) or not label["steps"]:
-        raise _LineError("label.steps must be a non-empty list (a solution with no steps has nothing to label)")
-    steps, labels = zip(*(_prm_step(step, i) for i, step in enumerate(label["steps"])))
-    steps = list(steps)
-    _shape(TaskKind.STEPS, [steps])
+    labelled = _prm_steps(obj.get("label"))
+    steps, labels = [text for text, _ in labelled], [rating for _, rating in labelled]
+    if steps:
+        _shape(TaskKind.STEPS, [steps])
     common = _common(obj)
     if question.get("ground_truth_answer") is not None:
         common["metadata"].setdefault("ground_truth_answer", question["ground_truth_answer"])
@@ -495,7 +522,7 @@ def _parse_prm800k(obj: dict, line: int) -> _Row:
         common,
         kind=TaskKind.STEPS,
         responses=[("\n".join(steps), steps, _steps_key(steps))],
-        payload=_payload(TaskKind.STEPS, {"labels": list(labels)}, 1, n_steps=len(steps)),
+        payload=_payload(TaskKind.STEPS, {"labels": labels}, 1, n_steps=len(steps)),
         values={"record": record},
     )
 
@@ -536,7 +563,10 @@ _PARSERS = {
 
 def detect_format(obj: dict) -> str | None:
     keys = set(obj)
-    if {"question", "label"} <= keys and isinstance(obj["label"], dict) and "steps" in obj["label"]:
+    if {"question", "label"} <= keys and (
+        isinstance(obj["label"], dict) and "steps" in obj["label"]
+        or isinstance(obj["question"], dict) and "problem" in obj["question"]
+    ):
         return "prm800k"
     if {"chosen", "rejected"} <= keys:
         return "preference"
@@ -809,6 +839,14 @@ def _keyed_payload(payload: dict) -> dict:
     return payload
 
 
+def _imported_status(kind: str, n_steps: int) -> str:
+    """Imported tasks come labelled, so complete; a steps task with no steps (a PRM800K record that labels
+    nothing) is archived: it only keeps its record, and no queue or judge has anything to ask of it."""
+    if kind == TaskKind.STEPS and n_steps == 0:
+        return TaskStatus.ARCHIVED.value
+    return TaskStatus.COMPLETE.value
+
+
 class _Writer:
     """Writes batches of parsed rows with a few set-based queries per batch, not per row."""
 
@@ -940,11 +978,13 @@ class _Writer:
             response_keys = [key for _, _, key in r.responses]
             key = "import:" + _sha("\n".join([r.kind, r.phash, *response_keys, override or ""]))
             if key not in tasks:
+                n_steps = len(r.responses[0][1]) if r.kind == TaskKind.STEPS else 0
                 tasks[key] = {
                     "kind": r.kind,
                     "prompt_id": pid,
                     "responses": [responses[(pid, k)] for k in response_keys],
-                    "n_steps": len(r.responses[0][1]) if r.kind == TaskKind.STEPS else 0,
+                    "n_steps": n_steps,
+                    "status": _imported_status(r.kind, n_steps),
                     "metadata": {"prompt_text": override} if override is not None else {},
                 }
             client_id = uuid.uuid5(
@@ -981,7 +1021,7 @@ class _Writer:
                         "required": max(1, new_per_key.get(k, 0)),
                         "open_slots": 0,
                         "submitted_count": new_per_key.get(k, 0),
-                        "status": TaskStatus.COMPLETE.value,
+                        "status": tasks[k]["status"],
                         "dedupe_key": k,
                         "metadata": tasks[k]["metadata"],
                     }
@@ -1008,16 +1048,16 @@ class _Writer:
         self._tally(Task, "tasks", found, len(fresh))
 
         # Tasks that were already there and receive more annotations: raise their counts.
-        grow: dict[int, list[int]] = defaultdict(list)
+        grow: dict[tuple[int, str], list[int]] = defaultdict(list)
         for k, n in new_per_key.items():
             if k in found:
-                grow[n].append(found[k])
-        for n, ids in grow.items():
+                grow[(n, tasks[k]["status"])].append(found[k])
+        for (n, status), ids in grow.items():
             Task.objects.filter(id__in=ids).update(
                 submitted_count=F("submitted_count") + n,
                 required=Greatest(F("required"), F("submitted_count") + n),
                 open_slots=Value(0),
-                status=TaskStatus.COMPLETE,
+                status=status,
             )
 
         new_annotations = []

@@ -18,7 +18,9 @@ from django.db.models import F, Value
 
 from common.errors import Invalid
 
-from ..models import Annotation, AnnotationSource, DatasetSnapshot, Project, Task, TaskAction, TaskActionKind, TaskStatus
+from ..models import (
+    Annotation, AnnotationSource, DatasetSnapshot, Project, Task, TaskAction, TaskActionKind, TaskKind, TaskStatus,
+)
 from ..rows import id_set
 from ..task_stats import verdict
 from .content import task_set_gold
@@ -60,7 +62,8 @@ def tasks_requeue(*, project: Project, actor: AbstractBaseUser | None, task_ids:
     """Send the tasks back to the queue for `extra` (1 to 50) more labels each."""
     if not isinstance(extra, int) or isinstance(extra, bool) or not 1 <= extra <= MAX_EXTRA:
         raise Invalid(f"extra must be a whole number from 1 to {MAX_EXTRA}", fields={"extra": [f"1 to {MAX_EXTRA}"]})
-    tasks = _selected(project, task_ids)
+    # A steps task with no steps (an imported record that labels nothing) has nothing to ask for.
+    tasks = _selected(project, task_ids).exclude(kind=TaskKind.STEPS, n_steps=0)
     more = tasks.filter(gold__isnull=True).update(
         required=F("required") + extra, open_slots=F("open_slots") + extra, status=Value(TaskStatus.OPEN)
     )

@@ -9,8 +9,10 @@ import pytest
 
 from common.errors import Invalid
 from annotation.models import Annotation, Prompt, Task
+from annotation.quality.selectors import Raters, steps_tables
 from annotation.services.exports import snapshot_create
 from annotation.services.imports import data_import, prm800k_record
+from annotation.services.task_actions import tasks_requeue
 
 pytestmark = pytest.mark.django_db
 
@@ -150,3 +152,92 @@ def test_raw_export_keeps_external_ids_metadata_and_steps_as_lists(project, tmp_
         (row,) = _raw(project, tmp_path / file_format, file_format)
         assert row["external_id"] == "prm-7" and json.loads(row["metadata"]) == {"source": "math", "level": 5}
         assert json.loads(row["response_steps"]) == [record["completions"]]
+
+
+def _unlabelled(finish_reason, steps, **label):
+    record = copy.deepcopy(RECORD)
+    record["label"] = {"steps": steps, "total_time": 31000, "finish_reason": finish_reason, **label}
+    return record
+
+
+def test_a_bad_problem_with_no_steps_keeps_its_prompt_and_record_without_steps_to_label(project, tmp_path):
+    record = _unlabelled("bad_problem", [])
+    report = _import(project, [record])
+    assert report.records == 1 and report.prompts_created == 1
+    task = Task.objects.get()
+    # Nothing to label: a steps task with no steps, archived so no queue or judge ever serves it.
+    assert task.kind == "steps" and task.n_steps == 0 and task.status == "archived"
+    assert Annotation.objects.get().payload == {"labels": [], "first_error": None}
+    (row,) = _raw(project, tmp_path)
+    back = prm800k_record(row)
+    assert json.dumps(back, sort_keys=True) == json.dumps(record, sort_keys=True)
+
+
+@pytest.mark.parametrize("label", [None, {}, {"steps": None, "finish_reason": "give_up"}])
+def test_a_record_with_no_label_round_trips(project, tmp_path, label):
+    record = {**copy.deepcopy(RECORD), "label": label}
+    assert _import(project, [record]).format == "prm800k"
+    assert Task.objects.get().n_steps == 0
+    (row,) = _raw(project, tmp_path)
+    assert json.dumps(prm800k_record(row), sort_keys=True) == json.dumps(record, sort_keys=True)
+
+
+def test_give_up_after_some_steps_labels_the_steps_before_the_empty_one(project, tmp_path):
+    record = copy.deepcopy(RECORD)
+    record["label"]["steps"] = record["label"]["steps"][:2] + [
+        {"completions": [], "human_completion": None, "chosen_completion": None},
+    ]
+    record["label"]["finish_reason"] = "give_up"
+    _import(project, [record])
+    task = Task.objects.get()
+    assert task.n_steps == 2 and task.status == "complete" and task.responses.get().steps == STEPS[:2]
+    assert Annotation.objects.get().payload == {"labels": [1, 0], "first_error": None}
+    (row,) = _raw(project, tmp_path)
+    assert json.dumps(prm800k_record(row), sort_keys=True) == json.dumps(record, sort_keys=True)
+
+
+def test_a_prm800k_file_mixing_labelled_and_unlabelled_records_imports_whole(project, tmp_path):
+    give_up = copy.deepcopy(RECORD)
+    give_up["label"]["steps"] = give_up["label"]["steps"][:1] + [{"completions": None, "human_completion": None, "chosen_completion": None}]
+    give_up["label"]["finish_reason"] = "give_up"
+    bad = _unlabelled("bad_problem", [])
+    bad_other = {**_unlabelled("bad_problem", []), "labeler": "9a0a7b5e-0000-4000-8000-000000000000"}
+    empty_give_up = _unlabelled("give_up", [])
+    records = [RECORD, bad, give_up, bad_other, empty_give_up]
+    report = _import(project, records)
+    assert (report.records, report.prompts_created, report.tasks_created, report.annotations_created) == (5, 1, 3, 5)
+    assert sorted(Task.objects.values_list("n_steps", flat=True)) == [0, 1, 3]
+    back = sorted(json.dumps(prm800k_record(r), sort_keys=True) for r in _raw(project, tmp_path))
+    assert back == sorted(json.dumps(r, sort_keys=True) for r in records)
+    # The unlabelled records add no row to a stepwise export and no item to step agreement.
+    snapshot = snapshot_create(project=project, format="stepwise", style="standard", out_path=tmp_path / "s.jsonl")
+    with open(snapshot.path, encoding="utf-8") as f:
+        assert sorted(len(json.loads(line)["completions"]) for line in f) == [1, 3]
+    step_table, first_table = steps_tables(project=project, sources=["human"], raters=Raters())
+    assert len(step_table.item_tasks) == 4 and len(first_table.item_tasks) == 2
+    again = _import(project, records)
+    assert again.annotations_created == 0 and again.annotations_existing == 5 and again.tasks_existing == 3
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        ({"steps": "none"}, "label.steps must be a list or null, not text"),
+        ({"steps": {"0": {}}}, "label.steps must be a list or null, not an object"),
+        ("bad_problem", "label must be an object or null, not text"),
+        ({"steps": [{"completions": [], "human_completion": None, "chosen_completion": None}, RECORD["label"]["steps"][0]]},
+         "label.steps[0] has no completion but a later step has one"),
+        ({"steps": ["a step"]}, "label.steps[0] must be an object"),
+    ],
+)
+def test_a_malformed_prm800k_label_is_a_line_error(project, label, message):
+    with pytest.raises(Invalid) as caught:
+        _import(project, [RECORD, {**RECORD, "label": label}])
+    assert caught.value.fields["file"] == [f"line 2: {message}"]
+    assert Prompt.objects.count() == 0
+
+
+def test_requeue_leaves_a_task_with_no_steps_archived(project):
+    _import(project, [RECORD, _unlabelled("bad_problem", [])])
+    tasks_requeue(project=project, actor=None, task_ids=list(Task.objects.values_list("id", flat=True)))
+    assert dict(Task.objects.values_list("n_steps", "status")) == {3: "open", 0: "archived"}
