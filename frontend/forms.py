@@ -6,6 +6,8 @@ from django import forms
 
 from annotation.models import Role, SnapshotFormat, TaskKind
 from annotation.services.exports import TASK_FORMATS
+from training.models import ModelRole
+from training.selectors import models_with_role
 
 
 class ProjectSettingsForm(forms.Form):
@@ -58,6 +60,68 @@ class ProjectSettingsForm(forms.Form):
         if len(aspects) > 9:
             raise forms.ValidationError("At most 9 aspects.")
         return aspects
+
+
+SAMPLING_FIELDS = {  # form field suffix -> (sampling key, field); bounds as the generation backends check them
+    "temperature": ("temperature", lambda: forms.FloatField(required=False, min_value=0.0, max_value=5.0,
+                                                            label="temperature")),
+    "top_p": ("top_p", lambda: forms.FloatField(required=False, min_value=0.0, max_value=1.0, label="top_p")),
+    "max_new_tokens": ("max_new_tokens", lambda: forms.IntegerField(required=False, min_value=1, max_value=32768,
+                                                                    label="max_new_tokens")),
+}
+SIDES = {"a": "sampling", "b": "sampling_b"}  # form prefix -> key of the `chat` project setting
+
+
+class ChatSettingsForm(forms.Form):
+    """The `chat` project setting: the registered policy models chat draws from, and each side's sampling.
+
+    Keys set elsewhere (through the API: a seed, stop strings) are kept; an empty field falls back to the
+    model's own default (side A) or to side A (side B).
+    """
+
+    models = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Chat models",
+        help_text="Registered policy models. One: compare samples it twice, with sampling A and B. Two or more: "
+        "compare and arena each draw two of them (arena needs two); red team talks to one.",
+    )
+
+    def __init__(self, *args, chat: dict | None = None, **kwargs):
+        self.chat = dict(chat or {})
+        initial = {"models": self.chat.get("models") or []}
+        for prefix, key in SIDES.items():
+            sampling = self.chat.get(key) or {}
+            initial.update({f"{prefix}_{name}": sampling.get(k) for name, (k, _) in SAMPLING_FIELDS.items()})
+        super().__init__(*args, initial=initial, **kwargs)
+        self.fields["models"].choices = [(m.name, m.name) for m in models_with_role(ModelRole.POLICY)]
+        for prefix in SIDES:
+            for name, (_, field) in SAMPLING_FIELDS.items():
+                self.fields[f"{prefix}_{name}"] = field()
+
+    def sides(self) -> list[tuple[str, list]]:
+        """(side, its bound fields) for the template."""
+        return [(prefix.upper(), [self[f"{prefix}_{name}"] for name in SAMPLING_FIELDS]) for prefix in SIDES]
+
+    def clean(self):
+        data = super().clean()
+        for prefix in SIDES:
+            top_p = data.get(f"{prefix}_top_p")
+            if top_p is not None and top_p <= 0:
+                self.add_error(f"{prefix}_top_p", "top_p must be above 0 (and at most 1).")
+        return data
+
+    def setting(self) -> dict:
+        """The new `chat` setting: this form's fields over what was there."""
+        chat = {**self.chat, "models": list(self.cleaned_data["models"])}
+        for prefix, key in SIDES.items():
+            sampling = dict(chat.get(key) or {})
+            for name, (k, _) in SAMPLING_FIELDS.items():
+                value = self.cleaned_data.get(f"{prefix}_{name}")
+                if value is None:
+                    sampling.pop(k, None)
+                else:
+                    sampling[k] = value
+            chat[key] = sampling
+        return chat
 
 
 class MemberForm(forms.Form):

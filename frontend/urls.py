@@ -27,6 +27,7 @@ urlpatterns = [
     path("p/<slug:slug>/mine/<int:annotation_id>/", mywork.my_work_edit, name="my_work_edit"),
     path("p/<slug:slug>/guide/", versions.guideline_read, name="guideline_read"),
     path("p/<slug:slug>/settings/", project_admin.project_settings, name="project_settings"),
+    path("p/<slug:slug>/settings/chat/", project_admin.chat_settings, name="chat_settings"),
     path("p/<slug:slug>/members/set/", project_admin.member_set, name="member_set"),
     path("p/<slug:slug>/members/remove/", project_admin.member_remove, name="member_remove"),
     path("p/<slug:slug>/guidelines/", versions.guidelines, name="guidelines"),

@@ -4,8 +4,8 @@ The worker claims the turn (its ticket must still be current), loads the side's 
 backend (kept warm between turns), and streams each candidate's text into the turn row at most
 CHAT_WRITES_PER_SECOND times a second, beating all the while; the finished candidates become the turn's task
 (`annotation.services.chat.chat_turn_complete`). Two sides with the same model and the same sampling (bar the seed)
-are sampled together in one batch; otherwise the sides run one after the other. A backend that cannot stream
-(an OpenAI-compatible server, vLLM) shows each candidate once it is complete.
+are sampled together in one batch; otherwise the sides run one after the other. The transformers and OpenAI-compatible
+backends stream; the in-process vLLM engine does not, so its candidates show once they are complete.
 """
 
 from __future__ import annotations

@@ -40,7 +40,16 @@ def chat_list(request, project):
     conversations = selectors.conversations_visible_to(user=request.user, project=project, role=request.membership.role)
     return render(request, "frontend/chat_list.html", {
         "project": project, "conversations": conversations[:200], "modes": MODES, "principles": _principles(project),
+        "chat_models": _chat_models(project),
     })
+
+
+def _chat_models(project) -> tuple[str, ...] | None:
+    """The configured chat models (empty: none set), or None when the setting is malformed (the start says why)."""
+    try:
+        return chat.ChatConfig.of(project).models
+    except DomainError:
+        return None
 
 
 @project_view()

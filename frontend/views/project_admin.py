@@ -11,7 +11,7 @@ from common.errors import DomainError
 
 from .. import reads
 from ..access import ADMINS, project_view
-from ..forms import MemberForm, ProjectSettingsForm
+from ..forms import ChatSettingsForm, MemberForm, ProjectSettingsForm
 
 
 @project_view(ADMINS)
@@ -49,20 +49,48 @@ def project_settings(request, project):
                 messages.success(request, "Settings saved.")
                 return redirect("frontend:project_settings", project.slug)
     else:
-        form = ProjectSettingsForm(
-            initial={
-                "name": project.name,
-                "description": project.description,
-                "required_annotations": project.required_annotations,
-                "lease_minutes": max(1, project.lease_seconds // 60),
-                "task_kinds": (project.settings or {}).get("task_kinds", []),
-                "aspects": ", ".join((project.settings or {}).get("aspects", [])),
-                "review_max_confidence": reads.review_max_confidence(project),
-                "suggestion_percent": round(suggestion_rate(project) * 100) or None,
-            }
-        )
-    ctx = {"project": project, "form": form, "members": reads.members(project=project), "member_form": MemberForm()}
-    return render(request, "frontend/project_settings.html", ctx)
+        form = _project_form(project)
+    return _settings_page(request, project, form=form)
+
+
+def _project_form(project) -> ProjectSettingsForm:
+    return ProjectSettingsForm(
+        initial={
+            "name": project.name,
+            "description": project.description,
+            "required_annotations": project.required_annotations,
+            "lease_minutes": max(1, project.lease_seconds // 60),
+            "task_kinds": (project.settings or {}).get("task_kinds", []),
+            "aspects": ", ".join((project.settings or {}).get("aspects", [])),
+            "review_max_confidence": reads.review_max_confidence(project),
+            "suggestion_percent": round(suggestion_rate(project) * 100) or None,
+        }
+    )
+
+
+def _settings_page(request, project, *, form=None, chat_form=None, status=200):
+    ctx = {
+        "project": project, "members": reads.members(project=project), "member_form": MemberForm(),
+        "form": form if form is not None else _project_form(project),
+        "chat_form": chat_form if chat_form is not None else ChatSettingsForm(chat=(project.settings or {}).get("chat")),
+    }
+    return render(request, "frontend/project_settings.html", ctx, status=status)
+
+
+@require_POST
+@project_view(ADMINS)
+def chat_settings(request, project):
+    """The models live chat draws from and the sampling of its two sides; errors beside their fields."""
+    form = ChatSettingsForm(request.POST, chat=(project.settings or {}).get("chat"))
+    if not form.is_valid():
+        return _settings_page(request, project, chat_form=form, status=400)
+    try:
+        services.project_update(project=project, settings={**(project.settings or {}), "chat": form.setting()})
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return _settings_page(request, project, chat_form=form, status=400)
+    messages.success(request, "Chat settings saved.")
+    return redirect("frontend:project_settings", project.slug)
 
 
 @require_POST

@@ -54,12 +54,15 @@ def test_annotators_get_403_on_staff_pages(annotator_client, project, name):
         ("constitution", {}),
         ("snapshot_create", {"format": "raw", "file_format": "jsonl", "style": "standard", "sources": ["human"]}),
         ("task_browser_act", {"action": "set_priority", "scope": "matching", "priority": "9"}),
+        ("chat_settings", {"a_temperature": "0.5"}),
     ],
 )
 def test_annotators_cannot_post_to_admin_forms(annotator_client, project, name, data):
     assert annotator_client.post(url(name, project), data).status_code == 403
     assert project.guideline_versions.count() == 0 and not project.tasks.filter(priority=9).exists()
     assert project.memberships.get(user=annotator_client.user).role == Role.ANNOTATOR
+    project.refresh_from_db()
+    assert "chat" not in project.settings
 
 
 @pytest.mark.django_db
@@ -434,3 +437,91 @@ def test_without_javascript_the_forms_post_and_redirect_with_a_message(annotator
     )
     assert response.redirect_chain == [(url("work", project), 302)]
     assert "Saved." in response.content.decode() and Annotation.objects.count() == 1
+
+
+# --- live chat settings ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chat_models(db):
+    from training.services import model_register
+
+    for name, roles in [("policy-a", ["policy"]), ("policy-b", ["policy", "judge"]), ("judge-only", ["judge"])]:
+        model_register(name=name, backend="openai", base_url="http://127.0.0.1:9/v1", roles=roles)
+
+
+def _admin_client(client, project):
+    client.force_login(project.memberships.get(role=Role.ADMIN).user)
+    return client
+
+
+@pytest.mark.django_db
+def test_admins_pick_the_chat_models_and_each_sides_sampling_in_the_settings_page(client, project, chat_models):
+    services.project_update(project=project, settings={"chat": {"models": [], "sampling": {"seed": 7, "top_p": 0.5}}})
+    admin = _admin_client(client, project)
+    page = admin.get(url("project_settings", project)).content.decode()
+    assert 'value="policy-a"' in page and 'value="policy-b"' in page and 'value="judge-only"' not in page
+    assert 'name="a_top_p"' in page and 'value="0.5"' in page and 'name="b_temperature"' in page
+    data = {"models": ["policy-a", "policy-b"], "a_temperature": "0.7", "a_top_p": "", "a_max_new_tokens": "256",
+            "b_temperature": "1.3"}
+    response = admin.post(url("chat_settings", project), data)
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.settings["chat"] == {
+        "models": ["policy-a", "policy-b"],
+        "sampling": {"seed": 7, "temperature": 0.7, "max_new_tokens": 256},  # a seed set through the API is kept
+        "sampling_b": {"temperature": 1.3},
+    }
+    assert "Chat settings saved." in admin.get(url("project_settings", project)).content.decode()
+    # The main settings form leaves the chat setting alone.
+    admin.post(url("project_settings", project), {"name": "Demo", "required_annotations": "2", "lease_minutes": "10"})
+    project.refresh_from_db()
+    assert project.name == "Demo" and project.settings["chat"]["models"] == ["policy-a", "policy-b"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("models", "judge-only", "Select a valid choice. judge-only is not one of the available choices."),
+        ("a_temperature", "9", "Ensure this value is less than or equal to 5.0."),
+        ("b_top_p", "0", "top_p must be above 0 (and at most 1)."),
+        ("a_top_p", "1.5", "Ensure this value is less than or equal to 1.0."),
+        ("b_max_new_tokens", "0", "Ensure this value is greater than or equal to 1."),
+        ("a_max_new_tokens", "many", "Enter a whole number."),
+    ],
+)
+def test_bad_chat_settings_are_refused_with_the_error_beside_the_field(client, project, chat_models, field, value, message):
+    services.project_update(project=project, settings={"chat": {"models": ["policy-a"]}})
+    data = {"models": ["policy-b"], field: value}
+    response = _admin_client(client, project).post(url("chat_settings", project), data)
+    assert response.status_code == 400
+    body = response.content.decode()
+    after_field = body[body.rfind(f'name="{field}"'):]
+    next_input = after_field.find("<input", 1)
+    assert 0 < after_field.find(message) < (next_input if next_input > 0 else len(after_field))  # beside its field
+    project.refresh_from_db()
+    assert project.settings["chat"] == {"models": ["policy-a"]}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", [Role.REVIEWER, Role.ENGINEER, Role.ANNOTATOR])
+def test_only_admins_change_the_chat_settings(client, project, member, chat_models, role):
+    client.force_login(member(role))
+    assert client.post(url("chat_settings", project), {"models": ["policy-a"]}).status_code == 403
+    project.refresh_from_db()
+    assert "chat" not in project.settings
+
+
+@pytest.mark.django_db
+def test_the_chat_page_says_when_no_chat_model_is_set_and_where_to_set_it(client, project, member, chat_models):
+    admin = _admin_client(client, project)
+    body = admin.get(url("chat_list", project)).content.decode()
+    assert "No chat model is set for this project" in body
+    assert url("project_settings", project) + "#chat-settings" in body
+    annotator = member(Role.ANNOTATOR)
+    client.force_login(annotator)
+    body = client.get(url("chat_list", project)).content.decode()
+    assert "A project admin picks them in Project settings" in body and "#chat-settings" not in body
+    services.project_update(project=project, settings={"chat": {"models": ["policy-a"]}})
+    assert "No chat model is set" not in client.get(url("chat_list", project)).content.decode()

@@ -1,10 +1,12 @@
 """A small OpenAI-compatible server over a local model, for tests: `python openai_server.py MODEL_DIR`.
 
-Serves /v1/models, /v1/chat/completions (through the transformers backend) and /v1/completions with
-`echo` + `logprobs` (prompt log-probabilities, as vLLM and OpenAI's legacy API return them). Prints
-`listening on PORT` once ready. Faults are injected through POST /control:
-`{"fail": [500, 429, ...]}` answers the next requests with those statuses, `{"delay": s}` sleeps before
-each of the next `delay_count` answers. GET /control returns request counts, requests in flight and the peak concurrency seen.
+Serves /v1/models, /v1/chat/completions (through the transformers backend; with `"stream": true` as server-sent
+events, a chunk per decoding step, ending with `data: [DONE]`) and /v1/completions with `echo` + `logprobs`
+(prompt log-probabilities, as vLLM and OpenAI's legacy API return them). Prints `listening on PORT` once ready.
+Faults are injected through POST /control: `{"fail": [500, 429, ...]}` answers the next requests with those
+statuses, `{"delay": s}` sleeps before each of the next `delay_count` answers, `{"chunk_delay": s}` sleeps
+before each streamed chunk, `{"break_after": k}` closes the next stream after k chunks and `{"error_after": k}`
+ends it with an error event instead. GET /control returns request counts, requests in flight and the peak concurrency seen.
 """
 
 import json
@@ -33,6 +35,9 @@ class State:
         self.fail: list[int] = []
         self.delay = 0.0
         self.delay_count = 0
+        self.chunk_delay = 0.0
+        self.break_after: int | None = None
+        self.error_after: int | None = None
         self.requests = 0
         self.in_flight = 0
         self.peak = 0
@@ -88,6 +93,9 @@ class Handler(BaseHTTPRequestHandler):
                 st.fail = list(body.get("fail", st.fail))
                 st.delay = float(body.get("delay", st.delay))
                 st.delay_count = int(body.get("delay_count", st.delay_count))
+                st.chunk_delay = float(body.get("chunk_delay", st.chunk_delay))
+                st.break_after = body.get("break_after", st.break_after)
+                st.error_after = body.get("error_after", st.error_after)
                 if body.get("reset"):
                     st.requests, st.peak, st.bodies = 0, 0, []
             return self._send(200, {"ok": True})
@@ -113,6 +121,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(fail, {"error": {"message": f"injected {fail}"}})
             if body.get("model") != MODEL_NAME:
                 return self._send(404, {"error": {"message": f"model {body.get('model')!r} does not exist"}})
+            if self.path == "/v1/chat/completions" and body.get("stream"):
+                return self._stream(body)
             if self.path == "/v1/chat/completions":
                 return self._send(200, self._chat(body))
             if self.path == "/v1/completions":
@@ -121,8 +131,9 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self._leave()
 
-    def _chat(self, body: dict) -> dict:
-        sampling = Sampling.from_dict(
+    @staticmethod
+    def _sampling(body: dict) -> Sampling:
+        return Sampling.from_dict(
             {
                 "max_new_tokens": body.get("max_tokens", 16),
                 "temperature": body.get("temperature", 1.0),
@@ -131,6 +142,9 @@ class Handler(BaseHTTPRequestHandler):
                 "stop": body.get("stop") or (),
             }
         )
+
+    def _chat(self, body: dict) -> dict:
+        sampling = self._sampling(body)
         n = int(body.get("n", 1))
         with self.state.model_lock:
             out = self.state.backend.generate([body["messages"]], n, sampling)[0]
@@ -148,6 +162,63 @@ class Handler(BaseHTTPRequestHandler):
                 "total_tokens": out[0].prompt_tokens + sum(c.completion_tokens for c in out),
             },
         }
+
+    def _stream(self, body: dict) -> None:
+        """Server-sent events as vLLM sends them: a role chunk, a content delta per decoding step and row, a
+        finish chunk per row, a usage chunk when `stream_options.include_usage`, then [DONE]."""
+        st = self.state
+        with st.lock:
+            break_after, error_after = st.break_after, st.error_after
+            st.break_after = st.error_after = None
+        self._leave()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        chunks = 0
+        backend = st.backend
+        n = int(body.get("n", 1))
+        sent = [""] * n
+
+        def event(payload) -> None:
+            self.wfile.write(b"data: " + (payload if isinstance(payload, bytes) else json.dumps(payload).encode()) + b"\n\n")
+            self.wfile.flush()
+
+        def delta(index: int, text: str) -> None:
+            nonlocal chunks
+            if not text.startswith(sent[index]) or text == sent[index]:
+                return
+            if break_after is not None and chunks >= break_after:
+                raise ConnectionAbortedError("fault injected: the stream breaks here")
+            if error_after is not None and chunks >= error_after:
+                event({"error": {"message": "injected: the engine ran out of memory", "code": 500}})
+                raise ConnectionAbortedError("fault injected: error event sent")
+            if st.chunk_delay:
+                time.sleep(st.chunk_delay)
+            piece, sent[index] = text[len(sent[index]):], text
+            event(_chunk({"index": index, "delta": {"content": piece}, "finish_reason": None}))
+            chunks += 1
+
+        def on_tokens(rows) -> None:
+            for index, tokens in enumerate(rows):
+                delta(index, backend.partial_text(tokens))
+
+        try:
+            event(_chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}))
+            with st.model_lock:
+                out = backend.generate([body["messages"]], n, self._sampling(body), on_tokens=on_tokens)[0]
+            for index, completion in enumerate(out):
+                delta(index, completion.text)
+                event(_chunk({"index": index, "delta": {}, "finish_reason": completion.finish_reason}))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                completion_tokens = sum(c.completion_tokens for c in out)
+                usage = {"prompt_tokens": out[0].prompt_tokens, "completion_tokens": completion_tokens,
+                         "total_tokens": out[0].prompt_tokens + completion_tokens}
+                event({**_chunk(None), "choices": [], "usage": usage})
+            event(b"[DONE]")
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            pass
+        self.close_connection = True
 
     def _completions(self, body: dict) -> dict:
         if not body.get("echo") or body.get("logprobs") is None:
@@ -176,6 +247,11 @@ class Handler(BaseHTTPRequestHandler):
             ],
             "usage": {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1},
         }
+
+
+def _chunk(choice: dict | None) -> dict:
+    return {"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": MODEL_NAME,
+            "choices": [choice] if choice else []}
 
 
 def main(model_dir: str) -> None:

@@ -1,21 +1,16 @@
 """The openai backend against a real OpenAI-compatible HTTP server (tests/training/openai_server.py) serving
 the tiny model: generation with token counts, candidate scoring, retries on 500/429, timeouts, limits."""
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support.openai import ServerControl, openai_server
 from tests.support.tiny import CHAT_TEMPLATE, save_tiny_model
 from training.backends import BackendError, Sampling, TransientBackendError
 from training.backends.openai_http import OpenAIBackend
 from training.backends.transformers_local import TransformersBackend
 
-SERVER = Path(__file__).with_name("openai_server.py")
 CONVERSATIONS = [[{"role": "user", "content": f"Question {i}?"}] for i in range(3)]
 
 
@@ -26,40 +21,17 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_dir):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), str(tiny_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    deadline = time.monotonic() + 60
-    line = ""
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("listening on") or proc.poll() is not None:
-            break
-    if not line.startswith("listening on"):
-        proc.kill()
-        pytest.fail(f"test server did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    url = f"http://127.0.0.1:{int(line.split()[-1])}"
-    yield url
-    proc.kill()
-    proc.wait(timeout=10)
+    with openai_server(tiny_dir) as url:
+        yield url
 
 
 @pytest.fixture
 def control(server):
-    def set_(**body):
-        httpx.post(f"{server}/control", json=body, timeout=5).raise_for_status()
-
-    def get():
-        return httpx.get(f"{server}/control", timeout=5).json()
-
     # Requests an earlier test gave up on (timeouts) may still be sleeping on the server.
-    deadline = time.monotonic() + 15
-    while get()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    set_(fail=[], delay=0, delay_count=0, reset=True)
-    yield type("Control", (), {"set": staticmethod(set_), "get": staticmethod(get)})
-    set_(fail=[], delay=0, delay_count=0)
+    handle = ServerControl(server)
+    handle.reset()
+    yield handle
+    handle.set(**ServerControl.CLEAR)
 
 
 def backend(server, **kwargs):
@@ -158,3 +130,63 @@ def test_a_server_that_is_not_there_is_a_transient_error():
     b = OpenAIBackend("http://127.0.0.1:9/v1", "tiny", max_retries=1, backoff=0.01, connect_timeout=1)
     with pytest.raises(TransientBackendError, match="connection failed"):
         b.generate(CONVERSATIONS[:1], 1, Sampling(max_new_tokens=4))
+
+
+# --- streaming (live chat) -------------------------------------------------------------------
+
+
+def _stream(b, sampling, conversations=CONVERSATIONS[:1], n=1):
+    seen = []
+    out = b.generate(conversations, n, sampling, on_tokens=lambda rows: seen.append([b.partial_text(r) for r in rows]))
+    return out, seen
+
+
+def test_a_streamed_reply_grows_piece_by_piece_into_the_same_completion_as_a_plain_request(server, control):
+    b = backend(server)
+    sampling = Sampling(max_new_tokens=24, temperature=1.0, seed=3)
+    out, seen = _stream(b, sampling)
+    plain = b.generate(CONVERSATIONS[:1], 1, sampling)
+    streamed = out[0][0]
+    assert len(seen) >= 3 and all(len(a[0]) <= len(b_[0]) for a, b_ in zip(seen, seen[1:]))
+    assert seen[-1][0] == streamed.text and 0 < len(seen[0][0]) < len(streamed.text)
+    assert (streamed.text, streamed.completion_tokens, streamed.finish_reason) == (
+        plain[0][0].text, plain[0][0].completion_tokens, plain[0][0].finish_reason)
+    assert streamed.prompt_tokens == plain[0][0].prompt_tokens > 0
+    bodies = control.get()["bodies"]
+    assert bodies[0]["stream"] is True and "stream" not in bodies[1]  # batch generation does not stream
+
+
+def test_two_samples_stream_side_by_side_into_their_own_rows(server, control):
+    b = backend(server)
+    out, seen = _stream(b, Sampling(max_new_tokens=16, temperature=1.0, seed=5), n=2)
+    assert [c.text for c in out[0]] == seen[-1] and len(seen[-1]) == 2
+    assert [body["seed"] for body in control.get()["bodies"]] in ([5, 6], [6, 5])
+
+
+def test_a_stream_the_server_cuts_short_is_a_transient_error_naming_the_break(server, control):
+    control.set(break_after=2)
+    with pytest.raises(TransientBackendError, match=r"stream ended before \[DONE\]"):
+        _stream(backend(server), Sampling(max_new_tokens=24, temperature=1.0, seed=3))
+    control.set(error_after=2)
+    with pytest.raises(TransientBackendError, match="server stopped the stream: injected: the engine ran out of memory"):
+        _stream(backend(server), Sampling(max_new_tokens=24, temperature=1.0, seed=3))
+    out, _ = _stream(backend(server), Sampling(max_new_tokens=24, temperature=1.0, seed=3))  # faults are one-shot
+    assert out[0][0].text
+
+
+def test_a_5xx_before_the_stream_starts_is_retried(server, control):
+    control.set(fail=[503])
+    out, seen = _stream(backend(server), Sampling(max_new_tokens=8, temperature=1.0, seed=1))
+    assert control.get()["requests"] == 2 and seen and out[0][0].text == seen[-1][0]
+
+
+def test_a_callback_that_raises_stops_the_stream_and_the_error_reaches_the_caller(server, control):
+    class Stop(Exception):
+        pass
+
+    def on_tokens(rows):
+        raise Stop()
+
+    with pytest.raises(Stop):
+        backend(server).generate(CONVERSATIONS[:1], 2, Sampling(max_new_tokens=24, temperature=1.0, seed=3),
+                                 on_tokens=on_tokens)

@@ -9,6 +9,8 @@ import pytest
 from annotation import services
 from annotation.models import Role, Task, TurnState
 from annotation.services import chat
+from tests.support.openai import ServerControl, openai_server
+from training.backends import forget_backends
 from training.chat import chat_turn_run
 from training.services import model_register
 
@@ -27,6 +29,19 @@ def chat_project(project, member, tiny_model, settings):
     return project, member(Role.ANNOTATOR)
 
 
+def _progress_spy(monkeypatch) -> list[list[str]]:
+    """The partial texts the worker writes to the turn row, in order."""
+    seen = []
+    original = chat.chat_turn_progress
+
+    def spy(**kwargs):
+        seen.append(list(kwargs["partial"]))
+        return original(**kwargs)
+
+    monkeypatch.setattr("training.chat.chat_turn_progress", spy)
+    return seen
+
+
 def _send(project, user, mode="compare", text="Hello there", models=None):
     if models is not None:
         services.project_update(project=project, settings={"chat": {"models": models}})
@@ -38,14 +53,7 @@ def _send(project, user, mode="compare", text="Hello there", models=None):
 def test_a_turn_streams_both_candidates_then_becomes_a_private_pairwise_task(chat_project, monkeypatch):
     project, user = chat_project
     conversation, turn = _send(project, user)
-    seen = []
-    original = chat.chat_turn_progress
-
-    def spy(**kwargs):
-        seen.append(list(kwargs["partial"]))
-        return original(**kwargs)
-
-    monkeypatch.setattr("training.chat.chat_turn_progress", spy)
+    seen = _progress_spy(monkeypatch)
     assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket, worker="w1") == "ready"
     turn.refresh_from_db()
     assert turn.state == TurnState.READY and all(turn.done)
@@ -140,3 +148,59 @@ def test_a_turn_labelled_twice_with_one_client_id_stores_one_annotation(chat_pro
         chat.chat_turn_choose(turn=turn, annotator=user, payload={"choice": "B", "strength": 2}, client_id=client_id)
     turn.refresh_from_db()
     assert turn.task.annotations.count() == 1 and turn.kept == 1
+
+
+# --- a model served over the OpenAI-compatible API ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model):
+    with openai_server(tiny_model) as url:
+        yield url
+
+
+@pytest.fixture
+def remote_project(chat_project, served):
+    control = ServerControl(served)
+    control.reset()
+    model_register(name="remote", backend="openai", base_url=f"{served}/v1", served_name="tiny",
+                   sampling={"max_new_tokens": 24, "temperature": 1.0}, options={"backoff": 0.05})
+    project, user = chat_project
+    yield project, user, control
+    control.set(**ServerControl.CLEAR)
+    forget_backends()
+
+
+def test_a_turn_served_over_the_openai_api_shows_its_text_before_it_is_complete(remote_project, monkeypatch):
+    project, user, control = remote_project
+    control.set(chunk_delay=0.02)
+    _, turn = _send(project, user, models=["remote"])
+    seen = _progress_spy(monkeypatch)
+    assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "ready"
+    turn.refresh_from_db()
+    final = turn.partial
+    unfinished = [p for p in seen if any(0 < len(p[i]) < len(final[i]) for i in range(2))]
+    assert len(unfinished) >= 2, seen  # partial text written at least twice before the replies were complete
+    assert all(final[i].startswith(p[i]) for p in seen for i in range(2))
+    generations = [tr.response.generation for tr in turn.task.task_responses.order_by("position")]
+    assert [g["backend"] for g in generations] == ["openai", "openai"]
+    assert all(g["completion_tokens"] > 0 and g["prompt_tokens"] > 0 for g in generations)
+    assert all(body["stream"] is True for body in control.get()["bodies"])
+
+
+def test_a_stream_broken_mid_reply_fails_the_turn_with_its_reason_and_a_retry_completes(remote_project):
+    project, user, control = remote_project
+    control.set(break_after=3)
+    _, turn = _send(project, user, models=["remote"])
+    assert chat_turn_run(turn_id=turn.pk, ticket=turn.ticket) == "failed"
+    turn.refresh_from_db()
+    assert turn.state == TurnState.FAILED and "stream ended before [DONE]" in turn.error
+    control.set(error_after=1)
+    retried = chat.chat_turn_retry(turn=turn, annotator=user)
+    assert chat_turn_run(turn_id=turn.pk, ticket=retried.ticket) == "failed"
+    turn.refresh_from_db()
+    assert "the server stopped the stream: injected: the engine ran out of memory" in turn.error
+    retried = chat.chat_turn_retry(turn=turn, annotator=user)
+    assert chat_turn_run(turn_id=turn.pk, ticket=retried.ticket) == "ready"
+    turn.refresh_from_db()
+    assert turn.state == TurnState.READY and all(turn.partial)

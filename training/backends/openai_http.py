@@ -3,12 +3,16 @@
 Every request has a timeout; 429s, 5xx and transport errors are retried with exponential backoff (honouring
 `Retry-After`), and at most `concurrency` requests are in flight. Each sample is its own request (`n=1`, seed
 + sample index when a seed is set) so every completion comes back with its own token count, whatever the
-server supports. `logprobs` scores candidates through the legacy completions endpoint with `echo`, which
-needs the chat template here (the model's `chat_template`, or a local `tokenizer` directory in its options).
+server supports. With `on_tokens=` (live chat) the samples are streamed (`"stream": true`, server-sent
+events) and the callback sees each sample's text pieces as they arrive, as the transformers backend's does;
+batch generation does not stream. `logprobs` scores candidates through the legacy completions endpoint with
+`echo`, which needs the chat template here (the model's `chat_template`, or a local `tokenizer` directory in its options).
 """
 
 from __future__ import annotations
 
+import json
+import queue
 import random
 import threading
 import time
@@ -72,29 +76,41 @@ class OpenAIBackend:
                 pass
         return min(self.max_backoff, self.backoff * (2**attempt)) * (0.5 + random.random() / 2)
 
-    def post(self, path: str, body: dict) -> dict:
+    def _request(self, path: str, body: dict, *, stream: bool = False) -> httpx.Response:
+        """A response with a status below 400: 429s, 5xx and transport errors are retried with backoff, other
+        statuses raise. A streamed one is left open for the caller to read and close, holding a concurrency slot."""
         problem = ""
         for attempt in range(self.max_retries + 1):
             response = None
             try:
-                with self._slots:
-                    response = self.client.post(path, json=body)
+                request = self.client.build_request("POST", path, json=body)
+                if stream:
+                    response = self.client.send(request, stream=True)
+                else:
+                    with self._slots:
+                        response = self.client.send(request)
             except httpx.TimeoutException as exc:
                 problem = f"timed out ({type(exc).__name__})"
             except httpx.TransportError as exc:
                 problem = f"connection failed ({exc})"
             else:
                 if response.status_code < 400:
-                    try:
-                        return response.json()
-                    except ValueError as exc:
-                        raise BackendError(f"{path}: the server answered with something other than JSON") from exc
+                    return response
+                text = response.read().decode(errors="replace")[:500]
+                response.close()
                 if response.status_code not in RETRY_STATUS:
-                    raise BackendError(f"{path}: HTTP {response.status_code}: {response.text[:500]}")
+                    raise BackendError(f"{path}: HTTP {response.status_code}: {text}")
                 problem = f"HTTP {response.status_code}"
             if attempt < self.max_retries:
                 time.sleep(self._delay(attempt, response))
         raise TransientBackendError(f"{path}: {problem} after {self.max_retries + 1} attempts")
+
+    def post(self, path: str, body: dict) -> dict:
+        response = self._request(path, body)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise BackendError(f"{path}: the server answered with something other than JSON") from exc
 
     # --- generation ----------------------------------------------------------------------
     def _chat_body(self, conversation: Conversation, sampling: Sampling, sample: int) -> dict:
@@ -133,12 +149,59 @@ class OpenAIBackend:
             finish_reason="length" if finish == "length" else "stop",
         )
 
-    def generate(self, conversations: Sequence[Conversation], n: int, sampling: Sampling) -> list[list[Completion]]:
+    streams = True  # `generate(..., on_tokens=)` streams the samples and reports their text pieces as they arrive
+
+    def generate(
+        self, conversations: Sequence[Conversation], n: int, sampling: Sampling, *, on_tokens=None
+    ) -> list[list[Completion]]:
+        """`on_tokens(rows)`, if given, is called in this thread whenever text arrives, with the pieces received so
+        far for each row (prompt-major, `n` rows per prompt); `partial_text` turns a row into text."""
         check_request(conversations, n)
         jobs = [(c, s) for c in conversations for s in range(n)]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs) or 1)) as pool:
-            flat = list(pool.map(lambda job: self._one(job[0], sampling, job[1]), jobs))
+        if on_tokens is not None:
+            flat = _StreamedBatch(self, jobs, sampling).run(on_tokens)
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs) or 1)) as pool:
+                flat = list(pool.map(lambda job: self._one(job[0], sampling, job[1]), jobs))
         return [flat[i * n : (i + 1) * n] for i in range(len(conversations))]
+
+    def partial_text(self, pieces: list[str]) -> str:
+        return "".join(pieces)
+
+    # --- streaming -----------------------------------------------------------------------
+    def stream_one(self, conversation: Conversation, sampling: Sampling, sample: int, on_piece, stop: threading.Event):
+        """One sample over server-sent events: `on_piece(text)` for each piece of content; the whole Completion."""
+        body = {**self._chat_body(conversation, sampling, sample), "stream": True,
+                "stream_options": {"include_usage": True}}
+        pieces: list[str] = []
+        finish, usage = "stop", {}
+        with self._slots:
+            response = self._request("chat/completions", body, stream=True)
+            try:
+                for event in _events(response):
+                    if stop.is_set():
+                        raise BackendError("chat/completions: the stream was abandoned")
+                    if event.get("usage"):
+                        usage = event["usage"]
+                    for choice in event.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content") or ""
+                        if piece:
+                            pieces.append(piece)
+                            on_piece(piece)
+                        finish = choice.get("finish_reason") or finish
+            except httpx.HTTPError as exc:
+                raise TransientBackendError(
+                    f"chat/completions: the stream broke after {len(''.join(pieces))} characters "
+                    f"({type(exc).__name__}: {exc or 'connection closed'})"
+                ) from exc
+            finally:
+                response.close()
+        return Completion(
+            text="".join(pieces),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or len(pieces)),
+            finish_reason="length" if finish == "length" else "stop",
+        )
 
     # --- scoring -------------------------------------------------------------------------
     def render(self, conversation: Conversation, prefix: str = "") -> str:
@@ -210,3 +273,81 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _events(response: httpx.Response):
+    """The JSON events of a server-sent event stream, up to `data: [DONE]`; an error event or an end without
+    [DONE] raises, naming what the server said."""
+    for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (": keep-alive"), `event:` lines
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise BackendError(f"chat/completions: the stream sent something other than JSON: {data[:200]}") from exc
+        if not isinstance(event, dict):
+            raise BackendError(f"chat/completions: unexpected stream event {data[:200]}")
+        if event.get("error"):
+            error = event["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise TransientBackendError(f"chat/completions: the server stopped the stream: {message}")
+        yield event
+    raise TransientBackendError("chat/completions: the stream ended before [DONE] (the server closed it)")
+
+
+class _StreamedBatch:
+    """Streams every (conversation, sample) in its own thread; the calling thread hands the pieces to `on_tokens`
+    (which may write to the database, so it runs where the caller's connection lives) and stops them all when it
+    raises or one stream fails."""
+
+    def __init__(self, backend: OpenAIBackend, jobs: list, sampling: Sampling):
+        self.backend, self.jobs, self.sampling = backend, jobs, sampling
+        self.rows: list[list[str]] = [[] for _ in jobs]
+        self.events: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+
+    def _worker(self, row: int) -> None:
+        conversation, sample = self.jobs[row]
+        try:
+            completion = self.backend.stream_one(
+                conversation, self.sampling, sample, lambda piece: self.events.put((row, piece, None)), self.stop
+            )
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            self.events.put((row, None, exc))
+        else:
+            self.events.put((row, None, completion))
+
+    def run(self, on_tokens) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(self.jobs)
+        with ThreadPoolExecutor(max_workers=min(self.backend.concurrency, len(self.jobs))) as pool:
+            for row in range(len(self.jobs)):
+                pool.submit(self._worker, row)
+            try:
+                self._collect(results, on_tokens)
+            finally:
+                self.stop.set()
+        return results  # type: ignore[return-value]
+
+    def _collect(self, results: list, on_tokens) -> None:
+        pending = len(self.jobs)
+        while pending:
+            changed = False
+            row, piece, outcome = self.events.get()
+            while True:  # take every piece already waiting, so a slow callback sees them in one call
+                if piece is not None:
+                    self.rows[row].append(piece)
+                    changed = True
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    results[row] = outcome
+                    pending -= 1
+                try:
+                    row, piece, outcome = self.events.get_nowait()
+                except queue.Empty:
+                    break
+            if changed:
+                on_tokens(self.rows)
