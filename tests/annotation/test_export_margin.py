@@ -10,19 +10,9 @@ from annotation.models import Annotation
 from annotation.services.cards import card_path
 from annotation.services.exports import snapshot_create
 from annotation.services.imports import data_import
+from tests.support.records import HH
 
 pytestmark = pytest.mark.django_db
-
-HH = [
-    {
-        "chosen": "\n\nHuman: What is the capital of France?\n\nAssistant: Paris.",
-        "rejected": "\n\nHuman: What is the capital of France?\n\nAssistant: Lyon.",
-    },
-    {
-        "chosen": "\n\nHuman: Name a colour.\n\nAssistant: Blue.",
-        "rejected": "\n\nHuman: Name a colour.\n\nAssistant: Seven.",
-    },
-]
 
 
 def _import(project, rows):

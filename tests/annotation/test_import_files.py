@@ -13,22 +13,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
-from common.errors import Invalid
 from annotation.models import Annotation, Prompt, Role, Task
 from annotation.services.imports import data_import
+from common.errors import Invalid
+from tests.support.records import HH
 
 pytestmark = pytest.mark.django_db
-
-HH = [
-    {
-        "chosen": "\n\nHuman: What is the capital of France?\n\nAssistant: Paris.",
-        "rejected": "\n\nHuman: What is the capital of France?\n\nAssistant: Lyon.",
-    },
-    {
-        "chosen": "\n\nHuman: Name a colour.\n\nAssistant: Blue.",
-        "rejected": "\n\nHuman: Name a colour.\n\nAssistant: Seven.",
-    },
-]
 
 
 def _jsonl(rows) -> bytes:
