@@ -16,7 +16,7 @@ import time
 
 from celery import shared_task
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 from django.utils import timezone
 
 from annotation.models import ChatTurn
@@ -30,8 +30,9 @@ from annotation.services.chat import (
 )
 
 from .backends import BackendError, Sampling, backend_for, storable_text
+from .jobs.runtime import Heartbeat
 from .models import Model, ModelRole
-from .tasks import _wait_for_preload
+from .tasks import wait_for_preload
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +81,16 @@ class _Stream:
             raise Abandoned()
 
 
-class _Heartbeat(threading.Thread):
+def _heartbeat(stream: _Stream) -> Heartbeat:
     """Beats on the turn while the main thread loads a model or generates (when no text is written)."""
 
-    def __init__(self, stream: _Stream):
-        super().__init__(name="chat-heartbeat", daemon=True)
-        self.stream = stream
-        self.stopped = threading.Event()
+    def beat() -> bool:
+        if chat_turn_beat(turn_id=stream.turn_id, ticket=stream.ticket):
+            return True
+        stream.lost.set()
+        return False
 
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(settings.CHAT_HEARTBEAT_SECONDS):
-                if not chat_turn_beat(turn_id=self.stream.turn_id, ticket=self.stream.ticket):
-                    self.stream.lost.set()
-                    return
-        finally:
-            connection.close()
+    return Heartbeat(beat, name=f"heartbeat-chat-turn-{stream.turn_id}", interval=settings.CHAT_HEARTBEAT_SECONDS)
 
 
 def _side_model(name: str) -> Model:
@@ -167,7 +162,7 @@ def chat_turn_run(*, turn_id: int, ticket: str, worker: str = "") -> str:
     if turn is None:
         return "skipped"
     stream = _Stream(turn)
-    heartbeat = _Heartbeat(stream)
+    heartbeat = _heartbeat(stream)
     heartbeat.start()
     try:
         candidates = _generate(turn, stream)
@@ -181,8 +176,7 @@ def chat_turn_run(*, turn_id: int, ticket: str, worker: str = "") -> str:
         chat_turn_fail(turn_id=turn_id, ticket=ticket, error=f"{type(exc).__name__}: {exc}")
         return "failed"
     finally:
-        heartbeat.stopped.set()
-        heartbeat.join()
+        heartbeat.stop()
     done = chat_turn_complete(turn_id=turn_id, ticket=ticket, candidates=candidates, timings=stream.timings)
     return "ready" if done is not None else "abandoned"
 
@@ -190,7 +184,7 @@ def chat_turn_run(*, turn_id: int, ticket: str, worker: str = "") -> str:
 @shared_task(bind=True, name="training.chat_turn_generate", acks_late=True, ignore_result=True)
 def chat_turn_generate(self, turn_id: int, ticket: str) -> str:
     close_old_connections()
-    _wait_for_preload()  # transformers must not be imported from two threads at once
+    wait_for_preload()  # transformers must not be imported from two threads at once
     return chat_turn_run(turn_id=turn_id, ticket=ticket, worker=self.request.hostname or "")
 
 

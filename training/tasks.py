@@ -47,7 +47,7 @@ def _preload_model_libraries(**_):
 _preloading: threading.Thread | None = None
 
 
-def _wait_for_preload() -> None:
+def wait_for_preload() -> None:
     # transformers' lazy module is not safe to import from two threads at once.
     if _preloading is not None:
         _preloading.join()
@@ -57,7 +57,7 @@ def _run_message(task, kind: runtime.JobKind, run, job_id: int, ticket: str) -> 
     """Run one message of a job row (`run(job_id=, ticket=, worker=)`). Retries only transient failures; everything
     else ends the row."""
     close_old_connections()
-    _wait_for_preload()
+    wait_for_preload()
     try:
         outcome = run(job_id=job_id, ticket=ticket, worker=task.request.hostname or "")
     except RetryLater as exc:

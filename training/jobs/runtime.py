@@ -148,22 +148,33 @@ def claim(kind: JobKind, pk: int, owner: str, *, ticket: str | None, **also) -> 
 
 
 class Heartbeat(threading.Thread):
-    """Beats on the row while this worker owns it; `lost` turns true once someone else took it over."""
+    """Beats while this worker holds its work; `lost` turns true once the work is no longer its own.
 
-    def __init__(self, model, pk: int, owner: str, interval: float | None = None):
-        super().__init__(name=f"heartbeat-{model._meta.model_name}-{pk}", daemon=True)
-        self.model, self.pk, self.owner = model, pk, owner
-        self.interval = settings.JOB_HEARTBEAT_SECONDS if interval is None else interval
+    `beat()` stamps the heartbeat and answers whether the work is still this worker's; `Heartbeat.of_row` beats on
+    a job row this worker owns. An error in one beat (a locked or lost database) is tried again at the next.
+    """
+
+    def __init__(self, beat: Callable[[], bool], *, name: str, interval: float):
+        super().__init__(name=name, daemon=True)
+        self.beat, self.interval = beat, interval
         self.lost = False
         self._stop_event = threading.Event()
+
+    @classmethod
+    def of_row(cls, model, pk: int, owner: str, interval: float | None = None) -> "Heartbeat":
+        def beat() -> bool:
+            return bool(model.objects.filter(pk=pk, owner=owner).update(heartbeat_at=timezone.now()))
+
+        return cls(beat, name=f"heartbeat-{model._meta.model_name}-{pk}",
+                   interval=settings.JOB_HEARTBEAT_SECONDS if interval is None else interval)
 
     def run(self) -> None:
         try:
             while not self._stop_event.wait(self.interval):
                 try:
-                    beaten = self.model.objects.filter(pk=self.pk, owner=self.owner).update(heartbeat_at=timezone.now())
+                    beaten = self.beat()
                 except Exception:  # a locked or lost database: try again next beat
-                    log.warning("heartbeat for %s %s failed", self.model._meta.model_name, self.pk, exc_info=True)
+                    log.warning("%s failed", self.name, exc_info=True)
                     continue
                 if not beaten:
                     self.lost = True
@@ -188,7 +199,7 @@ def run_claimed(kind: JobKind, *, job_id: int, ticket: str, worker: str, body: C
     state = claim(kind, job_id, owner, ticket=ticket, **also)
     if state != "claimed":
         return state
-    heartbeat = Heartbeat(kind.model, job_id, owner)
+    heartbeat = Heartbeat.of_row(kind.model, job_id, owner)
     heartbeat.start()
     try:
         return body(owner, heartbeat)
