@@ -1,23 +1,10 @@
 // Agreement charts from the page's JSON (Chart.js, vendored): a reliability diagram and per-principle bars.
+import { color, draw } from "./charts.js";
+
 const data = JSON.parse(document.getElementById("agreement-data").textContent);
-const css = getComputedStyle(document.documentElement);
-const color = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
 const accent = color("--accent", "#2f5bd3");
 const warn = color("--bad", "#b3261e");
 const line = color("--line", "#d8dce3");
-const Chart = window.Chart;
-Chart.defaults.animation = false;
-Chart.defaults.maintainAspectRatio = false;
-
-function draw(id, hasData, emptyText, config) {
-  const canvas = document.getElementById(id);
-  if (hasData) return new Chart(canvas, config);
-  const note = document.createElement("p");
-  note.className = "chart-empty";
-  note.textContent = emptyText;
-  canvas.replaceWith(note);
-  return null;
-}
 
 draw("chart-reliability", data.reliability.length > 0, "No task has both a human majority and an AI label yet.", {
   type: "scatter",

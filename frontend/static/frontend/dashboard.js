@@ -1,28 +1,14 @@
 // Dashboard charts from the page's JSON (Chart.js, vendored).
+import { Chart, color, draw, fontFamily } from "./charts.js";
+
 const data = JSON.parse(document.getElementById("dashboard-data").textContent);
-const css = getComputedStyle(document.documentElement);
-const color = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
 const accent = color("--accent", "#2f5bd3");
 const done = color("--good", "#1f7a4a");
 const rest = color("--line", "#d8dce3");
-const Chart = window.Chart;
 
-Chart.defaults.font.family = css.getPropertyValue("font-family") || "system-ui, sans-serif";
+Chart.defaults.font.family = fontFamily;
 Chart.defaults.color = color("--muted", "#5b636e");
-Chart.defaults.animation = false;
-Chart.defaults.maintainAspectRatio = false;
 Chart.defaults.datasets.bar.maxBarThickness = 56;
-
-// An empty chart reads as broken: say what is missing instead.
-function draw(id, hasData, emptyText, config) {
-  const canvas = document.getElementById(id);
-  if (hasData) return new Chart(canvas, config);
-  const note = document.createElement("p");
-  note.className = "chart-empty";
-  note.textContent = emptyText;
-  canvas.replaceWith(note);
-  return null;
-}
 
 const kinds = data.kinds.map((k) => k.kind);
 const hasTimings = data.kinds.some((k) => k.median_seconds !== null);
